@@ -1,0 +1,246 @@
+"""LeNet in MXNet Gluon, built from common.spec. Mirrors backends/torch_lenet.py function for function.
+
+Takes NumPy batches in, gives NumPy numbers out; never imports torch. The context comes from d2lzh's
+`try_gpu`, as in the seed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon, init, nd
+from mxnet.gluon import nn
+
+from common import spec
+from common.errors import UserError
+
+NAME = "mxnet"
+
+
+class _Softmax(nn.HybridBlock):
+    """Softmax over classes inside the network (the seed-torch quirk, for parity)."""
+
+    def hybrid_forward(self, F, x):  # noqa: N803 - Gluon's signature
+        return F.softmax(x, axis=1)
+
+
+@dataclass
+class Model:
+    """A built network with its trainer, context and recipe."""
+
+    recipe: spec.Recipe
+    net: nn.HybridSequential
+    trainer: gluon.Trainer
+    device: mx.Context
+    params: dict[str, gluon.Parameter]  # spec parameter name -> Gluon parameter
+    loss: gluon.loss.SoftmaxCrossEntropyLoss
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """MXNet reads its thread counts from the environment at import; report what it runs with."""
+    return int(os.environ.get("OMP_NUM_THREADS", threads or len(os.sched_getaffinity(0))))
+
+
+def select_device(device: str = "auto") -> mx.Context:
+    """'auto': d2lzh's try_gpu (a GPU when one works, else CPU); 'cpu' forces the CPU; 'gpu' requires one."""
+    if device not in ("auto", "cpu", "gpu"):
+        raise UserError(f"unknown device {device!r}; valid: auto, cpu, gpu")
+    if device == "cpu":
+        return mx.cpu()
+    import d2lzh  # imported only here: it pulls in matplotlib and IPython
+
+    context = d2lzh.try_gpu()
+    if device == "gpu" and context.device_type != "gpu":
+        raise UserError("device 'gpu' asked for, but MXNet has no working GPU (this build or this card)")
+    return context
+
+
+def device_name(model: Model) -> str:
+    """The context the model runs on, as recorded with results."""
+    return str(model.device)
+
+
+def _layer(layer: spec.Layer, in_shape: tuple[int, ...]) -> nn.HybridBlock:
+    """One spec layer as a Gluon block (input sizes given, so nothing is deferred)."""
+    match layer:
+        case spec.Conv(channels=c, kernel=k, stride=s, padding=p):
+            return nn.Conv2D(c, k, strides=s, padding=p, in_channels=in_shape[0])
+        case spec.Pool(mode="max", size=k, stride=s):
+            return nn.MaxPool2D(pool_size=k, strides=s)
+        case spec.Pool(mode="avg", size=k, stride=s):
+            return nn.AvgPool2D(pool_size=k, strides=s)
+        case spec.Activation(function=f):
+            return nn.Activation(f)  # the seed's Conv2D(activation='sigmoid') computes the same two ops
+        case spec.Flatten():
+            return nn.Flatten()  # C-order (C, H, W) like torch's view; made explicit instead of Dense's
+        case spec.Dense(units=u):
+            return nn.Dense(u, flatten=False, in_units=in_shape[0])  # input already flat: no implicit flatten
+        case spec.Softmax():
+            return _Softmax()
+    raise TypeError(layer)
+
+
+def build_model(recipe: spec.Recipe, device: str = "auto", seed: int = 0, hybridize: bool = True) -> Model:
+    """The recipe's network and Gluon SGD trainer; weights from MXNet's own initialisers (seeded)."""
+    rows = spec.layer_rows(recipe)
+    net = nn.HybridSequential()
+    params: dict[str, gluon.Parameter] = {}
+    for previous, row in zip(rows, rows[1:], strict=False):
+        block = _layer(row.layer, previous.shape)
+        net.add(block)
+        if isinstance(row.layer, spec.Conv | spec.Dense):
+            params[f"{row.name}.weight"], params[f"{row.name}.bias"] = block.weight, block.bias
+    context = select_device(device)
+    net.initialize(ctx=context)
+    opt = recipe.optimizer
+    # Gluon's 'sgd': mom = m*mom - lr*(rescale*g + wd*w); w += mom (PyTorch's update for a constant lr).
+    trainer = gluon.Trainer(
+        net.collect_params(), "sgd", {"learning_rate": opt.lr, "momentum": opt.momentum, "wd": opt.weight_decay}
+    )
+    model = Model(recipe, net, trainer, context, params, gluon.loss.SoftmaxCrossEntropyLoss())
+    native_init(model, seed)
+    if hybridize:
+        net.hybridize(static_alloc=True)  # one cached graph per input shape: same ops, less Python
+    return model
+
+
+def native_init(model: Model, seed: int) -> None:
+    """MXNet's own initialisers for the recipe's scheme, from MXNet's RNG (the 'native' mode)."""
+    mx.random.seed(seed)
+    scheme = model.recipe.init
+    for name, param in model.params.items():
+        if name.endswith(".weight"):
+            if scheme == "torch-default":
+                # PyTorch's kaiming_uniform_(a=sqrt(5)) is U(+-sqrt(1/fan_in)) = Xavier(in, magnitude 1)
+                initializer = init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1)
+            else:
+                initializer = init.Xavier()  # uniform, factor 'avg', magnitude 3 (the seed's init.Xavier())
+        elif scheme == "gluon-xavier":
+            initializer = init.Zero()  # Gluon's default bias initialiser
+        else:
+            fan_in = math.prod(model.params[name.replace(".bias", ".weight")].shape[1:])
+            initializer = init.Uniform(1.0 / math.sqrt(fan_in))  # PyTorch's default bias distribution
+        param.initialize(init=initializer, ctx=model.device, force_reinit=True)
+
+
+def set_weights(model: Model, weights: dict[str, np.ndarray]) -> None:
+    """Copy named NumPy weights (spec layout) into the network."""
+    if set(weights) != set(model.params):
+        raise ValueError(f"weights {sorted(weights)} do not match parameters {sorted(model.params)}")
+    for name, param in model.params.items():
+        param.set_data(nd.array(weights[name], ctx=model.device, dtype="float32"))
+
+
+def get_weights(model: Model) -> dict[str, np.ndarray]:
+    """Named NumPy copies of the network's weights."""
+    return {name: param.data().asnumpy().copy() for name, param in model.params.items()}
+
+
+def get_state(model: Model) -> dict[str, np.ndarray]:
+    """Everything needed to resume training: weights plus the trainer's momentum states."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trainer.states")
+        model.trainer.save_states(path)
+        with open(path, "rb") as handle:
+            blob = handle.read()
+    return {**get_weights(model), "optimizer": np.frombuffer(blob, dtype=np.uint8)}
+
+
+def set_state(model: Model, state: dict[str, np.ndarray]) -> None:
+    """Restore what get_state saved."""
+    set_weights(model, {k: v for k, v in state.items() if k != "optimizer"})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trainer.states")
+        with open(path, "wb") as handle:
+            handle.write(state["optimizer"].tobytes())
+        model.trainer.load_states(path)
+
+
+def _arrays(model: Model, x: np.ndarray, y: np.ndarray) -> tuple[nd.NDArray, nd.NDArray]:
+    # Labels as float32, as d2lzh's _get_batch casts them for SoftmaxCrossEntropyLoss and the accuracy.
+    return nd.array(x, ctx=model.device, dtype="float32"), nd.array(y, ctx=model.device, dtype="float32")
+
+
+def _step_divisor(model: Model, batch: int) -> int:
+    """What trainer.step divides the summed gradient by."""
+    if model.recipe.loss.normalisation == "mean":
+        return batch  # d2l-en: trainer.step(X.shape[0]), i.e. the mean over the actual batch
+    return model.recipe.batch_size  # the seed: trainer.step(batch_size), also for the last partial batch
+
+
+def forward(model: Model, x: np.ndarray) -> np.ndarray:
+    """The network's output (logits, or probabilities for a softmax head) in predict mode."""
+    return model.net(nd.array(x, ctx=model.device, dtype="float32")).asnumpy()
+
+
+def loss_and_gradients(model: Model, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    """Mean per-example loss and the gradient SGD would follow, without updating the weights."""
+    xs, ys = _arrays(model, x, y)
+    with autograd.record():  # train mode, as during training
+        losses = model.loss(model.net(xs), ys)  # (N,) per-example; SoftmaxCrossEntropyLoss applies log-softmax
+    losses.backward()  # gradient of the sum; the trainer rescales by 1/divisor at step time
+    divisor = _step_divisor(model, len(y))
+    grads = {name: param.grad().asnumpy() / divisor for name, param in model.params.items()}
+    return float(losses.sum().asscalar()) / len(y), grads
+
+
+def train_step(model: Model, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    """One SGD step on a batch; returns (sum of per-example losses, number correct) before the update."""
+    xs, ys = _arrays(model, x, y)
+    with autograd.record():
+        output = model.net(xs)
+        losses = model.loss(output, ys).sum()
+    losses.backward()
+    model.trainer.step(_step_divisor(model, len(y)))
+    correct = (output.argmax(axis=1) == ys).sum()
+    return float(losses.asscalar()), int(correct.asscalar())
+
+
+def evaluate(model: Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[float, int]:
+    """(sum of per-example losses, number correct) over a dataset, in predict mode."""
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(y), batch_size):
+        xs, ys = _arrays(model, x[start : start + batch_size], y[start : start + batch_size])
+        output = model.net(xs)
+        loss_sum += float(model.loss(output, ys).sum().asscalar())
+        correct += int((output.argmax(axis=1) == ys).sum().asscalar())
+    return loss_sum, correct
+
+
+def predict(model: Model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Predicted class of each example."""
+    return np.concatenate(
+        [forward(model, x[s : s + batch_size]).argmax(axis=1) for s in range(0, len(x), batch_size)]
+    )
+
+
+def layer_shapes(model: Model) -> list[tuple[str, tuple[int, ...], int]]:
+    """(layer name, output shape of one example, parameter count) measured by running the network."""
+    recipe = model.recipe
+    names = [row.name for row in spec.layer_rows(recipe)[1:]]
+    x = nd.zeros((1, recipe.in_channels, recipe.input_size, recipe.input_size), ctx=model.device)
+    rows = []
+    for name, block in zip(names, model.net, strict=True):
+        x = block(x)
+        count = sum(p.data().size for p in block.collect_params().values())
+        rows.append((name, tuple(x.shape[1:]), count))
+    return rows
+
+
+def versions() -> dict[str, str]:
+    """Framework versions recorded with results."""
+    import d2lzh
+
+    return {"mxnet": mx.__version__, "d2lzh": d2lzh.__version__, "numpy": np.__version__}
+
+
+def native_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """Gluon's own shuffle (DataLoader's RandomSampler calls np.random.shuffle), seeded per epoch."""
+    indices = np.arange(n)
+    np.random.RandomState(seed * 1_000_003 + epoch).shuffle(indices)
+    return indices

@@ -1,0 +1,233 @@
+"""LeNet in PyTorch, built from common.spec. Mirrors backends/mxnet_lenet.py function for function.
+
+Takes NumPy batches in, gives NumPy numbers out; never imports mxnet.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from common import spec
+from common.errors import UserError
+
+NAME = "torch"
+
+
+@dataclass
+class Model:
+    """A built network with its optimiser, device and recipe."""
+
+    recipe: spec.Recipe
+    net: nn.Sequential
+    optimizer: torch.optim.SGD
+    device: torch.device
+    names: list[str] = field(default_factory=list)  # spec parameter names, in net.parameters() order
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Use one intra-op thread per core (default: all cores) and no inter-op pool; returns the count."""
+    threads = threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def select_device(device: str = "auto") -> torch.device:
+    """'auto': CUDA when available, else CPU; 'cpu' forces the CPU; 'gpu' requires CUDA."""
+    if device not in ("auto", "cpu", "gpu"):
+        raise UserError(f"unknown device {device!r}; valid: auto, cpu, gpu")
+    if device == "gpu" and not torch.cuda.is_available():
+        raise UserError("device 'gpu' asked for, but PyTorch sees no CUDA device")
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def device_name(model: Model) -> str:
+    """The device the model runs on, as recorded with results."""
+    if model.device.type == "cuda":
+        return f"cuda:{model.device.index or 0} ({torch.cuda.get_device_name(model.device)})"
+    return "cpu"
+
+
+def _layer(layer: spec.Layer, in_shape: tuple[int, ...]) -> nn.Module:
+    """One spec layer as a torch module."""
+    match layer:
+        case spec.Conv(channels=c, kernel=k, stride=s, padding=p):
+            return nn.Conv2d(in_shape[0], c, k, stride=s, padding=p)
+        case spec.Pool(mode="max", size=k, stride=s):
+            return nn.MaxPool2d(k, s)
+        case spec.Pool(mode="avg", size=k, stride=s):
+            return nn.AvgPool2d(k, s)
+        case spec.Activation(function="relu"):
+            return nn.ReLU()
+        case spec.Activation(function="sigmoid"):
+            return nn.Sigmoid()
+        case spec.Flatten():
+            return nn.Flatten()  # C-order (C, H, W), as the seed's x.view(-1, 16*4*4) and Gluon's flatten
+        case spec.Dense(units=u):
+            return nn.Linear(in_shape[0], u)
+        case spec.Softmax():
+            return nn.Softmax(dim=1)  # the seed's torch.softmax inside forward; the loss applies another
+    raise TypeError(layer)
+
+
+def build_model(recipe: spec.Recipe, device: str = "auto", seed: int = 0) -> Model:
+    """The recipe's network and SGD optimiser; weights from PyTorch's own initialisers (seeded)."""
+    torch.manual_seed(seed)
+    rows = spec.layer_rows(recipe)
+    net = nn.Sequential()
+    names = []
+    for previous, row in zip(rows, rows[1:], strict=False):
+        net.add_module(row.name, _layer(row.layer, previous.shape))
+        if isinstance(row.layer, spec.Conv | spec.Dense):
+            names += [f"{row.name}.weight", f"{row.name}.bias"]
+    torch_device = select_device(device)
+    net.to(torch_device)
+    opt = recipe.optimizer
+    # Heavy-ball momentum without dampening: buf = m*buf + g; w -= lr*buf (MXNet's form, lr folded in).
+    optimizer = torch.optim.SGD(net.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    model = Model(recipe, net, optimizer, torch_device, names)
+    native_init(model, seed)
+    return model
+
+
+def native_init(model: Model, seed: int) -> None:
+    """PyTorch's own initialisers for the recipe's scheme, from torch's RNG (the 'native' mode)."""
+    torch.manual_seed(seed)
+    for module in model.net:
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            module.reset_parameters()  # Kaiming-uniform(a=sqrt(5)) weights, uniform biases
+            if model.recipe.init in ("gluon-xavier", "d2l-xavier"):
+                nn.init.xavier_uniform_(module.weight)
+            if model.recipe.init == "gluon-xavier":
+                nn.init.zeros_(module.bias)  # Gluon biases start at zero
+
+
+def _parameters(model: Model) -> dict[str, torch.nn.Parameter]:
+    return dict(zip(model.names, model.net.parameters(), strict=True))
+
+
+def set_weights(model: Model, weights: dict[str, np.ndarray]) -> None:
+    """Copy named NumPy weights (spec layout) into the network."""
+    params = _parameters(model)
+    if set(weights) != set(params):
+        raise ValueError(f"weights {sorted(weights)} do not match parameters {sorted(params)}")
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(torch.from_numpy(np.ascontiguousarray(weights[name], dtype=np.float32)))
+
+
+def get_weights(model: Model) -> dict[str, np.ndarray]:
+    """Named NumPy copies of the network's weights."""
+    return {name: p.detach().cpu().numpy().copy() for name, p in _parameters(model).items()}
+
+
+def get_state(model: Model) -> dict[str, np.ndarray]:
+    """Everything needed to resume training: weights plus the optimiser's momentum buffers."""
+    buffer = io.BytesIO()
+    torch.save(model.optimizer.state_dict(), buffer)
+    return {**get_weights(model), "optimizer": np.frombuffer(buffer.getvalue(), dtype=np.uint8)}
+
+
+def set_state(model: Model, state: dict[str, np.ndarray]) -> None:
+    """Restore what get_state saved."""
+    set_weights(model, {k: v for k, v in state.items() if k != "optimizer"})
+    saved = torch.load(io.BytesIO(state["optimizer"].tobytes()), map_location=model.device, weights_only=True)
+    model.optimizer.load_state_dict(saved)
+
+
+def _tensor(x: np.ndarray, model: Model) -> torch.Tensor:
+    return torch.from_numpy(x).to(model.device, non_blocking=True)
+
+
+def _objective(model: Model, output: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(objective whose gradient SGD follows, sum of per-example losses)."""
+    # CrossEntropyLoss applies log-softmax to whatever forward returns (logits, or the seed's softmax).
+    losses = nn.functional.cross_entropy(output, y, reduction="none")  # (N,)
+    total = losses.sum()
+    if model.recipe.loss.normalisation == "mean":
+        return total / len(y), total  # CrossEntropyLoss's default 'mean' over the actual batch
+    return total / model.recipe.batch_size, total  # Gluon's sum + trainer.step(batch_size)
+
+
+def forward(model: Model, x: np.ndarray) -> np.ndarray:
+    """The network's output (logits, or probabilities for a softmax head) in eval mode."""
+    model.net.eval()  # no dropout or batch norm in LeNet, but train/eval is set as the seed's loop implies
+    with torch.no_grad():
+        return model.net(_tensor(x, model)).cpu().numpy()
+
+
+def loss_and_gradients(model: Model, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    """Mean per-example loss and the gradient SGD would follow, without updating the weights."""
+    model.net.train()
+    model.net.zero_grad(set_to_none=True)
+    objective, total = _objective(model, model.net(_tensor(x, model)), _tensor(y, model))
+    objective.backward()
+    grads = {name: p.grad.detach().cpu().numpy().copy() for name, p in _parameters(model).items()}
+    model.net.zero_grad(set_to_none=True)
+    return total.item() / len(y), grads
+
+
+def train_step(model: Model, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    """One SGD step on a batch; returns (sum of per-example losses, number correct) before the update."""
+    model.net.train()
+    xt, yt = _tensor(x, model), _tensor(y, model)
+    model.optimizer.zero_grad(set_to_none=True)
+    output = model.net(xt)
+    objective, total = _objective(model, output, yt)
+    objective.backward()
+    model.optimizer.step()
+    correct = (output.argmax(dim=1) == yt).sum()
+    return total.item(), int(correct)
+
+
+def evaluate(model: Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[float, int]:
+    """(sum of per-example losses, number correct) over a dataset, in eval mode."""
+    model.net.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=model.device)
+    correct = torch.zeros((), dtype=torch.int64, device=model.device)
+    with torch.no_grad():
+        for start in range(0, len(y), batch_size):
+            xt, yt = _tensor(x[start : start + batch_size], model), _tensor(y[start : start + batch_size], model)
+            output = model.net(xt)
+            loss_sum += nn.functional.cross_entropy(output, yt, reduction="sum").double()
+            correct += (output.argmax(dim=1) == yt).sum()
+    return float(loss_sum), int(correct)
+
+
+def predict(model: Model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Predicted class of each example."""
+    return np.concatenate(
+        [forward(model, x[s : s + batch_size]).argmax(axis=1) for s in range(0, len(x), batch_size)]
+    )
+
+
+def layer_shapes(model: Model) -> list[tuple[str, tuple[int, ...], int]]:
+    """(layer name, output shape of one example, parameter count) measured by running the network."""
+    recipe = model.recipe
+    x = torch.zeros((1, recipe.in_channels, recipe.input_size, recipe.input_size), device=model.device)
+    rows = []
+    with torch.no_grad():
+        for name, module in model.net.named_children():
+            x = module(x)
+            rows.append((name, tuple(x.shape[1:]), sum(p.numel() for p in module.parameters())))
+    return rows
+
+
+def versions() -> dict[str, str]:
+    """Framework versions recorded with results."""
+    import torchvision
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": np.__version__}
+
+
+def native_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """PyTorch's own shuffle (DataLoader's RandomSampler draws torch.randperm), seeded per epoch."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).numpy()

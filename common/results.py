@@ -1,0 +1,131 @@
+"""The results format and the run store: one JSON file per run, written atomically, plus a checkpoint
+that carries both the training state and the run record, so an interrupted run resumes exactly.
+
+Layout under the results directory:
+    <variant>/<dataset>/<recipe>/<backend>-seed<k>.json      the run record (committed when published)
+    .checkpoints/<variant>/<dataset>/<recipe>/<backend>-seed<k>.npz   state after the last finished epoch
+where <variant> is the mode ("shared" or "native"), with "-limit<N>" appended for runs on data subsets.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import UserError, unknown_name
+
+MODES = ("shared", "native")
+STATUSES = ("complete", "diverged", "partial")
+CHECKPOINTS = ".checkpoints"
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """What identifies one run."""
+
+    backend: str
+    dataset: str
+    recipe: str
+    seed: int
+    mode: str = "shared"
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise unknown_name("mode", self.mode, MODES)
+
+    @property
+    def variant(self) -> str:
+        """Folder for this mode and data size; native and subset runs are kept apart from full shared runs."""
+        return self.mode + (f"-limit{self.limit}" if self.limit else "")
+
+    def relative(self, suffix: str) -> Path:
+        return Path(self.variant, self.dataset, self.recipe, f"{self.backend}-seed{self.seed}{suffix}")
+
+    def label(self) -> str:
+        return f"{self.backend} {self.recipe} {self.dataset} seed {self.seed} ({self.variant})"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes so that readers see the old file or the new one, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunStore:
+    """Reads and writes run records and checkpoints under one results directory."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    def record_path(self, key: RunKey) -> Path:
+        return self.root / key.relative(".json")
+
+    def checkpoint_path(self, key: RunKey) -> Path:
+        return self.root / CHECKPOINTS / key.relative(".npz")
+
+    def load_record(self, key: RunKey) -> dict[str, Any] | None:
+        """The run's JSON record, or None when the run has not been started."""
+        path = self.record_path(key)
+        if not path.exists():
+            return None
+        return read_record(path)
+
+    def save_record(self, key: RunKey, record: dict[str, Any]) -> None:
+        write_atomic(self.record_path(key), json.dumps(record, indent=1).encode())
+
+    def save_checkpoint(self, key: RunKey, state: dict[str, np.ndarray], record: dict[str, Any]) -> None:
+        """State and record together in one atomic file: they can never disagree about the epoch."""
+        buffer = io.BytesIO()
+        np.savez(buffer, __record__=np.frombuffer(json.dumps(record).encode(), dtype=np.uint8), **state)
+        write_atomic(self.checkpoint_path(key), buffer.getvalue())
+
+    def load_checkpoint(self, key: RunKey) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """(state, record) saved after the last finished epoch, or None."""
+        path = self.checkpoint_path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as archive:
+                arrays = {name: archive[name] for name in archive.files}
+        except (OSError, ValueError) as error:
+            raise UserError(f"checkpoint {path} is unreadable ({error}); delete it to restart that run") from None
+        record = json.loads(arrays.pop("__record__").tobytes())
+        return arrays, record
+
+    def remove_checkpoint(self, key: RunKey) -> None:
+        self.checkpoint_path(key).unlink(missing_ok=True)
+
+    def records(self, variant: str | None = None) -> list[dict[str, Any]]:
+        """Every run record under the results directory (optionally one variant), sorted by path."""
+        base = self.root / variant if variant else self.root
+        paths = sorted(p for p in base.rglob("*.json") if CHECKPOINTS not in p.parts)
+        return [read_record(p) for p in paths]
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """Load one run record, with a clear error for a damaged file."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"run record {path} is unreadable ({error}); delete it to run again") from None
+    missing = {"backend", "dataset", "recipe", "seed", "status", "step_losses", "epochs"} - set(record)
+    if missing:
+        raise UserError(f"run record {path} lacks {sorted(missing)}; delete it to run again")
+    return record

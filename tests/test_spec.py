@@ -1,0 +1,151 @@
+"""The spec's arithmetic: shapes, parameter counts and FLOPs written out by hand, per recipe."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from common import spec
+from common.batches import batch_slices, epoch_order, steps_per_epoch
+from common.errors import UserError
+from common.init import initial_weights, weight_bound
+
+# Per-layer parameters as arithmetic (DeepOBS style): weights + biases.
+CONV1 = 1 * 6 * 5 * 5 + 6
+CONV2 = 6 * 16 * 5 * 5 + 16
+HEAD = (120 * 84 + 84) + (84 * 10 + 10)
+EXPECTED_PARAMETERS = {
+    "seed-torch": CONV1 + CONV2 + (16 * 4 * 4 * 120 + 120) + HEAD,  # the code's 16*4*4, not the text's 16*5*5
+    "seed-torch-fixed": CONV1 + CONV2 + (16 * 4 * 4 * 120 + 120) + HEAD,
+    "seed-mxnet": CONV1 + CONV2 + (16 * 21 * 21 * 120 + 120) + HEAD,  # resize=96: 96-4=92, /2=46, -4=42, /2=21
+    "seed-mxnet-28": CONV1 + CONV2 + (16 * 4 * 4 * 120 + 120) + HEAD,
+    "d2l": CONV1 + CONV2 + (16 * 5 * 5 * 120 + 120) + HEAD,  # padding 2 keeps 28, so 16*5*5 here
+}
+
+
+def test_recipe_names_are_exactly_the_five():
+    assert set(spec.RECIPES) == {"seed-torch", "seed-torch-fixed", "seed-mxnet", "seed-mxnet-28", "d2l"}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMETERS))
+def test_parameter_counts(name):
+    assert spec.parameter_count(spec.get_recipe(name)) == EXPECTED_PARAMETERS[name]
+
+
+def test_seed_torch_has_44426_parameters():
+    assert spec.parameter_count(spec.get_recipe("seed-torch")) == 44_426
+
+
+def test_seed_torch_flattens_16x4x4_not_16x5x5():
+    rows = {row.name: row for row in spec.layer_rows(spec.get_recipe("seed-torch"))}
+    assert rows["pool2"].shape == (16, 4, 4)
+    assert rows["flatten1"].shape == (16 * 4 * 4,)
+
+
+def test_resize_96_makes_dense1_7056_by_120():
+    rows = {row.name: row for row in spec.layer_rows(spec.get_recipe("seed-mxnet"))}
+    assert rows["conv1"].shape == (6, 92, 92)
+    assert rows["pool2"].shape == (16, 21, 21)
+    assert rows["dense1"].parameters == 16 * 21 * 21 * 120 + 120 == 846_720 + 120
+
+
+def test_d2l_shapes():
+    shapes = [row.shape for row in spec.layer_rows(spec.get_recipe("d2l"))]
+    assert shapes[:4] == [(1, 28, 28), (6, 28, 28), (6, 28, 28), (6, 14, 14)]
+    assert (16, 5, 5) in shapes and shapes[-1] == (10,)
+
+
+def test_flops_by_hand_for_seed_torch():
+    rows = {row.name: row for row in spec.layer_rows(spec.get_recipe("seed-torch"))}
+    assert rows["conv1"].forward_flops == 2 * (1 * 5 * 5) * 6 * 24 * 24
+    assert rows["conv2"].forward_flops == 2 * (6 * 5 * 5) * 16 * 8 * 8
+    assert rows["dense1"].forward_flops == 2 * 256 * 120
+    # first weight layer: no input gradient, so backward = 1x forward; later ones 2x
+    assert rows["conv1"].training_flops == 2 * rows["conv1"].forward_flops
+    assert rows["conv2"].training_flops == 3 * rows["conv2"].forward_flops
+    forward, training = spec.flops_per_example(spec.get_recipe("seed-torch"))
+    assert forward == sum(r.forward_flops for r in rows.values()) and 2 * forward < training < 3 * forward
+
+
+def test_seed_quirks_are_in_the_spec():
+    torch_seed, mxnet_seed = spec.get_recipe("seed-torch"), spec.get_recipe("seed-mxnet")
+    assert torch_seed.output == "softmax" and spec.get_recipe("seed-torch-fixed").output == "logits"
+    assert isinstance(torch_seed.network[-1], spec.Softmax)
+    assert torch_seed.optimizer == spec.Optimizer(lr=0.001, momentum=0.9)
+    assert mxnet_seed.optimizer == spec.Optimizer(lr=0.9)
+    assert (torch_seed.batch_size, mxnet_seed.batch_size) == (64, 256)
+    assert mxnet_seed.loss.normalisation == "sum-over-batch-size" and torch_seed.loss.normalisation == "mean"
+    assert mxnet_seed.preprocess.resize == 96 and spec.get_recipe("seed-mxnet-28").preprocess.resize is None
+    assert (torch_seed.preprocess.mean, torch_seed.preprocess.std) == (0.5, 0.5)
+    acts = {layer.function for layer in torch_seed.layers if isinstance(layer, spec.Activation)}
+    assert acts == {"relu"}
+    pools = {layer.mode for layer in spec.get_recipe("d2l").layers if isinstance(layer, spec.Pool)}
+    assert pools == {"avg"}
+
+
+def test_unknown_recipe_lists_valid_names():
+    with pytest.raises(UserError, match="unknown recipe 'lenet5'.*d2l, seed-mxnet, seed-mxnet-28"):
+        spec.get_recipe("lenet5")
+
+
+def test_overrides_and_unknown_field():
+    recipe = spec.get_recipe("seed-torch", {"epochs": 1, "optimizer.lr": 0.01})
+    assert recipe.epochs == 1 and recipe.optimizer.lr == 0.01 and recipe.optimizer.momentum == 0.9
+    with pytest.raises(UserError, match="unknown field of Recipe 'epoch'.*epochs"):
+        spec.get_recipe("seed-torch", {"epoch": 1})
+    with pytest.raises(UserError, match="unknown field of Optimizer 'learning_rate'.*lr"):
+        spec.get_recipe("seed-torch", {"optimizer.learning_rate": 1})
+
+
+def test_invalid_values_are_rejected():
+    with pytest.raises(UserError, match="unknown init scheme"):
+        spec.get_recipe("d2l", {"init": "he"})
+    with pytest.raises(UserError, match="batch_size must be a positive integer"):
+        spec.get_recipe("d2l", {"batch_size": 0})
+    with pytest.raises(UserError, match="has no output"):
+        dataclasses.replace(spec.get_recipe("seed-torch"), layers=(spec.Conv(6, 40), spec.Flatten(), spec.Dense(10)))
+
+
+def test_layer_table_text_shows_totals():
+    text = spec.format_layer_table(spec.layer_rows(spec.get_recipe("seed-torch")))
+    assert "44,426" in text and "16" in text and "softmax" in text
+
+
+@pytest.mark.parametrize(
+    ("scheme", "bias_zero"), [("torch-default", False), ("gluon-xavier", True), ("d2l-xavier", False)]
+)
+def test_initial_weights_follow_scheme(scheme, bias_zero):
+    recipe = spec.get_recipe("d2l", {"init": scheme})
+    weights = initial_weights(recipe, seed=3)
+    assert list(weights) == list(spec.parameter_shapes(recipe))
+    for name, value in weights.items():
+        assert value.dtype == np.float32 and value.shape == spec.parameter_shapes(recipe)[name]
+    bound = weight_bound(scheme, weights["dense1.weight"].shape)
+    assert np.abs(weights["dense1.weight"]).max() <= bound
+    assert np.abs(weights["dense1.weight"]).max() > 0.95 * bound  # 48,000 draws fill the interval
+    assert (np.abs(weights["conv1.bias"]).max() == 0) == bias_zero
+    assert np.array_equal(initial_weights(recipe, 3)["conv1.weight"], weights["conv1.weight"])
+    assert not np.array_equal(initial_weights(recipe, 4)["conv1.weight"], weights["conv1.weight"])
+
+
+def test_xavier_bound_matches_both_frameworks_formula():
+    # Gluon Xavier(avg, magnitude 3): sqrt(3 / ((fan_in + fan_out) / 2)); torch xavier_uniform_: sqrt(6/(in+out))
+    shape = (16, 6, 5, 5)
+    fan_in, fan_out = 6 * 25, 16 * 25
+    assert weight_bound("gluon-xavier", shape) == pytest.approx(np.sqrt(3 / ((fan_in + fan_out) / 2)))
+    assert weight_bound("torch-default", shape) == pytest.approx(np.sqrt(1 / fan_in))
+
+
+def test_epoch_order_is_a_seeded_permutation():
+    order = epoch_order(seed=1, epoch=2, n=100)
+    assert sorted(order) == list(range(100))
+    assert np.array_equal(order, epoch_order(1, 2, 100))
+    assert not np.array_equal(order, epoch_order(1, 3, 100))
+    assert np.array_equal(epoch_order(1, 2, 5, shuffle=False), np.arange(5))
+
+
+def test_last_partial_batch_is_kept_like_both_seeds():
+    # 60,000 = 234 * 256 + 96: d2lzh's DataLoader keeps the last 96 examples as a batch
+    sizes = [s.stop - s.start for s in batch_slices(60_000, 256)]
+    assert len(sizes) == 235 == steps_per_epoch(60_000, 256) and sizes[-1] == 96
+    assert [s.stop - s.start for s in batch_slices(10, 4, "drop")] == [4, 4]
