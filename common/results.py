@@ -4,7 +4,8 @@ that carries both the training state and the run record, so an interrupted run r
 Layout under the results directory:
     <variant>/<dataset>/<recipe>/<backend>-seed<k>.json      the run record (committed when published)
     .checkpoints/<variant>/<dataset>/<recipe>/<backend>-seed<k>.npz   state after the last finished epoch
-where <variant> is the mode ("shared" or "native"), with "-limit<N>" appended for runs on data subsets.
+where <variant> is the mode ("shared" or "native"), with "-epochs<E>" and "-limit<N>" appended for runs that
+override the recipe's epochs or use a data subset, so that they never mix with full runs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError, unknown_name
+from common.spec import Recipe, get_recipe
 
 MODES = ("shared", "native")
 STATUSES = ("complete", "diverged", "partial")
@@ -36,6 +38,7 @@ class RunKey:
     seed: int
     mode: str = "shared"
     limit: int | None = None
+    epochs: int | None = None  # an override of the recipe's epochs; None: the recipe's own
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -43,14 +46,23 @@ class RunKey:
 
     @property
     def variant(self) -> str:
-        """Folder for this mode and data size; native and subset runs are kept apart from full shared runs."""
-        return self.mode + (f"-limit{self.limit}" if self.limit else "")
+        """Folder for this mode and these overrides: native, shortened and subset runs stay apart from full ones."""
+        return variant_name(self.mode, self.limit, self.epochs)
+
+    def spec(self) -> Recipe:
+        """The recipe this run trains, with the epochs override applied."""
+        return get_recipe(self.recipe, {"epochs": self.epochs} if self.epochs else None)
 
     def relative(self, suffix: str) -> Path:
         return Path(self.variant, self.dataset, self.recipe, f"{self.backend}-seed{self.seed}{suffix}")
 
     def label(self) -> str:
         return f"{self.backend} {self.recipe} {self.dataset} seed {self.seed} ({self.variant})"
+
+
+def variant_name(mode: str, limit: int | None = None, epochs: int | None = None) -> str:
+    """'shared', 'native', or with the overrides appended: 'shared-epochs1-limit512'."""
+    return mode + (f"-epochs{epochs}" if epochs else "") + (f"-limit{limit}" if limit else "")
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -14,6 +14,7 @@ element-wise or pooling layer's backward costs 1x its forward.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -422,8 +423,8 @@ def _replace_path(obj: Any, path: list[str], value: Any) -> Any:
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
-    """The recipe as plain JSON-able data (layers tagged with their kind)."""
-    return dataclasses.asdict(recipe)
+    """The recipe as plain JSON data (layers tagged with their kind), equal to itself after a JSON round trip."""
+    return json.loads(json.dumps(dataclasses.asdict(recipe)))
 
 
 def main(argv: list[str] | None = None) -> int:
