@@ -1,5 +1,5 @@
 # lenet-repro: one LeNet spec, PyTorch and MXNet Gluon side by side.
-# `make test` runs the tests and sets up everything it needs.
+# `make reproduce` runs the main job; `make test` runs the tests. Both set up everything they need.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,8 +12,21 @@ DATA_DIR ?= data
 export LENET_DATA_DIR := $(abspath $(DATA_DIR))
 comma := ,
 
+# Run settings (empty means each recipe's own value; see README)
+EPOCHS ?=
+SEEDS ?= 1
+LIMIT ?=
+RECIPES ?=
+DATASETS ?=
+RESULTS ?= results
+DEVICE ?= auto
+MODE ?= shared
+RUN_ARGS = --seeds $(SEEDS) --results $(RESULTS) --device $(DEVICE) --mode $(MODE) \
+	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(LIMIT),--limit $(LIMIT)) \
+	$(if $(RECIPES),--recipes $(RECIPES)) $(if $(DATASETS),--datasets $(DATASETS))
 
-.PHONY: help venv data test lint layers clean
+
+.PHONY: help venv data test lint layers reproduce reproduce-torch reproduce-mxnet compare clean
 
 # List the targets.
 help:
@@ -40,10 +53,25 @@ test: data
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# Train every recipe on both datasets with both backends, then build the report (the main job).
+reproduce: reproduce-torch reproduce-mxnet compare
+
+# Train every recipe on both datasets with PyTorch (resumable), then print the side-by-side table.
+reproduce-torch: data
+	$(PY) -m experiments run --backend torch $(RUN_ARGS)
+
+# Train every recipe on both datasets with MXNet Gluon (resumable), then print the side-by-side table.
+reproduce-mxnet: data
+	$(PY) -m experiments run --backend mxnet $(RUN_ARGS)
+
+# Build report.md, report.csv and the plots from whatever runs exist in RESULTS.
+compare: $(STAMP)
+	$(PY) -m experiments compare --results $(RESULTS)
+
 # Remove the environment (data and results are kept).
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
-# Print recipes' per-layer tables from the spec (RECIPES=seed-mxnet; default all).
+# Print recipes' per-layer tables (RECIPES=seed-mxnet, default all; BACKEND=spec|torch|mxnet).
 layers: $(STAMP)
-	$(PY) -m common.spec $(subst $(comma), ,$(RECIPES))
+	$(PY) -m experiments layers $(subst $(comma), ,$(RECIPES)) --backend $(or $(BACKEND),spec)

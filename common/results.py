@@ -100,7 +100,7 @@ class RunStore:
         return read_record(path)
 
     def save_record(self, key: RunKey, record: dict[str, Any]) -> None:
-        write_atomic(self.record_path(key), json.dumps(record, indent=1).encode())
+        write_atomic(self.record_path(key), json.dumps(record, indent=1, allow_nan=False).encode())
 
     def save_checkpoint(self, key: RunKey, state: dict[str, np.ndarray], record: dict[str, Any]) -> None:
         """State and record together in one atomic file: they can never disagree about the epoch."""

@@ -1,0 +1,166 @@
+"""The thin command line over experiments.runs and experiments.report (the Make targets call it).
+
+    python -m experiments run --backend torch [--recipes a,b] [--datasets ...] [--seeds N] [--epochs E]
+                              [--limit N] [--results DIR] [--device auto|cpu|gpu] [--mode shared|native]
+    python -m experiments compare [--results DIR] [--mode shared|native]
+    python -m experiments layers RECIPE [--backend spec|torch|mxnet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from common import data, spec
+from common.errors import UserError, unknown_name
+from common.results import MODES, RunKey, RunStore, variant_name
+
+BACKEND_NAMES = ("torch", "mxnet")
+DEVICES = ("auto", "cpu", "gpu")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one UserError line instead of usage text."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see `python -m experiments {self.prog.split()[-1]} --help`)")
+
+
+def _names(kind: str, text: str | None, valid) -> list[str]:
+    """Split a comma-separated list and check every name (empty: all valid names)."""
+    if not text:
+        return list(valid)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in valid:
+            raise unknown_name(kind, name, valid)
+    return names
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _choice(kind: str, valid):
+    def check(text: str) -> str:
+        if text not in valid:
+            raise unknown_name(kind, text, valid)
+        return text
+
+    return check
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", required=True, type=_choice("backend", BACKEND_NAMES))
+    parser.add_argument("--epochs", type=_positive, help="override every recipe's number of epochs")
+    parser.add_argument("--limit", type=_positive, help="use only the first N training and N test examples")
+    parser.add_argument("--results", default="results", help="results directory")
+    parser.add_argument("--device", default="auto", type=_choice("device", DEVICES))
+    parser.add_argument("--mode", default="shared", type=_choice("mode", MODES))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m experiments", description="lenet-repro: train and compare LeNet recipes")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="train recipes x datasets x seeds with one backend (resumable)")
+    _add_run_options(run)
+    run.add_argument("--recipes", help=f"comma-separated, default all: {','.join(spec.RECIPES)}")
+    run.add_argument("--datasets", help=f"comma-separated, default all: {','.join(data.DATASETS)}")
+    run.add_argument("--seeds", type=_positive, default=1, help="number of seeds (0..N-1)")
+
+    one = commands.add_parser("run-one", help="train one run in this process (used by `run`)")
+    _add_run_options(one)
+    one.add_argument("--recipe", required=True, type=_choice("recipe", spec.RECIPES))
+    one.add_argument("--dataset", required=True, type=_choice("dataset", data.DATASETS))
+    one.add_argument("--seed", type=int, default=0)
+
+    compare = commands.add_parser("compare", help="build report.md, report.csv and plots from existing runs")
+    compare.add_argument("--results", default="results")
+    compare.add_argument("--mode", default=None, type=_choice("mode", MODES), help="default: every mode present")
+
+    layers = commands.add_parser("layers", help="print a recipe's per-layer table")
+    layers.add_argument("recipes", nargs="*", help="default: all recipes")
+    layers.add_argument("--backend", default="spec", type=_choice("table source", ("spec", *BACKEND_NAMES)))
+    return parser
+
+
+def run_grid(args: argparse.Namespace) -> int:
+    """Each unfinished run in its own process, then the side-by-side table of what exists."""
+    from experiments.report import summary_table
+    from experiments.runs import check_same_run
+
+    store = RunStore(args.results)
+    keys = [
+        RunKey(args.backend, dataset, recipe, seed, args.mode, args.limit, args.epochs)
+        for recipe in _names("recipe", args.recipes, spec.RECIPES)
+        for dataset in _names("dataset", args.datasets, data.DATASETS)
+        for seed in range(args.seeds)
+    ]
+    for key in keys:
+        record = store.load_record(key)
+        if record is not None:
+            check_same_run(key, record, key.spec())
+            if record["status"] != "partial":
+                continue
+        _run_in_subprocess(key, args)
+    print(summary_table(store, variant_name(args.mode, args.limit, args.epochs)))
+    return 0
+
+
+def _run_in_subprocess(key: RunKey, args: argparse.Namespace) -> None:
+    """`python -m experiments run-one ...` for one key: the two frameworks never share a process."""
+    command = [sys.executable, "-m", "experiments", "run-one", "--backend", key.backend, "--recipe", key.recipe,
+               "--dataset", key.dataset, "--seed", str(key.seed), "--results", args.results,
+               "--device", args.device, "--mode", key.mode]  # fmt: skip
+    command += ["--epochs", str(key.epochs)] if key.epochs else []
+    command += ["--limit", str(key.limit)] if key.limit else []
+    code = subprocess.run(command).returncode
+    if code == 2:
+        raise SystemExit(2)  # the child already printed its one-line error
+    if code != 0:
+        raise UserError(f"{key.label()} stopped with exit code {code}; run the same command again to resume it")
+
+
+def run_one(args: argparse.Namespace) -> int:
+    from experiments.runs import Progress, train_run
+
+    key = RunKey(args.backend, args.dataset, args.recipe, args.seed, args.mode, args.limit, args.epochs)
+    record = train_run(key, RunStore(args.results), args.device, Progress(key, key.spec().epochs))
+    if record["status"] == "diverged":
+        print(f"[{key.label()}] diverged at step {record['diverged_at_step']} (non-finite loss)", file=sys.stderr)
+    return 0
+
+
+def print_layers(args: argparse.Namespace) -> int:
+    from experiments.layers import framework_layer_rows
+
+    for name in args.recipes or list(spec.RECIPES):
+        recipe = spec.get_recipe(name) if name in spec.RECIPES else None
+        if recipe is None:
+            raise unknown_name("recipe", name, spec.RECIPES)
+        rows = spec.layer_rows(recipe) if args.backend == "spec" else framework_layer_rows(recipe, args.backend)
+        print(spec.format_layer_table(rows, f"{recipe.name} ({args.backend}): {recipe.origin}"))
+        print()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return run_grid(args)
+    if args.command == "run-one":
+        return run_one(args)
+    if args.command == "compare":
+        from experiments.report import write_report
+
+        print(write_report(RunStore(args.results), args.mode))
+        return 0
+    return print_layers(args)

@@ -1,0 +1,265 @@
+"""The side-by-side report: tables (Markdown, CSV, terminal) and plots built from whatever runs exist.
+
+Framework-free: it reads run records only. Output is a pure function of the records, so a committed report
+can be checked against the committed runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common import spec
+from common.results import RunStore, variant_name, write_atomic
+
+BACKEND_ORDER = ("torch", "mxnet")
+BACKEND_LABEL = {"torch": "PyTorch", "mxnet": "MXNet"}
+# The accuracy whose first epoch the report states, per dataset.
+TARGET_ACCURACY = {"mnist": 0.98, "fashion-mnist": 0.80}
+
+# What explains each recipe's curves: the seed's quirks, for the report and the README.
+RECIPE_NOTES = {
+    "seed-torch": "Softmax inside `forward`, then `CrossEntropyLoss`, which applies log-softmax again: the loss "
+    "sees probabilities as logits, so it cannot fall below about 1.46 and its gradients shrink; with lr 0.001 "
+    "training starts slowly. ReLU, max pooling, batch 64, momentum 0.9, inputs normalised to [-1, 1].",
+    "seed-torch-fixed": "seed-torch with `forward` returning logits: the only change.",
+    "seed-mxnet": "Sigmoid, max pooling, Xavier init, lr 0.9, batch 256, loss summed and divided by 256 in "
+    "`trainer.step` (also for the last batch of 96). `resize=96` upsamples 28x28 images: Dense(120) gets "
+    "16x21x21 = 7,056 inputs and the network about 15x the FLOPs of the 28x28 one, for no new information.",
+    "seed-mxnet-28": "seed-mxnet without the resize, as the d2l-zh book ran it (the book trained 5 epochs).",
+    "d2l": "d2l-en 0.17: padding 2 (so 16x5x5 before the dense layers), sigmoid, average pooling, Xavier "
+    "weights, lr 0.9, batch 256, mean loss over the actual batch.",
+}
+
+
+@dataclass
+class Group:
+    """The runs of one (variant, dataset, recipe, backend), one per seed."""
+
+    variant: str
+    dataset: str
+    recipe: str
+    backend: str
+    records: list[dict[str, Any]]
+
+    def finals(self, field: str) -> list[float]:
+        return [r["epochs"][-1][field] for r in self.records if r["epochs"]]
+
+    @property
+    def diverged(self) -> int:
+        return sum(r["status"] == "diverged" for r in self.records)
+
+    @property
+    def partial(self) -> int:
+        return sum(r["status"] == "partial" for r in self.records)
+
+
+def group_records(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Group]]:
+    """{(variant, dataset, recipe): {backend: Group}} in recipe order."""
+    groups: dict[tuple[str, str, str], dict[str, Group]] = defaultdict(dict)
+    for record in records:
+        variant = variant_name(record["mode"], record["limit"], record["epochs_override"])
+        row = (variant, record["dataset"], record["recipe"])
+        group = groups[row].setdefault(record["backend"], Group(*row, record["backend"], []))
+        group.records.append(record)
+    recipe_rank = {name: i for i, name in enumerate(spec.RECIPES)}
+    ordered = sorted(groups, key=lambda k: (k[0], k[1], recipe_rank.get(k[2], 99), k[2]))
+    return {key: groups[key] for key in ordered}
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    """(mean, sample std (0 for one value), n); NaN mean for no values."""
+    if not values:
+        return math.nan, math.nan, 0
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0, len(array)
+
+
+def epochs_to_reach(group: Group, target: float) -> tuple[float, int]:
+    """(mean first epoch whose test accuracy >= target, over the seeds that reached it; how many did)."""
+    firsts = [
+        next(row["epoch"] for row in r["epochs"] if row["test_accuracy"] >= target)
+        for r in group.records
+        if any(row["test_accuracy"] >= target for row in r["epochs"])
+    ]
+    return (float(np.mean(firsts)) if firsts else math.nan), len(firsts)
+
+
+def group_stats(group: Group) -> dict[str, Any]:
+    """Every figure the tables show for one group."""
+    target = TARGET_ACCURACY.get(group.dataset, 0.9)
+    reach, reached = epochs_to_reach(group, target)
+    seconds = [row["seconds"] for r in group.records for row in r["epochs"]]
+    stats = {
+        "variant": group.variant, "dataset": group.dataset, "recipe": group.recipe, "backend": group.backend,
+        "runs": len(group.records), "diverged": group.diverged, "partial": group.partial,
+        "epochs": max((len(r["epochs"]) for r in group.records), default=0),
+        "best_test_accuracy": mean_std([max(row["test_accuracy"] for row in r["epochs"])
+                                        for r in group.records if r["epochs"]])[0],
+        "target_accuracy": target, "epochs_to_target": reach, "seeds_reaching_target": reached,
+        "seconds_per_epoch": float(np.mean(seconds)) if seconds else math.nan,
+        "device": sorted({r["meta"]["device"] for r in group.records}),
+    }  # fmt: skip
+    for field in ("train_loss", "train_accuracy", "test_accuracy", "test_loss"):
+        stats[f"{field}_mean"], stats[f"{field}_std"], stats["n"] = mean_std(group.finals(field))
+    return stats
+
+
+def _pm(mean: float, std: float, n: int, digits: int = 4, percent: bool = False) -> str:
+    if n == 0 or math.isnan(mean):
+        return "—"
+    scale, suffix = (100, "%") if percent else (1, "")
+    text = f"{mean * scale:.{digits}f}{suffix}"
+    return text + (f" ± {std * scale:.{digits}f}" if n > 1 else "") + f" (n={n})"
+
+
+def _status_note(stats: dict[str, Any]) -> str:
+    notes = []
+    if stats["diverged"]:
+        notes.append(f"{stats['diverged']} diverged")
+    if stats["partial"]:
+        notes.append(f"{stats['partial']} partial")
+    return f" [{', '.join(notes)}]" if notes else ""
+
+
+def side_by_side_rows(groups) -> list[dict[str, Any]]:
+    """One row per (variant, dataset, recipe) with both backends' stats and their difference."""
+    rows = []
+    for (variant, dataset, recipe), by_backend in groups.items():
+        stats = {name: group_stats(by_backend[name]) for name in BACKEND_ORDER if name in by_backend}
+        row: dict[str, Any] = {"variant": variant, "dataset": dataset, "recipe": recipe, "stats": stats}
+        if len(stats) == 2:
+            t, m = stats["torch"], stats["mxnet"]
+            row["test_accuracy_difference"] = m["test_accuracy_mean"] - t["test_accuracy_mean"]
+            spread = max(t["test_accuracy_std"], m["test_accuracy_std"])
+            row["within_spread"] = (abs(row["test_accuracy_difference"]) <= spread) if min(t["n"], m["n"]) > 1 else None
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The side-by-side Markdown table for one variant's rows."""
+    header = ["recipe", "dataset"]
+    for name in BACKEND_ORDER:
+        label = BACKEND_LABEL[name]
+        header += [f"{label} test acc", f"{label} final train loss", f"{label} train acc", f"{label} best test acc",
+                   f"{label} epochs to target", f"{label} s/epoch"]  # fmt: skip
+    header += ["MXNet − PyTorch test acc", "within seed spread"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [f"`{row['recipe']}`", row["dataset"]]
+        for name in BACKEND_ORDER:
+            s = row["stats"].get(name)
+            if s is None:
+                cells += ["—"] * 6
+                continue
+            reach = "never" if not s["seeds_reaching_target"] else f"{s['epochs_to_target']:.1f}"
+            if s["seeds_reaching_target"] and s["seeds_reaching_target"] < s["runs"]:
+                reach += f" ({s['seeds_reaching_target']}/{s['runs']} seeds)"
+            cells += [
+                _pm(s["test_accuracy_mean"], s["test_accuracy_std"], s["n"], 2, True) + _status_note(s),
+                _pm(s["train_loss_mean"], s["train_loss_std"], s["n"]),
+                _pm(s["train_accuracy_mean"], s["train_accuracy_std"], s["n"], 2, True),
+                f"{s['best_test_accuracy'] * 100:.2f}%" if s["n"] else "—",
+                f"{reach} (≥{s['target_accuracy']:.0%})",
+                f"{s['seconds_per_epoch']:.1f}" if s["n"] else "—",
+            ]
+        diff = row.get("test_accuracy_difference")
+        cells.append("—" if diff is None or math.isnan(diff) else f"{diff * 100:+.2f} pp")
+        within = row.get("within_spread")
+        cells.append("—" if within is None else ("yes" if within else "**no**"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_table(store: RunStore, variant: str | None = None) -> str:
+    """A compact terminal table of what exists: test accuracy per backend side by side."""
+    rows = side_by_side_rows(group_records(store.records(variant)))
+    if not rows:
+        return f"no runs yet under {store.root}"
+    lines = [f"{'variant':<28}{'recipe':<18}{'dataset':<15}{'PyTorch test acc':>26}{'MXNet test acc':>26}{'diff':>10}"]
+    for row in rows:
+        cells = []
+        for name in BACKEND_ORDER:
+            s = row["stats"].get(name)
+            cells.append("—" if s is None else _pm(s["test_accuracy_mean"], s["test_accuracy_std"], s["n"], 2, True)
+                         + _status_note(s))  # fmt: skip
+        diff = row.get("test_accuracy_difference")
+        diff_text = "" if diff is None or math.isnan(diff) else f"{diff * 100:+.2f}pp"
+        lines.append(f"{row['variant']:<28}{row['recipe']:<18}{row['dataset']:<15}{cells[0]:>26}{cells[1]:>26}"
+                     f"{diff_text:>10}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """One CSV line per (variant, dataset, recipe, backend) with every figure."""
+    flat = [s for row in rows for s in row["stats"].values()]
+    if not flat:
+        return ""
+    buffer = io.StringIO()
+    fields = [k for k in flat[0] if k != "device"] + ["device"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for s in flat:
+        writer.writerow({k: (";".join(v) if isinstance(v, list) else (f"{v:.6g}" if isinstance(v, float) else v))
+                         for k, v in s.items()})  # fmt: skip
+    return buffer.getvalue()
+
+
+def write_report(store: RunStore, mode: str | None = None) -> str:
+    """Write report.md, report.csv and one PNG per (variant, dataset, recipe) into the results directory."""
+    from experiments.plots import plot_group
+
+    records = [r for r in store.records() if mode is None or r.get("mode", "shared") == mode]
+    groups = group_records(records)
+    rows = side_by_side_rows(groups)
+    plots = {}
+    for key, by_backend in groups.items():
+        path = Path("plots") / f"{key[0]}_{key[1]}_{key[2]}.png"
+        write_atomic(store.root / path, plot_group(key, by_backend))
+        plots[key] = path
+    write_atomic(store.root / "report.md", report_markdown(rows, plots, len(records)).encode())
+    write_atomic(store.root / "report.csv", csv_text(rows).encode())
+    return f"wrote {store.root / 'report.md'}, report.csv and {len(plots)} plots from {len(records)} runs"
+
+
+def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int) -> str:
+    """The whole report as Markdown."""
+    out = ["# lenet-repro report", "",
+           f"Built by `make compare` from {run_count} run records. Each cell: mean ± sample std over seeds (n).",
+           "Test accuracy and losses are those after the last epoch; training loss and accuracy are measured during "
+           "the epoch, as d2lzh's `train_ch5` reports them. \"Epochs to target\": first epoch whose test accuracy "
+           "reaches the stated value, averaged over the seeds that reach it. Seconds per epoch include the test "
+           "evaluation. \"Within seed spread\": |difference of means| ≤ the larger of the two standard deviations.",
+           ""]  # fmt: skip
+    for variant in dict.fromkeys(row["variant"] for row in rows):
+        variant_rows = [row for row in rows if row["variant"] == variant]
+        out += [f"## {variant}", "", _variant_note(variant), "", markdown_table(variant_rows), ""]
+        for row in variant_rows:
+            key = (row["variant"], row["dataset"], row["recipe"])
+            out += [f"![{row['recipe']} on {row['dataset']} ({variant})]({plots[key].as_posix()})", ""]
+    out += ["## The recipes", ""]
+    for name in dict.fromkeys(row["recipe"] for row in rows):
+        recipe = spec.get_recipe(name)
+        out += [f"### `{name}`", "", RECIPE_NOTES.get(name, recipe.origin), "", "```",
+                spec.format_layer_table(spec.layer_rows(recipe)), "```", ""]  # fmt: skip
+    return "\n".join(out)
+
+
+def _variant_note(variant: str) -> str:
+    mode = variant.split("-")[0]
+    limit = variant.partition("-limit")[2]
+    text = {
+        "shared": "Both backends start each seed from the same initial weights (made in NumPy) and see the same "
+        "batches in the same order: their curves differ only by the frameworks' arithmetic.",
+        "native": "Each framework uses its own initialisers and its own shuffling (same distributions, different "
+        "random numbers): the curves differ as two independent runs would.",
+    }[mode]
+    return text + (f" Data subset: the first {limit} training and test examples." if limit else "")

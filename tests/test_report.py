@@ -1,0 +1,79 @@
+"""The report: side-by-side tables, CSV and plots built from small real runs of both backends."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from PIL import Image
+
+from common.results import RunKey, RunStore
+from experiments.report import summary_table, write_report
+from experiments.runs import train_run
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two recipes x two datasets x two backends x two seeds, 2 epochs on 256 examples."""
+    store = RunStore(tmp_path_factory.mktemp("results"))
+    for backend in ("torch", "mxnet"):
+        for recipe in ("seed-torch-fixed", "d2l"):
+            for dataset in ("mnist", "fashion-mnist"):
+                for seed in (0, 1):
+                    train_run(RunKey(backend, dataset, recipe, seed, "shared", 256, 2), store, "cpu")
+    return store
+
+
+def test_report_puts_both_backends_side_by_side_for_both_datasets(store):
+    message = write_report(store)
+    assert "16 runs" in message and "4 plots" in message
+    report = (store.root / "report.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| `")]
+    assert len(table) == 4
+    assert {line.split(" | ")[1] for line in table} == {"mnist", "fashion-mnist"}
+    for line in table:
+        cells = line.split(" | ")
+        assert sum("(n=2)" in cell for cell in cells) >= 4, line  # both backends, mean ± std over 2 seeds
+        assert cells[-2].endswith("pp")
+    assert "16x5x5" in report and "61,706" in report  # the recipe's layer table and notes
+
+
+def test_shared_mode_backends_agree_in_the_report(store):
+    write_report(store)
+    rows = list(csv.DictReader(io.StringIO((store.root / "report.csv").read_text())))
+    assert len(rows) == 8
+    by_key = {(r["dataset"], r["recipe"], r["backend"]): r for r in rows}
+    for dataset in ("mnist", "fashion-mnist"):
+        for recipe in ("seed-torch-fixed", "d2l"):
+            torch_row, mxnet_row = by_key[(dataset, recipe, "torch")], by_key[(dataset, recipe, "mxnet")]
+            assert float(torch_row["train_loss_mean"]) == pytest.approx(float(mxnet_row["train_loss_mean"]), rel=1e-3)
+
+
+def test_plots_are_valid_pngs(store):
+    write_report(store)
+    plots = sorted((store.root / "plots").glob("*.png"))
+    assert len(plots) == 4
+    for path in plots:
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size[0] > 1000 and image.size[1] > 400
+    report = (store.root / "report.md").read_text()
+    assert all(f"plots/{path.name}" in report for path in plots)
+
+
+def test_report_is_a_pure_function_of_the_runs(store):
+    write_report(store)
+    first = (store.root / "report.md").read_bytes(), (store.root / "report.csv").read_bytes()
+    write_report(store)
+    assert ((store.root / "report.md").read_bytes(), (store.root / "report.csv").read_bytes()) == first
+
+
+def test_summary_table_lists_each_recipe_and_dataset(store):
+    text = summary_table(store)
+    assert text.count("shared-epochs2-limit256") == 4 and "PyTorch" in text and "MXNet" in text
+
+
+def test_empty_results_say_so(tmp_path):
+    assert "no runs yet" in summary_table(RunStore(tmp_path))

@@ -1,0 +1,161 @@
+"""The run store and the harness: atomic writes, exact resume, skipping finished runs, divergence, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common import spec
+from common.results import RunKey, RunStore, write_atomic
+from experiments import cli
+from experiments.runs import train_run
+
+REPO = Path(__file__).resolve().parent.parent
+BACKENDS = ["torch", "mxnet"]
+
+
+def test_write_atomic_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
+    target = tmp_path / "run.json"
+    write_atomic(target, b"old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"], "no temporary file is left behind"
+
+
+def _key(backend: str, **changes) -> RunKey:
+    fields = {"backend": backend, "dataset": "fashion-mnist", "recipe": "seed-mxnet-28", "seed": 1, "limit": 1024,
+              "epochs": 3}  # fmt: skip
+    return RunKey(**{**fields, **changes})
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_interrupted_run_resumes_to_identical_numbers(backend, tmp_path):
+    key = _key(backend)
+    whole = train_run(key, RunStore(tmp_path / "whole"), "cpu")
+    assert whole["status"] == "complete" and len(whole["epochs"]) == 3 and len(whole["step_losses"]) == 12
+
+    def stop_in_second_epoch(epoch, step, total, row=None):
+        if epoch == 1 and step == 2:
+            raise _Interrupt
+
+    store = RunStore(tmp_path / "resumed")
+    with pytest.raises(_Interrupt):
+        train_run(key, store, "cpu", stop_in_second_epoch)
+    partial = store.load_record(key)
+    assert partial["status"] == "partial" and len(partial["epochs"]) == 1
+    assert store.checkpoint_path(key).exists()
+    resumed = train_run(key, store, "cpu")
+    assert resumed["step_losses"] == whole["step_losses"]
+    for a, b in zip(resumed["epochs"], whole["epochs"], strict=True):
+        timing = ("seconds", "train_seconds", "examples_per_second")
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    assert not store.checkpoint_path(key).exists(), "a finished run keeps no checkpoint"
+
+
+def test_run_killed_in_its_second_epoch_resumes_from_the_command_line(tmp_path):
+    args = ["--backend", "torch", "--recipe", "seed-torch-fixed", "--dataset", "mnist", "--seed", "0",
+            "--epochs", "2", "--limit", "4000", "--device", "cpu"]  # fmt: skip
+    command = [sys.executable, "-m", "experiments", "run-one", *args]
+    subprocess.run([*command, "--results", str(tmp_path / "whole")], check=True, cwd=REPO, capture_output=True)
+    key = RunKey("torch", "mnist", "seed-torch-fixed", 0, "shared", 4000, 2)
+    store = RunStore(tmp_path / "killed")
+    process = subprocess.Popen([*command, "--results", str(store.root)], cwd=REPO, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not store.checkpoint_path(key).exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up: as if the machine went away
+    process.wait()
+    killed = store.load_record(key)
+    assert killed is not None and killed["status"] == "partial" and len(killed["epochs"]) == 1
+    subprocess.run([*command, "--results", str(store.root)], check=True, cwd=REPO, capture_output=True)
+    whole, resumed = RunStore(tmp_path / "whole").load_record(key), store.load_record(key)
+    assert resumed["status"] == "complete"
+    assert resumed["step_losses"] == whole["step_losses"]
+    assert [e["test_accuracy"] for e in resumed["epochs"]] == [e["test_accuracy"] for e in whole["epochs"]]
+
+
+def test_finished_runs_are_not_run_again(tmp_path, monkeypatch):
+    argv = ["run", "--backend", "torch", "--recipes", "d2l", "--datasets", "mnist", "--epochs", "1",
+            "--limit", "256", "--results", str(tmp_path), "--device", "cpu"]  # fmt: skip
+    assert cli.main(argv) == 0
+    record_path = RunStore(tmp_path).record_path(RunKey("torch", "mnist", "d2l", 0, "shared", 256, 1))
+    before = record_path.stat().st_mtime_ns
+
+    def must_not_run(key, args):
+        raise AssertionError(f"{key} was run again")
+
+    monkeypatch.setattr(cli, "_run_in_subprocess", must_not_run)
+    assert cli.main(argv) == 0
+    assert record_path.stat().st_mtime_ns == before
+
+
+def test_divergence_is_recorded_and_stops_the_run(tmp_path, monkeypatch):
+    exploding = dataclasses.replace(spec.RECIPES["seed-torch-fixed"], optimizer=spec.Optimizer(lr=1e8))
+    monkeypatch.setitem(spec.RECIPES, "seed-torch-fixed", exploding)
+    key = RunKey("torch", "mnist", "seed-torch-fixed", 0, "shared", 2048, 3)
+    record = train_run(key, RunStore(tmp_path), "cpu")
+    assert record["status"] == "diverged"
+    assert record["step_losses"][-1] is None and len(record["step_losses"]) == record["diverged_at_step"]
+    assert len(record["epochs"]) < 3
+    json.loads(RunStore(tmp_path).record_path(key).read_text())  # strict JSON: no NaN literals
+    assert train_run(key, RunStore(tmp_path), "cpu")["diverged_at_step"] == record["diverged_at_step"]
+
+
+def test_stored_run_with_another_spec_is_refused(tmp_path, monkeypatch):
+    key = _key("torch", epochs=1, limit=256)
+    train_run(key, RunStore(tmp_path), "cpu")
+    changed = dataclasses.replace(spec.RECIPES["seed-mxnet-28"], batch_size=128)
+    monkeypatch.setitem(spec.RECIPES, "seed-mxnet-28", changed)
+    with pytest.raises(Exception, match="stored with other settings.*batch_size 256 not 128"):
+        train_run(key, RunStore(tmp_path), "cpu")
+
+
+def test_record_holds_the_promised_fields(tmp_path):
+    record = train_run(_key("mxnet", epochs=1, limit=512), RunStore(tmp_path), "cpu")
+    assert {"backend", "dataset", "recipe", "seed", "status", "step_losses", "epochs"} <= set(record)
+    epoch = record["epochs"][0]
+    assert {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"} <= set(epoch)
+    meta = record["meta"]
+    assert meta["versions"]["mxnet"] == "1.9.1" and meta["device"] == "cpu(0)"
+    assert meta["spec"]["batch_size"] == 256 and meta["started"] and meta["finished"]
+    assert len(record["step_losses"]) == 2 and np.isfinite(record["step_losses"]).all()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--backend", "jax"], "unknown backend 'jax'; valid: mxnet, torch"),
+        (["run", "--backend", "torch", "--recipes", "lenet"], "unknown recipe 'lenet'; valid: d2l, seed-mxnet"),
+        (["run", "--backend", "torch", "--datasets", "cifar"], "unknown dataset 'cifar'; valid: fashion-mnist, mnist"),
+        (["run", "--backend", "torch", "--mode", "fast"], "unknown mode 'fast'; valid: native, shared"),
+        (["run", "--backend", "torch", "--epochs", "0"], "expected a positive integer, got '0'"),
+        (["run", "--backend", "torch", "--colour"], "unrecognized arguments: --colour"),
+        (["layers", "lenet"], "unknown recipe 'lenet'"),
+    ],
+)
+def test_bad_command_lines_get_one_line_and_exit_2(argv, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "experiments", *argv, "--results", str(tmp_path)]
+                            if argv[0] == "run" else [sys.executable, "-m", "experiments", *argv],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
