@@ -26,7 +26,7 @@ RUN_ARGS = --seeds $(SEEDS) --results $(RESULTS) --device $(DEVICE) --mode $(MOD
 	$(if $(RECIPES),--recipes $(RECIPES)) $(if $(DATASETS),--datasets $(DATASETS))
 
 
-.PHONY: help venv data test lint layers reproduce reproduce-torch reproduce-mxnet compare clean
+.PHONY: help venv data test lint layers reproduce reproduce-torch reproduce-mxnet compare bench clean
 
 # List the targets.
 help:
@@ -67,6 +67,10 @@ reproduce-mxnet: data
 # Build report.md, report.csv and the plots from whatever runs exist in RESULTS.
 compare: $(STAMP)
 	$(PY) -m experiments compare --results $(RESULTS)
+
+# Time the seed's two scripts against the harness, side by side in one run (about 3 minutes here).
+bench: data
+	$(PY) -m experiments.bench
 
 # Remove the environment (data and results are kept).
 clean:

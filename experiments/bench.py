@@ -1,0 +1,174 @@
+"""`make bench`: the seed's scripts as written against the harness, same recipe, dataset and work, one run.
+
+Each measurement runs in a fresh process (so imports, threads and memory are each side's own), and the
+repetitions alternate seed/harness, harness/seed, ... so that machine noise hits both sides alike. Both
+sides time the same number of optimiser steps of the same batch size, training only (the seed's MXNet
+script runs train_ch5 with its test pass switched off); one-time set-up (building datasets, resizing) is
+timed apart. The machine's peak FLOP/s is taken from a float32 GEMM measured in the same run.
+
+    python -m experiments.bench [--reps 3] [--torch-steps 600] [--mxnet-steps 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from common import spec
+from common.batches import epoch_order, steps_per_epoch
+
+TRAIN_EXAMPLES = 60_000
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One comparison: a seed script and the harness on the same recipe, dataset and backend."""
+
+    recipe: str
+    dataset: str
+    backend: str
+    seed_module: str
+    target: float  # the speed-up the project promises on 2 cores
+
+
+PAIRS = (
+    Pair("seed-torch", "mnist", "torch", "experiments.seed_scripts.seed_torch", 3.0),
+    Pair("seed-mxnet", "fashion-mnist", "mxnet", "experiments.seed_scripts.seed_mxnet", 1.5),
+)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process, in MB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def harness_side(pair: Pair, steps: int) -> dict:
+    """Time `steps` training steps of the harness (the same train_epoch that real runs use)."""
+    from backends import load_backend
+    from common.init import initial_weights
+    from common.train import train_epoch
+    from experiments.runs import prepare_data
+
+    start = time.perf_counter()
+    recipe = spec.get_recipe(pair.recipe)
+    backend = load_backend(pair.backend)
+    threads = backend.configure_threads()
+    prepared = prepare_data(pair.dataset, recipe, None)  # the whole dataset, decoded and preprocessed once
+    model = backend.build_model(recipe, "cpu", seed=0)
+    backend.set_weights(model, initial_weights(recipe, 0))
+    order = epoch_order(0, 0, len(prepared.train_labels))[: steps * recipe.batch_size]
+    warm = order[: 2 * recipe.batch_size]  # first calls build oneDNN primitives / Gluon's cached graph
+    train_epoch(backend, model, prepared.train_images, prepared.train_labels, warm)
+    setup = time.perf_counter() - start
+    outcome = train_epoch(backend, model, prepared.train_images, prepared.train_labels, order)
+    return {"seconds": outcome.seconds, "steps": len(outcome.step_losses), "examples": outcome.examples,
+            "setup_seconds": setup, "threads": threads, "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+
+
+def seed_side(pair: Pair, steps: int) -> dict:
+    """Time `steps` training steps of the seed's script, as written."""
+    import importlib
+
+    module = importlib.import_module(pair.seed_module)
+    kwargs = {"evaluate": False} if pair.backend == "mxnet" else {}
+    result = module.run(epochs=1, max_steps=steps, quiet=True, seed=0, **kwargs)
+    return {"seconds": result["seconds"], "steps": result["steps"], "examples": result["examples"],
+            "setup_seconds": result["setup_seconds"], "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+
+
+def measure(side: str, pair: Pair, steps: int) -> dict:
+    """One measurement in a fresh process."""
+    command = [sys.executable, "-m", "experiments.bench", "--child", side, "--recipe", pair.recipe,
+               "--steps", str(steps)]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"{side} side of {pair.recipe} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def gemm_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    """Best float32 GEMM rate of this machine (NumPy's BLAS on every core), FLOP/s."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def _timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def compare(pair: Pair, steps: int, reps: int) -> dict:
+    """Interleaved repetitions of both sides; medians and the speed-up."""
+    runs: dict[str, list[dict]] = {"seed": [], "harness": []}
+    for rep in range(reps):
+        order = ("seed", "harness") if rep % 2 == 0 else ("harness", "seed")
+        for side in order:
+            runs[side].append(measure(side, pair, steps))
+    return {side: {key: statistics.median(r[key] for r in results) for key in results[0]}
+            for side, results in runs.items()}  # fmt: skip
+
+
+def report_lines(pair: Pair, result: dict, peak: float) -> list[str]:
+    """What `make bench` prints for one pair."""
+    recipe = spec.get_recipe(pair.recipe)
+    per_epoch_steps = steps_per_epoch(TRAIN_EXAMPLES, recipe.batch_size, recipe.last_batch)
+    training_flops = spec.flops_per_example(recipe)[1]
+    lines = [f"{pair.recipe} on {pair.dataset} ({pair.backend}), {int(result['seed']['steps'])} steps of "
+             f"{recipe.batch_size}, median of the repetitions:"]  # fmt: skip
+    for side, label in (("seed", "seed script"), ("harness", "harness")):
+        r = result[side]
+        per_step = r["seconds"] / r["steps"]
+        rate = r["examples"] / r["seconds"]
+        lines.append(
+            f"  {label:<12} {per_step * per_epoch_steps:8.1f} s/epoch  {rate:9.0f} examples/s  "
+            f"peak memory {r['peak_rss_mb']:6.0f} MB  set-up {r['setup_seconds']:5.1f} s  "
+            f"{training_flops * rate / peak:6.1%} of peak FLOP/s"
+        )
+    speedup = result["seed"]["seconds"] / result["harness"]["seconds"]
+    verdict = "meets" if speedup >= pair.target else "BELOW"
+    lines.append(f"  {pair.recipe}: speedup {speedup:.1f}x (target {pair.target:.1f}x: {verdict})")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--torch-steps", type=int, default=600)
+    parser.add_argument("--mxnet-steps", type=int, default=30)
+    parser.add_argument("--child", choices=("seed", "harness"), help=argparse.SUPPRESS)
+    parser.add_argument("--recipe", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        pair = next(p for p in PAIRS if p.recipe == args.recipe)
+        side = harness_side if args.child == "harness" else seed_side
+        print(json.dumps(side(pair, args.steps)))
+        return 0
+    started = time.perf_counter()
+    peak = gemm_peak_flops()
+    print(f"machine: {os.cpu_count()} cores; float32 GEMM peak {peak / 1e9:.1f} GFLOP/s (NumPy, 2048x2048)")
+    for pair in PAIRS:
+        steps = args.torch_steps if pair.backend == "torch" else args.mxnet_steps
+        for line in report_lines(pair, compare(pair, steps, args.reps), peak):
+            print(line, flush=True)
+    print(f"bench finished in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    from common.errors import run_cli
+
+    run_cli(main)

@@ -1,0 +1,226 @@
+"""The seed blog post's PyTorch LeNet script (MNIST), runnable offline for a chosen length, with timings.
+
+Faithful to the post's complete script (see /work/shared/REFERENCE.md): the same `class LeNet` (softmax inside
+`forward`, then CrossEntropyLoss), transform, DataLoader arguments, optimiser and loop body. Changed only where
+it must be: (1) the dataset is read from the verified local files (download=False, from a torchvision root
+built by `prepare_root`); (2) the caller chooses the epochs and may stop after `max_steps` optimiser steps;
+(3) the timings are returned, and the every-200-batches print can be silenced (loss.item() stays: it is part
+of the seed's per-step cost).
+
+CLI: `python -m experiments.seed_scripts.seed_torch [--epochs N] [--max-steps S] [--verbose]` prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import torchvision
+import torchvision.transforms as transforms
+
+from common import data as lenet_data
+from common.errors import UserError, run_cli
+
+BATCH_SIZE = 64  # the seed's DataLoader batch size
+ROOT_NAME = ".seed-torch-root"  # under the data folder; torchvision reads <root>/MNIST/raw/<IDX name>
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The seed's model, verbatim (its comments translated)
+
+
+class LeNet(nn.Module):
+    """The seed's LeNet, exactly as written (ReLU, max pooling, softmax in forward)."""
+
+    def __init__(self):
+        super(LeNet, self).__init__()  # noqa: UP008 - the seed's spelling
+        self.conv1 = nn.Conv2d(1, 6, 5)  # 1 input channel, 6 output channels, 5x5 kernel
+        self.pool = nn.MaxPool2d(2, 2)  # max pooling, 2x2 window
+        self.conv2 = nn.Conv2d(6, 16, 5)  # 6 input channels, 16 output channels, 5x5 kernel
+        self.fc1 = nn.Linear(16*4*4, 120)  # fully connected layer 1
+        self.fc2 = nn.Linear(120, 84)  # fully connected layer 2
+        self.fc3 = nn.Linear(84, 10)  # output layer, 10 classes
+
+    def forward(self, x):
+        """The seed's forward pass, ending in softmax (CrossEntropyLoss then applies log-softmax again)."""
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        x = x.view(-1, 16*4*4)
+        x = torch.relu(self.fc1(x))
+        x = torch.relu(self.fc2(x))
+        x = self.fc3(x)
+        x = torch.softmax(x, dim=1)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A torchvision MNIST root holding the verified files
+
+
+def _expected(name: str) -> lenet_data.Expected:
+    """Size and sha256 of the decompressed MNIST file `name`."""
+    return lenet_data.EXPECTED["mnist"][name]
+
+
+def _is_verified(path: Path, name: str) -> bool:
+    """Whether `path` holds exactly the published decompressed content of `name` (size, then sha256)."""
+    expected = _expected(name)
+    try:
+        if path.stat().st_size != expected.size:
+            return False
+        digest = hashlib.sha256()
+        with path.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == expected.sha256
+
+
+def _idx_content(name: str, data_root: lenet_data.StrPath | None) -> bytes:
+    """The decompressed IDX bytes of MNIST file `name`, rebuilt from the verified arrays and checked by sha256."""
+    split = "train" if name.startswith("train-") else "test"
+    images, labels = lenet_data.load_split("mnist", split, data_root)
+    is_images = name == lenet_data.IMAGE_FILES[split]
+    array = images if is_images else labels.astype(np.uint8)  # load_split widens labels to int64
+    magic = lenet_data.IMAGES_MAGIC if is_images else lenet_data.LABELS_MAGIC
+    header = b"".join(int(value).to_bytes(4, "big") for value in (magic, *array.shape))
+    content = header + np.ascontiguousarray(array).tobytes()
+    if hashlib.sha256(content).hexdigest() != _expected(name).sha256:  # guards the header rebuild itself
+        raise UserError(f"rebuilt {name} does not match its published sha256; this is a bug in {__name__}")
+    return content
+
+
+def _write_atomic(path: Path, content: bytes) -> None:
+    """Write `content` to a temp file beside `path`, then rename it into place (readers never see half a file)."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it 0600; a shared data folder should stay readable by others
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(content)
+        os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
+def _fill_root(root: Path, data_root: lenet_data.StrPath | None) -> Path:
+    """Make `root`/MNIST/raw hold the four verified decompressed files, rewriting any that differ."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    # torchvision prefers a legacy MNIST/processed/{training,test}.pt over raw/ when both exist: never keep one.
+    shutil.rmtree(root / "MNIST" / "processed", ignore_errors=True)
+    for name in lenet_data.FILE_NAMES:
+        if not _is_verified(raw / name, name):
+            _write_atomic(raw / name, _idx_content(name, data_root))
+    return root
+
+
+def prepare_root(target: lenet_data.StrPath | None = None, data_root: lenet_data.StrPath | None = None) -> Path:
+    """A torchvision MNIST root (default <data dir>/.seed-torch-root) whose MNIST/raw/ holds the verified files.
+
+    A read-only data folder falls back to a folder in the system's temp directory.
+    """
+    if target is not None:
+        return _fill_root(Path(target), data_root)
+    try:
+        return _fill_root(lenet_data.data_dir(data_root) / ROOT_NAME, data_root)
+    except OSError:
+        user = getattr(os, "getuid", lambda: "user")()
+        return _fill_root(Path(tempfile.gettempdir()) / f"lenet{ROOT_NAME}-{user}", data_root)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The seed's data, model set-up and loop
+
+
+def build_loader(root: lenet_data.StrPath) -> torch.utils.data.DataLoader:
+    """The seed's transform, dataset and DataLoader, with download=False and the local root."""
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    trainset = torchvision.datasets.MNIST(root=str(root), train=True, download=False, transform=transform)
+    trainloader = torch.utils.data.DataLoader(trainset, batch_size=BATCH_SIZE, shuffle=True)
+    return trainloader
+
+
+def train(net, trainloader, criterion, optimizer, epochs: int = 10, max_steps: int | None = None,
+          quiet: bool = True) -> tuple[int, int, float]:
+    """The seed's training loop; returns (steps, examples, last loss). Additions: counters, limit, quiet."""
+    steps, examples, loss = 0, 0, None
+    for epoch in range(epochs):  # the seed: range(10), "loop over the dataset 10 times"
+        running_loss = 0.0
+        for i, data in enumerate(trainloader, 0):
+            inputs, labels = data
+            optimizer.zero_grad()
+            outputs = net(inputs)
+            loss = criterion(outputs, labels)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()
+            if i % 200 == 199:  # print the loss every 200 batches
+                if not quiet:
+                    print(f'[{epoch + 1}, {i + 1:5d}] loss: {running_loss / 200:.3f}')
+                running_loss = 0.0
+            steps += 1
+            examples += len(labels)
+            if steps == max_steps:
+                break
+        if steps == max_steps:
+            break
+    if not quiet:
+        print('Finished Training')
+    return steps, examples, (float("nan") if loss is None else loss.item())
+
+
+def run(epochs: int = 10, max_steps: int | None = None, quiet: bool = True, seed: int = 0,
+        threads: int | None = None, root: lenet_data.StrPath | None = None) -> dict:
+    """Run the seed script for `epochs` (or until `max_steps` optimiser steps) and return counts and timings.
+
+    `seconds` is the training loop's wall time; `setup_seconds` covers the root check, dataset, loader, model
+    and optimiser. `root` is the torchvision root to use (default: see prepare_root).
+    """
+    if epochs < 1 or (max_steps is not None and max_steps < 1):
+        raise UserError(f"epochs and max_steps must be at least 1 (got {epochs}, {max_steps})")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)  # the seed script leaves the RNG unseeded; fixing it makes runs repeatable
+    start = time.perf_counter()
+    trainloader = build_loader(prepare_root(root))
+    net = LeNet()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+    setup_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    steps, examples, final_loss = train(net, trainloader, criterion, optimizer, epochs, max_steps, quiet)
+    seconds = time.perf_counter() - start
+    return {"script": "seed_torch", "dataset": "mnist", "device": "cpu", "batch_size": BATCH_SIZE,
+            "epochs": epochs, "max_steps": max_steps, "steps": steps, "examples": examples,
+            "seconds": seconds, "seconds_per_step": seconds / steps, "setup_seconds": setup_seconds,
+            "final_loss": final_loss, "threads": torch.get_num_threads(), "seed": seed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m experiments.seed_scripts.seed_torch`: run the seed script and print the result as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.seed_scripts.seed_torch",
+                                     description="The seed's PyTorch LeNet on local MNIST, timed.")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs (the seed: 10)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in all")
+    parser.add_argument("--seed", type=int, default=0, help="torch RNG seed (default 0)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--verbose", action="store_true", help="print the seed's loss lines")
+    args = parser.parse_args(argv)
+    result = run(args.epochs, args.max_steps, quiet=not args.verbose, seed=args.seed, threads=args.threads)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
