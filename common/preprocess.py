@@ -13,6 +13,8 @@ the same test measures how many.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from common.spec import Preprocess
@@ -54,14 +56,42 @@ def resize_images(images: np.ndarray, size: int, chunk: int = 2048) -> np.ndarra
     return out
 
 
-def prepare_images(images: np.ndarray, preprocess: Preprocess) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (N, 1, S, S): resize, ToTensor's division, then Normalize."""
-    if preprocess.resize and preprocess.resize != images.shape[-1]:
-        images = resize_images(images, preprocess.resize)
+def to_float(pixels: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    """uint8 (N, S, S) -> float32 (N, 1, S, S): ToTensor's division, then Normalize."""
     # Same float32 operations in the same order as ToTensor().div(255) and Normalize's sub_(mean).div_(std).
-    x = images.astype(np.float32)[:, None, :, :]
+    x = pixels.astype(np.float32)[:, None, :, :]
     x /= np.float32(preprocess.divisor)
     if preprocess.mean != 0.0 or preprocess.std != 1.0:
         x -= np.float32(preprocess.mean)
         x /= np.float32(preprocess.std)
     return x
+
+
+@dataclass(frozen=True)
+class Images:
+    """A dataset resized once and kept as uint8; indexing gives the float32 batch both backends receive.
+
+    Converting per batch costs about a millisecond and is element for element the same arithmetic as
+    converting everything up front, but keeps 60,000 images at 96x96 in 0.55 GB instead of 2.2 GB.
+    """
+
+    pixels: np.ndarray  # uint8 (N, S, S)
+    preprocess: Preprocess
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return to_float(self.pixels[index], self.preprocess)
+
+
+def resized(images: np.ndarray, preprocess: Preprocess) -> Images:
+    """Resize uint8 (N, 28, 28) images once, as the recipe asks; conversion to float happens per batch."""
+    if preprocess.resize and preprocess.resize != images.shape[-1]:
+        images = resize_images(images, preprocess.resize)
+    return Images(np.ascontiguousarray(images), preprocess)
+
+
+def prepare_images(images: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    """uint8 (N, 28, 28) -> float32 (N, 1, S, S): resize, ToTensor's division, then Normalize."""
+    return resized(images, preprocess)[:]

@@ -24,7 +24,7 @@ import numpy as np
 from common import data, spec
 from common.errors import UserError
 from common.init import initial_weights
-from common.preprocess import prepare_images
+from common.preprocess import Images, resized
 from common.results import RunKey, RunStore
 from common.train import evaluate, train_epoch, training_order
 
@@ -33,22 +33,22 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Preprocessed float32 arrays for one recipe's input pipeline."""
+    """One recipe's input pipeline applied to a dataset: images resized once, float32 per batch."""
 
-    train_images: np.ndarray
+    train_images: Images
     train_labels: np.ndarray
-    test_images: np.ndarray
+    test_images: Images
     test_labels: np.ndarray
 
 
 def prepare_data(dataset: str, recipe: spec.Recipe, limit: int | None) -> PreparedData:
-    """Load the verified dataset, keep the first `limit` examples of each split, preprocess once."""
+    """Load the verified dataset, keep the first `limit` examples of each split, resize once."""
     raw = data.load_dataset(dataset)
     cut = slice(0, limit)
     return PreparedData(
-        prepare_images(raw.train_images[cut], recipe.preprocess),
+        resized(raw.train_images[cut], recipe.preprocess),
         raw.train_labels[cut],
-        prepare_images(raw.test_images[cut], recipe.preprocess),
+        resized(raw.test_images[cut], recipe.preprocess),
         raw.test_labels[cut],
     )
 
