@@ -26,7 +26,7 @@ RUN_ARGS = --seeds $(SEEDS) --results $(RESULTS) --device $(DEVICE) --mode $(MOD
 	$(if $(RECIPES),--recipes $(RECIPES)) $(if $(DATASETS),--datasets $(DATASETS))
 
 
-.PHONY: help venv data test lint layers reproduce reproduce-torch reproduce-mxnet compare bench clean
+.PHONY: help venv data test lint layers reproduce reproduce-torch reproduce-mxnet compare bench publish clean
 
 # List the targets.
 help:
@@ -71,6 +71,20 @@ compare: $(STAMP)
 # Time the seed's two scripts against the harness, side by side in one run (about 3 minutes here).
 bench: data
 	$(PY) -m experiments.bench
+
+# The published reproduction into docs/results: every recipe x both datasets x both backends, 3 seeds,
+# plus native mode for two recipes (hours on 2 cores; resumable: run it again to continue), then the report.
+PUBLISHED := docs/results
+CHEAP := seed-torch,seed-torch-fixed,seed-mxnet-28,d2l
+publish: data
+	$(PY) -m experiments run --backend torch --seeds 3 --results $(PUBLISHED) --recipes $(CHEAP)
+	$(PY) -m experiments run --backend mxnet --seeds 3 --results $(PUBLISHED) --recipes $(CHEAP)
+	$(PY) -m experiments run --backend torch --seeds 3 --results $(PUBLISHED) --recipes d2l,seed-torch-fixed --mode native
+	$(PY) -m experiments run --backend mxnet --seeds 3 --results $(PUBLISHED) --recipes d2l,seed-torch-fixed --mode native
+	for seeds in 1 2 3; do for backend in torch mxnet; do \
+		$(PY) -m experiments run --backend $$backend --seeds $$seeds --results $(PUBLISHED) --recipes seed-mxnet || exit 1; \
+	done; done
+	$(PY) -m experiments compare --results $(PUBLISHED)
 
 # Remove the environment (data and results are kept).
 clean:

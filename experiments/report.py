@@ -144,37 +144,44 @@ def side_by_side_rows(groups) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The side-by-side Markdown table for one variant's rows."""
-    header = ["recipe", "dataset"]
-    for name in BACKEND_ORDER:
-        label = BACKEND_LABEL[name]
-        header += [f"{label} test acc", f"{label} final train loss", f"{label} train acc", f"{label} best test acc",
-                   f"{label} epochs to target", f"{label} s/epoch"]  # fmt: skip
-    header += ["MXNet − PyTorch test acc", "within seed spread"]
+def _cells(stats: dict[str, Any] | None, columns: list[str]) -> list[str]:
+    """One backend's cells for the named columns."""
+    if stats is None or not stats["n"]:
+        return ["—"] * len(columns)
+    s = stats
+    reach = "never" if not s["seeds_reaching_target"] else f"{s['epochs_to_target']:.1f}"
+    if s["seeds_reaching_target"] and s["seeds_reaching_target"] < s["runs"]:
+        reach += f" ({s['seeds_reaching_target']}/{s['runs']} seeds)"
+    text = {
+        "test acc": _pm(s["test_accuracy_mean"], s["test_accuracy_std"], s["n"], 2, True) + _status_note(s),
+        "final train loss": _pm(s["train_loss_mean"], s["train_loss_std"], s["n"]),
+        "s/epoch": f"{s['seconds_per_epoch']:.1f}",
+        "train acc": _pm(s["train_accuracy_mean"], s["train_accuracy_std"], s["n"], 2, True),
+        "best test acc": f"{s['best_test_accuracy'] * 100:.2f}%",
+        "epochs to target": f"{reach} (≥{s['target_accuracy']:.0%})",
+    }
+    return [text[column] for column in columns]
+
+
+MAIN_COLUMNS = ["test acc", "final train loss", "s/epoch"]
+DETAIL_COLUMNS = ["train acc", "best test acc", "epochs to target"]
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str] = MAIN_COLUMNS, difference: bool = True) -> str:
+    """A side-by-side Markdown table: recipe x dataset rows, the columns for PyTorch then for MXNet."""
+    header = ["recipe", "dataset"] + [f"{BACKEND_LABEL[b]} {c}" for b in BACKEND_ORDER for c in columns]
+    if difference:
+        header += ["MXNet − PyTorch test acc", "within seed spread"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [f"`{row['recipe']}`", row["dataset"]]
         for name in BACKEND_ORDER:
-            s = row["stats"].get(name)
-            if s is None:
-                cells += ["—"] * 6
-                continue
-            reach = "never" if not s["seeds_reaching_target"] else f"{s['epochs_to_target']:.1f}"
-            if s["seeds_reaching_target"] and s["seeds_reaching_target"] < s["runs"]:
-                reach += f" ({s['seeds_reaching_target']}/{s['runs']} seeds)"
-            cells += [
-                _pm(s["test_accuracy_mean"], s["test_accuracy_std"], s["n"], 2, True) + _status_note(s),
-                _pm(s["train_loss_mean"], s["train_loss_std"], s["n"]),
-                _pm(s["train_accuracy_mean"], s["train_accuracy_std"], s["n"], 2, True),
-                f"{s['best_test_accuracy'] * 100:.2f}%" if s["n"] else "—",
-                f"{reach} (≥{s['target_accuracy']:.0%})",
-                f"{s['seconds_per_epoch']:.1f}" if s["n"] else "—",
-            ]
-        diff = row.get("test_accuracy_difference")
-        cells.append("—" if diff is None or math.isnan(diff) else f"{diff * 100:+.2f} pp")
-        within = row.get("within_spread")
-        cells.append("—" if within is None else ("yes" if within else "**no**"))
+            cells += _cells(row["stats"].get(name), columns)
+        if difference:
+            diff = row.get("test_accuracy_difference")
+            cells.append("—" if diff is None or math.isnan(diff) else f"{diff * 100:+.2f} pp")
+            within = row.get("within_spread")
+            cells.append("—" if within is None else ("yes" if within else "**no**"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -241,7 +248,8 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int) -> 
            ""]  # fmt: skip
     for variant in dict.fromkeys(row["variant"] for row in rows):
         variant_rows = [row for row in rows if row["variant"] == variant]
-        out += [f"## {variant}", "", _variant_note(variant), "", markdown_table(variant_rows), ""]
+        out += [f"## {variant}", "", _variant_note(variant), "", markdown_table(variant_rows), "",
+                "More figures for the same runs:", "", markdown_table(variant_rows, DETAIL_COLUMNS, False), ""]
         for row in variant_rows:
             key = (row["variant"], row["dataset"], row["recipe"])
             out += [f"![{row['recipe']} on {row['dataset']} ({variant})]({plots[key].as_posix()})", ""]
