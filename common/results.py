@@ -100,7 +100,7 @@ class RunStore:
         return read_record(path)
 
     def save_record(self, key: RunKey, record: dict[str, Any]) -> None:
-        write_atomic(self.record_path(key), json.dumps(record, indent=1, allow_nan=False).encode())
+        write_atomic(self.record_path(key), record_json(record).encode())
 
     def save_checkpoint(self, key: RunKey, state: dict[str, np.ndarray], record: dict[str, Any]) -> None:
         """State and record together in one atomic file: they can never disagree about the epoch."""
@@ -129,6 +129,12 @@ class RunStore:
         base = self.root / variant if variant else self.root
         paths = sorted(p for p in base.rglob("*.json") if CHECKPOINTS not in p.parts)
         return [read_record(p) for p in paths]
+
+
+def record_json(record: dict[str, Any]) -> str:
+    """Indented JSON for reading, with the long per-step loss list kept on one line; strict (no NaN)."""
+    text = json.dumps({**record, "step_losses": "__STEP_LOSSES__"}, indent=1, allow_nan=False)
+    return text.replace('"__STEP_LOSSES__"', json.dumps(record["step_losses"], allow_nan=False), 1)
 
 
 def read_record(path: Path) -> dict[str, Any]:
