@@ -68,7 +68,7 @@ reproduce-mxnet: data
 compare: $(STAMP)
 	$(PY) -m experiments compare --results $(RESULTS)
 
-# Time the seed's two scripts against the harness, side by side in one run (about 3 minutes here).
+# Time the seed's two scripts against the harness, side by side in one run (about 5 minutes here).
 bench: data
 	$(PY) -m experiments.bench
 

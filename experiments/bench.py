@@ -6,7 +6,7 @@ sides time the same number of optimiser steps of the same batch size, training o
 script runs train_ch5 with its test pass switched off); one-time set-up (building datasets, resizing) is
 timed apart. The machine's peak FLOP/s is taken from a float32 GEMM measured in the same run.
 
-    python -m experiments.bench [--reps 3] [--torch-steps 600] [--mxnet-steps 30]
+    python -m experiments.bench [--reps 5] [--torch-steps 600] [--mxnet-steps 30]
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def report_lines(pair: Pair, result: dict, peak: float) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--torch-steps", type=int, default=600)
     parser.add_argument("--mxnet-steps", type=int, default=30)
     parser.add_argument("--child", choices=("seed", "harness"), help=argparse.SUPPRESS)
