@@ -134,7 +134,8 @@ def side_by_side_rows(groups) -> list[dict[str, Any]]:
     rows = []
     for (variant, dataset, recipe), by_backend in groups.items():
         stats = {name: group_stats(by_backend[name]) for name in BACKEND_ORDER if name in by_backend}
-        row: dict[str, Any] = {"variant": variant, "dataset": dataset, "recipe": recipe, "stats": stats}
+        row: dict[str, Any] = {"variant": variant, "dataset": dataset, "recipe": recipe, "stats": stats,
+                               "groups": by_backend}
         if len(stats) == 2:
             t, m = stats["torch"], stats["mxnet"]
             row["test_accuracy_difference"] = m["test_accuracy_mean"] - t["test_accuracy_mean"]
@@ -183,6 +184,24 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] = MAIN_COLUMNS
             within = row.get("within_spread")
             cells.append("—" if within is None else ("yes" if within else "**no**"))
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def epoch_table(rows: list[dict[str, Any]], field: str = "test_accuracy") -> str:
+    """Mean over seeds of a per-epoch figure: one row per recipe, dataset and backend, one column per epoch."""
+    epochs = max((s["epochs"] for row in rows for s in row["stats"].values()), default=0)
+    header = ["recipe", "dataset", "backend"] + [str(e) for e in range(1, epochs + 1)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        for name in BACKEND_ORDER:
+            group = row["groups"].get(name)
+            if group is None:
+                continue
+            cells = [f"`{row['recipe']}`", row["dataset"], BACKEND_LABEL[name]]
+            for epoch in range(epochs):
+                values = [r["epochs"][epoch][field] for r in group.records if len(r["epochs"]) > epoch]
+                cells.append(f"{np.mean(values) * 100:.1f}" if values else "")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -249,7 +268,8 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int) -> 
     for variant in dict.fromkeys(row["variant"] for row in rows):
         variant_rows = [row for row in rows if row["variant"] == variant]
         out += [f"## {variant}", "", _variant_note(variant), "", markdown_table(variant_rows), "",
-                "More figures for the same runs:", "", markdown_table(variant_rows, DETAIL_COLUMNS, False), ""]
+                "More figures for the same runs:", "", markdown_table(variant_rows, DETAIL_COLUMNS, False), "",
+                "Test accuracy (%) after each epoch, mean over seeds:", "", epoch_table(variant_rows), ""]
         for row in variant_rows:
             key = (row["variant"], row["dataset"], row["recipe"])
             out += [f"![{row['recipe']} on {row['dataset']} ({variant})]({plots[key].as_posix()})", ""]
