@@ -17,12 +17,21 @@ import numpy as np
 # (seed-mxnet, one step of 256): default settings 358 ms, OMP_NUM_THREADS=cores 246 ms, plus the synchronous
 # NaiveEngine 215 ms: our loop reads the loss every step anyway, so the threaded engine only adds overhead.
 # Neither changes any kernel's arithmetic. Values already set in the environment win.
-os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-os.environ.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
+# They are put back afterwards, so that child processes (the seed script's DataLoader workers, whose forked
+# engine hangs under NaiveEngine) start with MXNet's defaults.
+_CHOSEN = {"OMP_NUM_THREADS": str(len(os.sched_getaffinity(0))), "MXNET_ENGINE_TYPE": "NaiveEngine"}
+_SAVED = {name: os.environ.get(name) for name in _CHOSEN}
+os.environ.update({name: _SAVED[name] or value for name, value in _CHOSEN.items()})
+THREADS = int(os.environ["OMP_NUM_THREADS"])
 
 import mxnet as mx  # noqa: E402 - must follow the environment settings above
 from mxnet import autograd, gluon, init, nd  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
+
+mx.nd.zeros(1).wait_to_read()  # the engine exists now; the environment can go back as it was
+for _name, _value in _SAVED.items():
+    if _value is None:
+        os.environ.pop(_name)
 
 from common import spec  # noqa: E402
 from common.errors import UserError  # noqa: E402
@@ -51,7 +60,7 @@ class Model:
 
 def configure_threads(threads: int | None = None) -> int:
     """MXNet took its thread count from the environment at import (see above); report it."""
-    return int(os.environ["OMP_NUM_THREADS"])
+    return THREADS
 
 
 def select_device(device: str = "auto") -> mx.Context:
