@@ -46,12 +46,13 @@ def plot_group(key: tuple[str, str, str], by_backend: dict) -> bytes:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), dpi=110)
     for backend, group in sorted(by_backend.items(), key=lambda item: list(STYLE).index(item[0])):
         style, label = STYLE[backend], STYLE[backend]["label"]
-        steps = [np.asarray(r["step_losses"], dtype=float) for r in group.records if r["step_losses"]]
+        shown = [r for r in group.records if r["status"] != "partial"]  # unfinished runs would skew the mean
+        steps = [np.asarray(r["step_losses"], dtype=float) for r in shown if r["step_losses"]]
         if steps:
             window = max(1, min(len(s) for s in steps) // 100)
             _band(axes[0], np.arange(1, max(len(s) for s in steps) + 1), [_smooth(s, window) for s in steps],
                   style, f"{label} (n={len(steps)})")  # fmt: skip
-        epochs = [r["epochs"] for r in group.records if r["epochs"]]
+        epochs = [r["epochs"] for r in shown if r["epochs"]]
         if epochs:
             x = np.arange(1, max(len(e) for e in epochs) + 1)
             for ax, field, suffix, dashed in [(axes[1], "train_loss", "train", False),

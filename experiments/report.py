@@ -50,8 +50,13 @@ class Group:
     backend: str
     records: list[dict[str, Any]]
 
+    @property
+    def complete(self) -> list[dict[str, Any]]:
+        """The runs that finished: only they enter means (diverged and partial runs are counted apart)."""
+        return [r for r in self.records if r["status"] == "complete"]
+
     def finals(self, field: str) -> list[float]:
-        return [r["epochs"][-1][field] for r in self.records if r["epochs"]]
+        return [r["epochs"][-1][field] for r in self.complete]
 
     @property
     def diverged(self) -> int:
@@ -87,7 +92,7 @@ def epochs_to_reach(group: Group, target: float) -> tuple[float, int]:
     """(mean first epoch whose test accuracy >= target, over the seeds that reached it; how many did)."""
     firsts = [
         next(row["epoch"] for row in r["epochs"] if row["test_accuracy"] >= target)
-        for r in group.records
+        for r in group.complete
         if any(row["test_accuracy"] >= target for row in r["epochs"])
     ]
     return (float(np.mean(firsts)) if firsts else math.nan), len(firsts)
@@ -97,13 +102,13 @@ def group_stats(group: Group) -> dict[str, Any]:
     """Every figure the tables show for one group."""
     target = TARGET_ACCURACY.get(group.dataset, 0.9)
     reach, reached = epochs_to_reach(group, target)
-    seconds = [row["seconds"] for r in group.records for row in r["epochs"]]
+    seconds = [row["seconds"] for r in group.complete for row in r["epochs"]]
     stats = {
         "variant": group.variant, "dataset": group.dataset, "recipe": group.recipe, "backend": group.backend,
-        "runs": len(group.records), "diverged": group.diverged, "partial": group.partial,
-        "epochs": max((len(r["epochs"]) for r in group.records), default=0),
+        "runs": len(group.complete), "diverged": group.diverged, "partial": group.partial,
+        "epochs": max((len(r["epochs"]) for r in group.complete), default=0),
         "best_test_accuracy": mean_std([max(row["test_accuracy"] for row in r["epochs"])
-                                        for r in group.records if r["epochs"]])[0],
+                                        for r in group.complete])[0],
         "target_accuracy": target, "epochs_to_target": reach, "seeds_reaching_target": reached,
         "seconds_per_epoch": float(np.mean(seconds)) if seconds else math.nan,
         "device": sorted({r["meta"]["device"] for r in group.records}),
@@ -200,7 +205,7 @@ def epoch_table(rows: list[dict[str, Any]], field: str = "test_accuracy") -> str
                 continue
             cells = [f"`{row['recipe']}`", row["dataset"], BACKEND_LABEL[name]]
             for epoch in range(epochs):
-                values = [r["epochs"][epoch][field] for r in group.records if len(r["epochs"]) > epoch]
+                values = [r["epochs"][epoch][field] for r in group.complete if len(r["epochs"]) > epoch]
                 cells.append(f"{np.mean(values) * 100:.1f}" if values else "")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

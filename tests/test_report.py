@@ -77,3 +77,22 @@ def test_summary_table_lists_each_recipe_and_dataset(store):
 
 def test_empty_results_say_so(tmp_path):
     assert "no runs yet" in summary_table(RunStore(tmp_path))
+
+
+def _record(backend, seed, status, accuracies):
+    epochs = [{"epoch": i + 1, "train_loss": 1.0, "train_accuracy": a, "test_loss": 1.0, "test_accuracy": a,
+               "seconds": 1.0} for i, a in enumerate(accuracies)]  # fmt: skip
+    return {"backend": backend, "dataset": "mnist", "recipe": "d2l", "seed": seed, "mode": "shared", "limit": None,
+            "epochs_override": None, "status": status, "step_losses": [1.0] * len(epochs), "epochs": epochs,
+            "meta": {"device": "cpu"}}  # fmt: skip
+
+
+def test_only_complete_runs_enter_the_means():
+    from experiments.report import group_records, side_by_side_rows
+
+    records = [_record("torch", 0, "complete", [0.5, 0.9]), _record("torch", 1, "complete", [0.5, 0.7]),
+               _record("torch", 2, "partial", [0.1]), _record("mxnet", 0, "diverged", [])]  # fmt: skip
+    (row,) = side_by_side_rows(group_records(records))
+    torch_stats, mxnet_stats = row["stats"]["torch"], row["stats"]["mxnet"]
+    assert torch_stats["n"] == 2 and torch_stats["test_accuracy_mean"] == pytest.approx(0.8)
+    assert torch_stats["partial"] == 1 and mxnet_stats["diverged"] == 1 and mxnet_stats["n"] == 0
