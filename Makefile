@@ -30,7 +30,8 @@ RUN_ARGS = --seeds $(SEEDS) --results $(RESULTS) --device $(DEVICE) --mode $(MOD
 
 # List the targets.
 help:
-	@grep -B1 -E '^[a-z-]+:' Makefile | grep -E '^#' | sed 's/^# //'
+	@awk '/^# / { if (!incomment) text = substr($$0, 3); incomment = 1; next } { incomment = 0 } \
+		/^[a-z-]+:/ && text { split($$0, name, ":"); printf "  make %-16s %s\n", name[1], text; text = "" }' Makefile
 
 # Create .venv with the pinned packages (d2lzh without its unused `jupyter` dependency).
 venv: $(STAMP)
