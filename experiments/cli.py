@@ -143,9 +143,7 @@ def print_layers(args: argparse.Namespace) -> int:
     from experiments.layers import framework_layer_rows
 
     for name in args.recipes or list(spec.RECIPES):
-        recipe = spec.get_recipe(name) if name in spec.RECIPES else None
-        if recipe is None:
-            raise unknown_name("recipe", name, spec.RECIPES)
+        recipe = spec.get_recipe(name)
         rows = spec.layer_rows(recipe) if args.backend == "spec" else framework_layer_rows(recipe, args.backend)
         print(spec.format_layer_table(rows, f"{recipe.name} ({args.backend}): {recipe.origin}"))
         print()
