@@ -211,6 +211,38 @@ def epoch_table(rows: list[dict[str, Any]], field: str = "test_accuracy") -> str
     return "\n".join(lines)
 
 
+def drift_table(rows: list[dict[str, Any]]) -> str:
+    """How far apart the two backends' per-step losses move, seed by seed (runs paired by seed)."""
+    header = ["recipe", "dataset", "seeds", "steps", "median relative gap", "largest relative gap",
+              "first step with gap > 1e-5", "first step with gap > 1e-3"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        groups = row["groups"]
+        if set(BACKEND_ORDER) - set(groups):
+            continue
+        by_seed = [{r["seed"]: r for r in groups[b].complete} for b in BACKEND_ORDER]
+        seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
+        if not seeds:
+            continue
+        gaps = [_relative_gap(by_seed[0][s]["step_losses"], by_seed[1][s]["step_losses"]) for s in seeds]
+        steps = len(gaps[0])
+        firsts = [_first_above(gaps, threshold) for threshold in (1e-5, 1e-3)]
+        cells = [f"`{row['recipe']}`", row["dataset"], str(len(seeds)), str(steps),
+                 f"{np.median(np.concatenate(gaps)):.1e}", f"{max(g.max() for g in gaps):.1e}", *firsts]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _relative_gap(a: list[float], b: list[float]) -> np.ndarray:
+    first, second = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return np.abs(first - second) / np.abs(first)
+
+
+def _first_above(gaps: list[np.ndarray], threshold: float) -> str:
+    """Per seed, the first step (1-based) whose gap exceeds the threshold, or 'never'."""
+    return ", ".join(str(int(np.argmax(g > threshold)) + 1) if (g > threshold).any() else "never" for g in gaps)
+
+
 def summary_table(store: RunStore, variant: str | None = None) -> str:
     """A compact terminal table of what exists: test accuracy per backend side by side."""
     rows = side_by_side_rows(group_records(store.records(variant)))
@@ -276,6 +308,10 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int) -> 
         out += [f"## {variant}", "", _variant_note(variant), "", markdown_table(variant_rows), "",
                 "More figures for the same runs:", "", markdown_table(variant_rows, DETAIL_COLUMNS, False), "",
                 "Test accuracy (%) after each epoch, mean over seeds:", "", epoch_table(variant_rows), ""]
+        if variant.startswith("shared"):
+            out += ["How far the two backends' per-step training losses move apart from the same weights and "
+                    "batches (relative gap |PyTorch − MXNet| / PyTorch, per step, runs paired by seed):", "",
+                    drift_table(variant_rows), ""]  # fmt: skip
         for row in variant_rows:
             key = (row["variant"], row["dataset"], row["recipe"])
             out += [f"![{row['recipe']} on {row['dataset']} ({variant})]({plots[key].as_posix()})", ""]
