@@ -37,6 +37,8 @@ def test_report_puts_both_backends_side_by_side_for_both_datasets(store):
         assert sum("(n=2)" in cell for cell in cells) >= 4, line  # both backends, mean ± std over 2 seeds
         assert cells[-2].endswith("pp")
     assert "16x5x5" in report and "61,706" in report  # the recipe's layer table and notes
+    drift = report[report.index("first step with gap > 1e-3"):].split("\n\n")[0].splitlines()[2:]
+    assert len(drift) == 4 and all(line.split(" | ")[2] == "2" for line in drift)  # 2 seeds paired per row
 
 
 def test_shared_mode_backends_agree_in_the_report(store):
