@@ -76,7 +76,9 @@ def group_records(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], d
         group = groups[row].setdefault(record["backend"], Group(*row, record["backend"], []))
         group.records.append(record)
     recipe_rank = {name: i for i, name in enumerate(spec.RECIPES)}
-    ordered = sorted(groups, key=lambda k: (k[0], k[1], recipe_rank.get(k[2], 99), k[2]))
+    # shared runs first (the default), then native; MNIST before Fashion-MNIST, recipes in spec order
+    ordered = sorted(groups, key=lambda k: (not k[0].startswith("shared"), k[0], k[1] != "mnist",
+                                            recipe_rank.get(k[2], 99), k[2]))  # fmt: skip
     return {key: groups[key] for key in ordered}
 
 
