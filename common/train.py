@@ -11,6 +11,7 @@ from types import ModuleType
 import numpy as np
 
 from common.batches import batch_slices, epoch_order, steps_per_epoch
+from common.preprocess import Images
 from common.spec import Recipe
 
 EVAL_BATCH = 1000  # evaluation has no gradient: a larger batch is faster and changes no result beyond rounding
@@ -38,7 +39,7 @@ def training_order(backend: ModuleType, recipe: Recipe, mode: str, seed: int, ep
 def train_epoch(
     backend: ModuleType,
     model: object,
-    images: np.ndarray,
+    images: Images | np.ndarray,
     labels: np.ndarray,
     order: np.ndarray,
     on_step: Callable[[int, int], None] | None = None,
@@ -64,7 +65,7 @@ def train_epoch(
     return outcome
 
 
-def evaluate(backend: ModuleType, model: object, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+def evaluate(backend: ModuleType, model: object, images: Images | np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(mean loss, accuracy) on a dataset."""
     loss_sum, correct = backend.evaluate(model, images, labels, EVAL_BATCH)
     return loss_sum / len(labels), correct / len(labels)
