@@ -65,7 +65,9 @@ def train_epoch(
     return outcome
 
 
-def evaluate(backend: ModuleType, model: object, images: Images | np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+def evaluate(
+    backend: ModuleType, model: object, images: Images | np.ndarray, labels: np.ndarray
+) -> tuple[float, float]:
     """(mean loss, accuracy) on a dataset."""
     loss_sum, correct = backend.evaluate(model, images, labels, EVAL_BATCH)
     return loss_sum / len(labels), correct / len(labels)
