@@ -2,7 +2,7 @@
 
 Both modules expose the same functions with the same signatures:
 configure_threads, select_device, device_name, build_model, native_init, set_weights, get_weights,
-get_state, set_state, forward, loss_and_gradients, train_step, evaluate, predict, layer_shapes, versions,
+get_state, set_state, forward, loss_and_gradients, train_step, evaluate, layer_shapes, versions,
 native_order.
 """
 

@@ -229,13 +229,6 @@ def evaluate(model: Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> tup
     return loss_sum, correct
 
 
-def predict(model: Model, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Predicted class of each example."""
-    return np.concatenate(
-        [forward(model, x[s : s + batch_size]).argmax(axis=1) for s in range(0, len(x), batch_size)]
-    )
-
-
 def layer_shapes(model: Model) -> list[tuple[str, tuple[int, ...], int]]:
     """(layer name, output shape of one example, parameter count) measured by running the network."""
     recipe = model.recipe

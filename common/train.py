@@ -71,3 +71,10 @@ def evaluate(
     """(mean loss, accuracy) on a dataset."""
     loss_sum, correct = backend.evaluate(model, images, labels, EVAL_BATCH)
     return loss_sum / len(labels), correct / len(labels)
+
+
+def predict(backend: ModuleType, model: object, images: Images | np.ndarray, batch_size: int) -> np.ndarray:
+    """Predicted class of each example, from the backend's forward pass in batches."""
+    return np.concatenate(
+        [backend.forward(model, images[s : s + batch_size]).argmax(axis=1) for s in range(0, len(images), batch_size)]
+    )
