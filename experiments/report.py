@@ -112,7 +112,8 @@ def group_stats(group: Group) -> dict[str, Any]:
         "best_test_accuracy": mean_std([max(row["test_accuracy"] for row in r["epochs"])
                                         for r in group.complete])[0],
         "target_accuracy": target, "epochs_to_target": reach, "seeds_reaching_target": reached,
-        "seconds_per_epoch": float(np.mean(seconds)) if seconds else math.nan,
+        # The median, not the mean: one busy moment on a shared machine must not move the figure.
+        "seconds_per_epoch": float(np.median(seconds)) if seconds else math.nan,
         "device": sorted({r["meta"]["device"] for r in group.records}),
     }  # fmt: skip
     for field in ("train_loss", "train_accuracy", "test_accuracy", "test_loss"):
@@ -302,8 +303,9 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int) -> 
            f"Built by `make compare` from {run_count} run records. Each cell: mean ± sample std over seeds (n).",
            "Test accuracy and losses are those after the last epoch; training loss and accuracy are measured during "
            "the epoch, as d2lzh's `train_ch5` reports them. \"Epochs to target\": first epoch whose test accuracy "
-           "reaches the stated value, averaged over the seeds that reach it. Seconds per epoch include the test "
-           "evaluation. \"Within seed spread\": |difference of means| ≤ the larger of the two standard deviations.",
+           "reaches the stated value, averaged over the seeds that reach it. Seconds per epoch: the median over "
+           "every epoch of every seed, test evaluation included. \"Within seed spread\": |difference of means| ≤ "
+           "the larger of the two standard deviations.",
            ""]  # fmt: skip
     for variant in dict.fromkeys(row["variant"] for row in rows):
         variant_rows = [row for row in rows if row["variant"] == variant]

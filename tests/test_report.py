@@ -98,3 +98,13 @@ def test_only_complete_runs_enter_the_means():
     torch_stats, mxnet_stats = row["stats"]["torch"], row["stats"]["mxnet"]
     assert torch_stats["n"] == 2 and torch_stats["test_accuracy_mean"] == pytest.approx(0.8)
     assert torch_stats["partial"] == 1 and mxnet_stats["diverged"] == 1 and mxnet_stats["n"] == 0
+
+
+def test_seconds_per_epoch_is_the_median_so_one_slow_epoch_does_not_move_it():
+    from experiments.report import group_records, side_by_side_rows
+
+    fast, slow = _record("torch", 0, "complete", [0.5, 0.6, 0.7]), _record("torch", 1, "complete", [0.5, 0.6, 0.7])
+    for row, seconds in zip(fast["epochs"] + slow["epochs"], [3.0, 3.0, 3.0, 3.0, 3.0, 90.0], strict=True):
+        row["seconds"] = seconds
+    (row,) = side_by_side_rows(group_records([fast, slow]))
+    assert row["stats"]["torch"]["seconds_per_epoch"] == 3.0
