@@ -23,6 +23,8 @@ BACKEND_ORDER = ("torch", "mxnet")
 BACKEND_LABEL = {"torch": "PyTorch", "mxnet": "MXNet"}
 # The accuracy whose first epoch the report states, per dataset.
 TARGET_ACCURACY = {"mnist": 0.98, "fashion-mnist": 0.80}
+# Below this test accuracy a 10-class network is still on its plateau (predicting one class or near it).
+PLATEAU_ACCURACY = 0.20
 
 # What explains each recipe's curves: the seed's quirks, for the report and the README.
 RECIPE_NOTES = {
@@ -214,6 +216,29 @@ def epoch_table(rows: list[dict[str, Any]], field: str = "test_accuracy") -> str
     return "\n".join(lines)
 
 
+def seed_table(rows: list[dict[str, Any]]) -> str:
+    """Seed by seed: final test accuracy and how many epochs ended on the plateau (the spread behind the means)."""
+    seeds = sorted({r["seed"] for row in rows for g in row["groups"].values() for r in g.complete})
+    header = ["recipe", "dataset", "backend"] + [f"seed {seed}" for seed in seeds]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        for name in BACKEND_ORDER:
+            group = row["groups"].get(name)
+            if group is None:
+                continue
+            by_seed = {r["seed"]: r for r in group.complete}
+            cells = [f"`{row['recipe']}`", row["dataset"], BACKEND_LABEL[name]]
+            for seed in seeds:
+                record = by_seed.get(seed)
+                if record is None:
+                    cells.append("")
+                    continue
+                stuck = sum(e["test_accuracy"] < PLATEAU_ACCURACY for e in record["epochs"])
+                cells.append(f"{record['epochs'][-1]['test_accuracy'] * 100:.2f}% ({stuck})")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def drift_table(rows: list[dict[str, Any]]) -> str:
     """How far apart the two backends' per-step losses move, seed by seed (runs paired by seed)."""
     header = ["recipe", "dataset", "seeds", "steps", "median relative gap", "largest relative gap",
@@ -311,7 +336,9 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int) -> 
         variant_rows = [row for row in rows if row["variant"] == variant]
         out += [f"## {variant}", "", _variant_note(variant), "", markdown_table(variant_rows), "",
                 "More figures for the same runs:", "", markdown_table(variant_rows, DETAIL_COLUMNS, False), "",
-                "Test accuracy (%) after each epoch, mean over seeds:", "", epoch_table(variant_rows), ""]
+                "Test accuracy (%) after each epoch, mean over seeds:", "", epoch_table(variant_rows), "",
+                f"Each seed's test accuracy after the last epoch (in brackets: how many epochs ended below "
+                f"{PLATEAU_ACCURACY:.0%} test accuracy, i.e. on the plateau):", "", seed_table(variant_rows), ""]
         if variant.startswith("shared"):
             out += ["How far the two backends' per-step training losses move apart from the same weights and "
                     "batches (relative gap |PyTorch − MXNet| / PyTorch, per step, runs paired by seed):", "",
