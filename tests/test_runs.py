@@ -80,12 +80,14 @@ def test_run_killed_in_its_second_epoch_resumes_from_the_command_line(tmp_path):
     store = RunStore(tmp_path / "killed")
     process = subprocess.Popen([*command, "--results", str(store.root)], cwd=REPO, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not store.checkpoint_path(key).exists() and time.monotonic() < deadline and process.poll() is None:
+    # The record is written right after the checkpoint, so once it exists both hold the first epoch.
+    while not store.record_path(key).exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)  # no chance to clean up: as if the machine went away
     process.wait()
     killed = store.load_record(key)
     assert killed is not None and killed["status"] == "partial" and len(killed["epochs"]) == 1
+    assert store.checkpoint_path(key).exists()
     subprocess.run([*command, "--results", str(store.root)], check=True, cwd=REPO, capture_output=True)
     whole, resumed = RunStore(tmp_path / "whole").load_record(key), store.load_record(key)
     assert resumed["status"] == "complete"
