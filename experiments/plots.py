@@ -22,7 +22,11 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def _band(ax, x, series: list[np.ndarray], style: dict, label: str | None = None, marker: str | None = None) -> None:
-    """Mean over seeds as a line, mean ± std as a shaded band (for two or more seeds)."""
+    """Mean over seeds as a line; the band spans the seeds, lowest to highest (two or more seeds).
+
+    A min-max band stays within what was measured (an accuracy band never dips below 0), which mean ± std
+    over three seeds does not.
+    """
     length = min(len(s) for s in series)
     if length == 0:
         return
@@ -31,8 +35,8 @@ def _band(ax, x, series: list[np.ndarray], style: dict, label: str | None = None
     ax.plot(x[:length], mean, color=style["color"], linestyle=style["linestyle"], linewidth=2, label=label,
             marker=marker, markersize=5)
     if len(series) > 1:
-        std = stack.std(axis=0, ddof=1)
-        ax.fill_between(x[:length], mean - std, mean + std, color=style["color"], alpha=0.2, linewidth=0)
+        ax.fill_between(x[:length], stack.min(axis=0), stack.max(axis=0), color=style["color"], alpha=0.2,
+                        linewidth=0)
 
 
 def plot_group(key: tuple[str, str, str], by_backend: dict) -> bytes:
