@@ -31,3 +31,24 @@ def test_committed_report_matches_committed_runs(tmp_path):
     assert sorted(p.name for p in (PUBLISHED / "plots").glob("*.png")) == sorted(
         p.name for p in (copy / "plots").glob("*.png")
     )
+
+
+def _table(lines: list[str], header: str) -> list[str]:
+    """The Markdown table that starts with `header` (the header row included)."""
+    start = next((i for i, line in enumerate(lines) if line.startswith(header)), None)
+    assert start is not None, f"no table starting with {header!r}"
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return lines[start:end]
+
+
+def test_readme_results_table_is_the_committed_report_table():
+    report = PUBLISHED / "report.md"
+    if not report.exists():
+        pytest.skip(f"no published report under {PUBLISHED} yet")
+    header = "| recipe | dataset | PyTorch test acc |"
+    readme = (PUBLISHED.parent.parent / "README.md").read_text().splitlines()
+    assert _table(readme, header) == _table(report.read_text().splitlines(), header), (
+        "README.md's results table differs from the first table of docs/results/report.md: copy it over"
+    )
