@@ -10,6 +10,7 @@ import csv
 import io
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,45 +199,44 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] = MAIN_COLUMNS
     return "\n".join(lines)
 
 
-def epoch_table(rows: list[dict[str, Any]], field: str = "test_accuracy") -> str:
-    """Mean over seeds of a per-epoch figure: one row per recipe, dataset and backend, one column per epoch."""
-    epochs = max((s["epochs"] for row in rows for s in row["stats"].values()), default=0)
-    header = ["recipe", "dataset", "backend"] + [str(e) for e in range(1, epochs + 1)]
+def _backend_table(rows: list[dict[str, Any]], columns: list[str], cells: Callable[[Group], list[str]]) -> str:
+    """One line per recipe, dataset and backend: the given columns, filled in from that backend's runs."""
+    header = ["recipe", "dataset", "backend", *columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         for name in BACKEND_ORDER:
             group = row["groups"].get(name)
-            if group is None:
-                continue
-            cells = [f"`{row['recipe']}`", row["dataset"], BACKEND_LABEL[name]]
-            for epoch in range(epochs):
-                values = [r["epochs"][epoch][field] for r in group.complete if len(r["epochs"]) > epoch]
-                cells.append(f"{np.mean(values) * 100:.1f}" if values else "")
-            lines.append("| " + " | ".join(cells) + " |")
+            if group is not None:
+                first = [f"`{row['recipe']}`", row["dataset"], BACKEND_LABEL[name]]
+                lines.append("| " + " | ".join(first + cells(group)) + " |")
     return "\n".join(lines)
+
+
+def epoch_table(rows: list[dict[str, Any]], field: str = "test_accuracy") -> str:
+    """Mean over seeds of a per-epoch figure: one row per recipe, dataset and backend, one column per epoch."""
+    epochs = max((s["epochs"] for row in rows for s in row["stats"].values()), default=0)
+
+    def means(group: Group) -> list[str]:
+        per_epoch = [[r["epochs"][e][field] for r in group.complete if len(r["epochs"]) > e] for e in range(epochs)]
+        return [f"{np.mean(values) * 100:.1f}" if values else "" for values in per_epoch]
+
+    return _backend_table(rows, [str(e) for e in range(1, epochs + 1)], means)
 
 
 def seed_table(rows: list[dict[str, Any]]) -> str:
     """Seed by seed: final test accuracy and how many epochs ended on the plateau (the spread behind the means)."""
     seeds = sorted({r["seed"] for row in rows for g in row["groups"].values() for r in g.complete})
-    header = ["recipe", "dataset", "backend"] + [f"seed {seed}" for seed in seeds]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        for name in BACKEND_ORDER:
-            group = row["groups"].get(name)
-            if group is None:
-                continue
-            by_seed = {r["seed"]: r for r in group.complete}
-            cells = [f"`{row['recipe']}`", row["dataset"], BACKEND_LABEL[name]]
-            for seed in seeds:
-                record = by_seed.get(seed)
-                if record is None:
-                    cells.append("")
-                    continue
-                stuck = sum(e["test_accuracy"] < PLATEAU_ACCURACY for e in record["epochs"])
-                cells.append(f"{record['epochs'][-1]['test_accuracy'] * 100:.2f}% ({stuck})")
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    def finals(group: Group) -> list[str]:
+        by_seed = {r["seed"]: r for r in group.complete}
+        return [_seed_cell(by_seed[seed]) if seed in by_seed else "" for seed in seeds]
+
+    return _backend_table(rows, [f"seed {seed}" for seed in seeds], finals)
+
+
+def _seed_cell(record: dict[str, Any]) -> str:
+    stuck = sum(e["test_accuracy"] < PLATEAU_ACCURACY for e in record["epochs"])
+    return f"{record['epochs'][-1]['test_accuracy'] * 100:.2f}% ({stuck})"
 
 
 def drift_table(rows: list[dict[str, Any]]) -> str:
