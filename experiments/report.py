@@ -180,12 +180,18 @@ MAIN_COLUMNS = ["test acc", "final train loss", "s/epoch"]
 DETAIL_COLUMNS = ["train acc", "best test acc", "epochs to target"]
 
 
+def _markdown(header: list[str], body: list[list[str]]) -> str:
+    """A Markdown table from its header cells and its rows' cells."""
+    lines = ["| " + " | ".join(cells) + " |" for cells in [header, *body]]
+    return "\n".join([lines[0], "|" + "---|" * len(header), *lines[1:]])
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[str] = MAIN_COLUMNS, difference: bool = True) -> str:
     """A side-by-side Markdown table: recipe x dataset rows, the columns for PyTorch then for MXNet."""
     header = ["recipe", "dataset"] + [f"{BACKEND_LABEL[b]} {c}" for b in BACKEND_ORDER for c in columns]
     if difference:
         header += ["MXNet − PyTorch test acc", "within seed spread"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for row in rows:
         cells = [f"`{row['recipe']}`", row["dataset"]]
         for name in BACKEND_ORDER:
@@ -195,21 +201,19 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] = MAIN_COLUMNS
             cells.append("—" if diff is None or math.isnan(diff) else f"{diff * 100:+.2f} pp")
             within = row.get("within_spread")
             cells.append("—" if within is None else ("yes" if within else "**no**"))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return _markdown(header, body)
 
 
 def _backend_table(rows: list[dict[str, Any]], columns: list[str], cells: Callable[[Group], list[str]]) -> str:
     """One line per recipe, dataset and backend: the given columns, filled in from that backend's runs."""
-    header = ["recipe", "dataset", "backend", *columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        for name in BACKEND_ORDER:
-            group = row["groups"].get(name)
-            if group is not None:
-                first = [f"`{row['recipe']}`", row["dataset"], BACKEND_LABEL[name]]
-                lines.append("| " + " | ".join(first + cells(group)) + " |")
-    return "\n".join(lines)
+    body = [
+        [f"`{row['recipe']}`", row["dataset"], BACKEND_LABEL[name], *cells(row["groups"][name])]
+        for row in rows
+        for name in BACKEND_ORDER
+        if name in row["groups"]
+    ]
+    return _markdown(["recipe", "dataset", "backend", *columns], body)
 
 
 def epoch_table(rows: list[dict[str, Any]], field: str = "test_accuracy") -> str:
@@ -243,7 +247,7 @@ def drift_table(rows: list[dict[str, Any]]) -> str:
     """How far apart the two backends' per-step losses move, seed by seed (runs paired by seed)."""
     header = ["recipe", "dataset", "seeds", "steps", "median relative gap", "largest relative gap",
               "first step with gap > 1e-5", "first step with gap > 1e-3"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for row in rows:
         groups = row["groups"]
         if set(BACKEND_ORDER) - set(groups):
@@ -255,10 +259,9 @@ def drift_table(rows: list[dict[str, Any]]) -> str:
         gaps = [_relative_gap(by_seed[0][s]["step_losses"], by_seed[1][s]["step_losses"]) for s in seeds]
         steps = len(gaps[0])
         firsts = [_first_above(gaps, threshold) for threshold in (1e-5, 1e-3)]
-        cells = [f"`{row['recipe']}`", row["dataset"], str(len(seeds)), str(steps),
-                 f"{np.median(np.concatenate(gaps)):.1e}", f"{max(g.max() for g in gaps):.1e}", *firsts]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        gap_cells = [f"{np.median(np.concatenate(gaps)):.1e}", f"{max(g.max() for g in gaps):.1e}", *firsts]
+        body.append([f"`{row['recipe']}`", row["dataset"], str(len(seeds)), str(steps), *gap_cells])
+    return _markdown(header, body)
 
 
 def _relative_gap(a: list[float], b: list[float]) -> np.ndarray:
