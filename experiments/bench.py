@@ -54,17 +54,16 @@ def peak_rss_mb() -> float:
 def harness_side(pair: Pair, steps: int) -> dict:
     """Time `steps` training steps of the harness (the same train_epoch that real runs use)."""
     from backends import load_backend
-    from common.init import initial_weights
+    from common.results import RunKey
     from common.train import train_epoch
-    from experiments.runs import prepare_data
+    from experiments.runs import prepare_data, start_model
 
     start = time.perf_counter()
     recipe = spec.get_recipe(pair.recipe)
     backend = load_backend(pair.backend)
     threads = backend.configure_threads()
     prepared = prepare_data(pair.dataset, recipe, None)  # the whole dataset, decoded and preprocessed once
-    model = backend.build_model(recipe, "cpu", seed=0)
-    backend.set_weights(model, initial_weights(recipe, 0))
+    model = start_model(backend, RunKey(pair.backend, pair.dataset, pair.recipe, 0, "shared"), recipe, "cpu")
     order = epoch_order(0, 0, len(prepared.train_labels))[: steps * recipe.batch_size]
     warm = order[: 2 * recipe.batch_size]  # first calls build oneDNN primitives / Gluon's cached graph
     train_epoch(backend, model, prepared.train_images, prepared.train_labels, warm)

@@ -171,10 +171,15 @@ def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def run_tag(key: RunKey) -> str:
+    """The short prefix of a run's progress lines, e.g. '[torch d2l mnist s0]'."""
+    return f"[{key.backend} {key.recipe} {key.dataset} s{key.seed}]"
+
+
 def epoch_line(key: RunKey, row: dict[str, Any]) -> str:
     """d2lzh's train_ch5 line, prefixed with the run."""
     return (
-        f"[{key.backend} {key.recipe} {key.dataset} s{key.seed}] epoch {row['epoch']}, loss {row['train_loss']:.4f}, "
+        f"{run_tag(key)} epoch {row['epoch']}, loss {row['train_loss']:.4f}, "
         f"train acc {row['train_accuracy']:.3f}, test acc {row['test_accuracy']:.3f}, time {row['seconds']:.1f} sec"
     )
 
@@ -201,11 +206,7 @@ class Progress:
         self.last_draw = now
         seconds_per_step = (now - self.first[1]) / max(done - self.first[0], 1)
         eta = format_seconds(seconds_per_step * (self.epochs * total - done))
-        k = self.key
-        self.stream.write(
-            f"\r\033[K[{k.backend} {k.recipe} {k.dataset} s{k.seed}] epoch {epoch + 1}/{self.epochs} "
-            f"step {step}/{total}  ETA {eta}"
-        )
+        self.stream.write(f"\r\033[K{run_tag(self.key)} epoch {epoch + 1}/{self.epochs} step {step}/{total}  ETA {eta}")
         self.stream.flush()
 
 
