@@ -25,6 +25,7 @@ import numpy as np
 
 from common import spec
 from common.batches import epoch_order, steps_per_epoch
+from experiments.cli import positive_int
 
 TRAIN_EXAMPLES = 60_000
 
@@ -144,9 +145,9 @@ def report_lines(pair: Pair, result: dict, peak: float) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--torch-steps", type=int, default=600)
-    parser.add_argument("--mxnet-steps", type=int, default=30)
+    parser.add_argument("--reps", type=positive_int, default=5)
+    parser.add_argument("--torch-steps", type=positive_int, default=600)
+    parser.add_argument("--mxnet-steps", type=positive_int, default=30)
     parser.add_argument("--child", choices=("seed", "harness"), help=argparse.SUPPRESS)
     parser.add_argument("--recipe", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)

@@ -38,7 +38,7 @@ def _names(kind: str, text: str | None, valid) -> list[str]:
     return names
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -59,8 +59,8 @@ def _choice(kind: str, valid):
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", required=True, type=_choice("backend", BACKEND_NAMES))
-    parser.add_argument("--epochs", type=_positive, help="override every recipe's number of epochs")
-    parser.add_argument("--limit", type=_positive, help="use only the first N training and N test examples")
+    parser.add_argument("--epochs", type=positive_int, help="override every recipe's number of epochs")
+    parser.add_argument("--limit", type=positive_int, help="use only the first N training and N test examples")
     parser.add_argument("--results", default="results", help="results directory")
     parser.add_argument("--device", default="auto", type=_choice("device", DEVICES))
     parser.add_argument("--mode", default="shared", type=_choice("mode", MODES))
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(run)
     run.add_argument("--recipes", help=f"comma-separated, default all: {','.join(spec.RECIPES)}")
     run.add_argument("--datasets", help=f"comma-separated, default all: {','.join(data.DATASETS)}")
-    run.add_argument("--seeds", type=_positive, default=1, help="number of seeds (0..N-1)")
+    run.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1)")
 
     one = commands.add_parser("run-one", help="train one run in this process (used by `run`)")
     _add_run_options(one)
