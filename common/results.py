@@ -24,6 +24,9 @@ from common.errors import UserError, unknown_name
 from common.spec import Recipe, get_recipe
 
 MODES = ("shared", "native")
+# The seed's own scripts, run as reference runs beside the two backends. They draw their own weights and
+# shuffle with their own samplers, so their runs are always native-mode runs.
+SCRIPT_BACKEND = "script"
 STATUSES = ("complete", "diverged", "partial")
 CHECKPOINTS = ".checkpoints"
 
@@ -43,6 +46,9 @@ class RunKey:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise unknown_name("mode", self.mode, MODES)
+        if self.backend == SCRIPT_BACKEND and self.mode != "native":
+            raise UserError("the seed's scripts draw their own weights and shuffle their own way: "
+                            "their runs are native-mode runs (--mode native)")
 
     @property
     def variant(self) -> str:

@@ -27,6 +27,8 @@ class EpochOutcome:
     examples: int = 0
     seconds: float = 0.0
     diverged: bool = False
+    eval_seconds: float = 0.0  # part of `seconds` a seed script's own loop spent on the test set (train_ch5)
+    printed: dict[str, float | None] = field(default_factory=dict)  # what a seed script printed for the epoch
 
 
 def training_order(backend: ModuleType, recipe: Recipe, mode: str, seed: int, epoch: int, n: int) -> np.ndarray:

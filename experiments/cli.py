@@ -1,7 +1,9 @@
 """The thin command line over experiments.runs and experiments.report (the Make targets call it).
 
-    python -m experiments run --backend torch [--recipes a,b] [--datasets ...] [--seeds N] [--epochs E]
-                              [--limit N] [--results DIR] [--device auto|cpu|gpu] [--mode shared|native]
+    python -m experiments run --backend torch|mxnet|script [--recipes a,b] [--datasets ...] [--seeds N]
+                              [--epochs E] [--limit N] [--results DIR] [--device auto|cpu|gpu]
+                              [--mode shared|native]
+    (backend 'script': the seed's own scripts, for seed-torch and seed-mxnet, always in native mode)
     python -m experiments compare [--results DIR] [--mode shared|native]
     python -m experiments layers RECIPE [--backend spec|torch|mxnet]
 """
@@ -14,9 +16,9 @@ import sys
 
 from common import data, spec
 from common.errors import UserError, unknown_name
-from common.results import MODES, RunKey, RunStore, variant_name
+from common.results import MODES, SCRIPT_BACKEND, RunKey, RunStore, variant_name
 
-BACKEND_NAMES = ("torch", "mxnet")
+BACKEND_NAMES = ("torch", "mxnet", SCRIPT_BACKEND)
 DEVICES = ("auto", "cpu", "gpu")
 
 
@@ -63,7 +65,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=positive_int, help="use only the first N training and N test examples")
     parser.add_argument("--results", default="results", help="results directory")
     parser.add_argument("--device", default="auto", type=_choice("device", DEVICES))
-    parser.add_argument("--mode", default="shared", type=_choice("mode", MODES))
+    parser.add_argument("--mode", type=_choice("mode", MODES),
+                        help="default: shared for torch and mxnet, native for script (the only mode it has)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,19 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     layers = commands.add_parser("layers", help="print a recipe's per-layer table")
     layers.add_argument("recipes", nargs="*", help="default: all recipes")
-    layers.add_argument("--backend", default="spec", type=_choice("table source", ("spec", *BACKEND_NAMES)))
+    layers.add_argument("--backend", default="spec", type=_choice("table source", ("spec", "torch", "mxnet")))
     return parser
+
+
+def _mode(args: argparse.Namespace) -> str:
+    """The run mode: as given, else native for the seed's scripts and shared for the backends."""
+    return args.mode or ("native" if args.backend == SCRIPT_BACKEND else "shared")
 
 
 def run_grid(args: argparse.Namespace) -> int:
     """Each unfinished run in its own process, then the side-by-side table of what exists."""
     from experiments.report import summary_table
     from experiments.runs import check_same_run
+    from experiments.seed_scripts import SCRIPTS
 
     store = RunStore(args.results)
+    args.mode = _mode(args)
+    recipes = SCRIPTS if args.backend == SCRIPT_BACKEND else spec.RECIPES
     keys = [
         RunKey(args.backend, dataset, recipe, seed, args.mode, args.limit, args.epochs)
-        for recipe in _names("recipe", args.recipes, spec.RECIPES)
+        for recipe in _names("recipe", args.recipes, recipes)
         for dataset in _names("dataset", args.datasets, data.DATASETS)
         for seed in range(args.seeds)
     ]
@@ -132,7 +143,7 @@ def _run_in_subprocess(key: RunKey, args: argparse.Namespace) -> None:
 def run_one(args: argparse.Namespace) -> int:
     from experiments.runs import Progress, train_run
 
-    key = RunKey(args.backend, args.dataset, args.recipe, args.seed, args.mode, args.limit, args.epochs)
+    key = RunKey(args.backend, args.dataset, args.recipe, args.seed, _mode(args), args.limit, args.epochs)
     record = train_run(key, RunStore(args.results), args.device, Progress(key, key.spec().epochs))
     if record["status"] == "diverged":
         print(f"[{key.label()}] diverged at step {record['diverged_at_step']} (non-finite loss)", file=sys.stderr)

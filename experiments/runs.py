@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,8 +25,8 @@ from common import data, spec
 from common.errors import UserError
 from common.init import initial_weights
 from common.preprocess import Images, resized
-from common.results import RunKey, RunStore
-from common.train import evaluate, train_epoch, training_order
+from common.results import SCRIPT_BACKEND, RunKey, RunStore
+from common.train import EpochOutcome, evaluate, train_epoch, training_order
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def new_record(key: RunKey, recipe: spec.Recipe, backend: Any, model: Any) -> dict[str, Any]:
+def new_record(key: RunKey, recipe: spec.Recipe, session: Session) -> dict[str, Any]:
     """A fresh run record with its metadata."""
     return {
         "backend": key.backend,
@@ -77,9 +77,9 @@ def new_record(key: RunKey, recipe: spec.Recipe, backend: Any, model: Any) -> di
         "step_losses": [],
         "epochs": [],
         "meta": {
-            "versions": backend.versions(),
-            "device": backend.device_name(model),
-            "threads": backend.configure_threads(),
+            "versions": session.versions(),
+            "device": session.device_name(),
+            "threads": session.threads,
             "python": platform.python_version(),
             "host": socket.gethostname(),
             "git_commit": git_commit(),
@@ -109,38 +109,95 @@ def start_model(backend: Any, key: RunKey, recipe: spec.Recipe, device: str) -> 
     return model
 
 
+class Session(Protocol):
+    """What `train_run` drives, epoch by epoch: a backend's model on the harness's loop, or a seed script."""
+
+    threads: int
+
+    def versions(self) -> dict[str, str]: ...
+    def device_name(self) -> str: ...
+    def train_epoch(self, epoch: int, on_step: Callable[[int, int], None] | None) -> EpochOutcome: ...
+    def evaluate(self) -> tuple[float, float]: ...  # (mean test loss, test accuracy)
+    def get_state(self) -> dict[str, np.ndarray]: ...
+    def set_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+
+class HarnessSession:
+    """A backend's model trained by the harness's own loop (common.train) on the prepared data."""
+
+    def __init__(self, key: RunKey, recipe: spec.Recipe, device: str) -> None:
+        from backends import load_backend
+
+        self.key, self.recipe = key, recipe
+        self.backend = load_backend(key.backend)
+        self.threads = self.backend.configure_threads()
+        self.model = start_model(self.backend, key, recipe, device)
+        self._data: PreparedData | None = None
+
+    @property
+    def data(self) -> PreparedData:
+        """The dataset, loaded and resized on first use (after any checkpoint was read)."""
+        if self._data is None:
+            self._data = prepare_data(self.key.dataset, self.recipe, self.key.limit)
+        return self._data
+
+    def versions(self) -> dict[str, str]:
+        return self.backend.versions()
+
+    def device_name(self) -> str:
+        return self.backend.device_name(self.model)
+
+    def train_epoch(self, epoch: int, on_step: Callable[[int, int], None] | None) -> EpochOutcome:
+        key, data = self.key, self.data
+        order = training_order(self.backend, self.recipe, key.mode, key.seed, epoch, len(data.train_labels))
+        return train_epoch(self.backend, self.model, data.train_images, data.train_labels, order, on_step)
+
+    def evaluate(self) -> tuple[float, float]:
+        return evaluate(self.backend, self.model, self.data.test_images, self.data.test_labels)
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return self.backend.get_state(self.model)
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.backend.set_state(self.model, state)
+
+
+def open_session(key: RunKey, recipe: spec.Recipe, device: str) -> Session:
+    """The harness for 'torch' and 'mxnet'; the seed's own script for 'script'."""
+    if key.backend == SCRIPT_BACKEND:
+        from experiments.seed_scripts import open_reference_run
+
+        return open_reference_run(key, device)
+    return HarnessSession(key, recipe, device)
+
+
 def train_run(key: RunKey, store: RunStore, device: str = "auto", progress: Callable | None = None) -> dict:
     """Train one run to completion (or divergence), resuming from its checkpoint; returns the record."""
-    from backends import load_backend
-
     recipe = key.spec()
     record = store.load_record(key)
     if record is not None:
         check_same_run(key, record, recipe)
         if record["status"] != "partial":
             return record
-    backend = load_backend(key.backend)
-    backend.configure_threads()
-    model = start_model(backend, key, recipe, device)
+    session = open_session(key, recipe, device)
     checkpoint = store.load_checkpoint(key)
     if checkpoint is not None:
         state, record = checkpoint
         check_same_run(key, record, recipe)
-        backend.set_state(model, state)
+        session.set_state(state)
     else:
-        record = new_record(key, recipe, backend, model)
-    prepared = prepare_data(key.dataset, recipe, key.limit)
+        record = new_record(key, recipe, session)
     for epoch in range(len(record["epochs"]), recipe.epochs):
-        order = training_order(backend, recipe, key.mode, key.seed, epoch, len(prepared.train_labels))
         tick = functools.partial(progress, epoch) if progress else None
-        outcome = train_epoch(backend, model, prepared.train_images, prepared.train_labels, order, tick)
+        outcome = session.train_epoch(epoch, tick)
         record["step_losses"] += [finite_or_none(loss) for loss in outcome.step_losses]
         if outcome.diverged:
             record["status"] = "diverged"
             record["diverged_at_step"] = len(record["step_losses"])
             break
         eval_start = time.perf_counter()
-        test_loss, test_accuracy = evaluate(backend, model, prepared.test_images, prepared.test_labels)
+        test_loss, test_accuracy = session.evaluate()
+        eval_seconds = time.perf_counter() - eval_start
         record["epochs"].append(
             {
                 "epoch": epoch + 1,
@@ -148,13 +205,15 @@ def train_run(key: RunKey, store: RunStore, device: str = "auto", progress: Call
                 "train_accuracy": outcome.correct / outcome.examples,
                 "test_loss": finite_or_none(test_loss),
                 "test_accuracy": test_accuracy,
-                "seconds": outcome.seconds + time.perf_counter() - eval_start,  # train_ch5 times both
-                "train_seconds": outcome.seconds,
-                "examples_per_second": outcome.examples / outcome.seconds,
+                # train_ch5 times training and its own test pass together; otherwise add the harness's test pass
+                "seconds": outcome.seconds + (0.0 if outcome.eval_seconds else eval_seconds),
+                "train_seconds": outcome.seconds - outcome.eval_seconds,
+                "examples_per_second": outcome.examples / (outcome.seconds - outcome.eval_seconds),
+                **({"printed": outcome.printed} if outcome.printed else {}),
             }
         )
         if epoch + 1 < recipe.epochs:
-            store.save_checkpoint(key, backend.get_state(model), record)
+            store.save_checkpoint(key, session.get_state(), record)
         store.save_record(key, record)
         if progress:
             progress(epoch, None, None, record["epochs"][-1])

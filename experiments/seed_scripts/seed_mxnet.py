@@ -1,6 +1,6 @@
 """The seed blog post's MXNet Gluon + d2lzh LeNet script (Fashion-MNIST at 96x96), offline, for a chosen length, timed.
 
-Faithful to the post's complete script (see /work/shared/REFERENCE.md): the same `nn.Sequential` net,
+Faithful to the post's complete script (the recipe is written out in docs/seed.md): the same `nn.Sequential` net,
 `d2l.try_gpu()`, Xavier initialisation, `d2l.load_data_fashion_mnist(batch_size=256, resize=96)` (Resize +
 ToTensor, shuffle, 4 worker processes), `gluon.Trainer(..., 'sgd', {'learning_rate': 0.9})` and
 `d2l.train_ch5`, which trains and evaluates on the test set after every epoch. Changed only where it must be:
@@ -8,6 +8,11 @@ ToTensor, shuffle, 4 worker processes), `gluon.Trainer(..., 'sgd', {'learning_ra
 files instead of downloading; (2) the caller chooses the epochs and may stop after `max_steps` optimiser
 steps (train_iter is wrapped in a step-limiting view; `evaluate=False` skips train_ch5's test pass, reported
 as test acc nan); (3) timings are returned, and train_ch5's prints can be silenced.
+
+`ReferenceRun` trains the script as a reference run of the harness (backend 'script'): `d2l.train_ch5` for one
+epoch per call, on Fashion-MNIST or MNIST (the verified MNIST arrays fed to the same dataset class, nothing
+else changed), with a forward hook on the net recording each training step's loss and the test set
+evaluated after each epoch outside train_ch5, beside the test accuracy train_ch5 prints.
 
 MXNet reads its thread settings (OMP_NUM_THREADS, MXNET_CPU_WORKER_NTHREADS) when it is imported, so there is
 no `threads` argument: set those variables before starting Python.
@@ -19,13 +24,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import io
 import itertools
 import json
 import math
+import os
 import random
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -33,7 +41,7 @@ import d2lzh as d2l
 import d2lzh.utils as d2l_utils
 import mxnet as mx
 import numpy as np
-from mxnet import gluon, init, nd
+from mxnet import autograd, gluon, init, nd
 from mxnet.gluon import loss as gloss
 from mxnet.gluon import nn
 from mxnet.gluon.data import vision
@@ -41,6 +49,7 @@ from mxnet.util import is_np_array
 
 from common import data as lenet_data
 from common.errors import UserError, run_cli
+from common.train import EpochOutcome
 
 BATCH_SIZE = 256  # the seed's batch_size
 RESIZE = 96  # the seed's resize=96
@@ -52,8 +61,12 @@ EPOCH_LINE = re.compile(r"epoch (\d+), loss (\S+), train acc (\S+), test acc (\S
 
 
 @contextlib.contextmanager
-def local_fashion_mnist(data_root: lenet_data.StrPath | None = None) -> Iterator[None]:
+def local_fashion_mnist(data_root: lenet_data.StrPath | None = None, dataset: str = "fashion-mnist",
+                        limit: int | None = None) -> Iterator[None]:
     """While active, gluon's FashionMNIST takes its arrays from the verified local files instead of downloading.
+
+    `dataset` 'mnist' feeds the MNIST arrays to the same class (gluon's FashionMNIST differs from its MNIST only
+    in the download addresses), `limit` keeps only the first examples of each split.
 
     Why a patch: FashionMNIST._get_data downloads unless <root>/<name>.gz has the sha1 of the *official* .gz
     bytes. Our verified files are Debian re-compressions (same content, other bytes), so no root directory can
@@ -63,7 +76,8 @@ def local_fashion_mnist(data_root: lenet_data.StrPath | None = None) -> Iterator
     """
     def _get_data(self):
         """MXNet's MNIST._get_data after its download and gzip parsing, fed by common.data.load_split."""
-        images, labels = lenet_data.load_split("fashion-mnist", "train" if self._train else "test", data_root)
+        images, labels = lenet_data.load_split(dataset, "train" if self._train else "test", data_root)
+        images, labels = images[:limit], labels[:limit]
         label = labels.astype(np.int32)
         if is_np_array():
             label = mx.np.array(label, dtype=label.dtype)
@@ -83,10 +97,11 @@ def local_fashion_mnist(data_root: lenet_data.StrPath | None = None) -> Iterator
             vision.FashionMNIST._get_data = own
 
 
-def load_data(data_root: lenet_data.StrPath | None = None) -> tuple[gluon.data.DataLoader, gluon.data.DataLoader]:
+def load_data(data_root: lenet_data.StrPath | None = None, dataset: str = "fashion-mnist",
+              limit: int | None = None) -> tuple[gluon.data.DataLoader, gluon.data.DataLoader]:
     """The seed's `d2l.load_data_fashion_mnist(batch_size=256, resize=96)`, reading the verified local files."""
-    root = str(lenet_data.data_dir(data_root) / "fashion-mnist")  # unused by the patch; keeps ~/.mxnet untouched
-    with local_fashion_mnist(data_root):
+    root = str(lenet_data.data_dir(data_root) / dataset)  # unused by the patch; keeps ~/.mxnet untouched
+    with local_fashion_mnist(data_root, lenet_data.check_dataset(dataset), limit):
         return d2l.load_data_fashion_mnist(batch_size=BATCH_SIZE, resize=RESIZE, root=root)
 
 
@@ -237,6 +252,125 @@ def run(epochs: int = 10, max_steps: int | None = None, quiet: bool = True, seed
             "examples": limited.examples, "seconds": seconds, "seconds_per_step": seconds / limited.steps,
             "train_seconds": seconds - evaluation["seconds"], "eval_seconds": evaluation["seconds"],
             "evaluate": evaluate, "setup_seconds": setup_seconds, **_last_epoch(log.getvalue()), "seed": seed}
+
+
+class _LabelTap:
+    """Re-iterable view of a loader that remembers the labels of the batch it last handed out."""
+
+    def __init__(self, loader: gluon.data.DataLoader) -> None:
+        self.loader, self.labels = loader, None
+
+    def __iter__(self) -> Iterator:
+        for X, y in self.loader:
+            self.labels = y
+            yield X, y
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+class ReferenceRun:
+    """The seed script as a reference run (a runs.Session): set up as `run` does, trained one epoch at a time.
+
+    Set-up follows `run`: MXNet, NumPy and Python seeded, the seed's net, `try_gpu()`, Xavier, the seed's
+    loaders, SGD lr 0.9. Each epoch is `d2l.train_ch5(..., num_epochs=1)`: its loop is d2lzh's own, and it
+    prints (and we keep) its loss, train acc and test acc. Gluon's loader shuffles with NumPy's global RNG,
+    which the state saves, so a resumed run continues with the same batches.
+    """
+
+    def __init__(self, dataset: str, seed: int, limit: int | None = None, device: str = "auto",
+                 data_root: lenet_data.StrPath | None = None) -> None:
+        _seed_everything(seed)
+        self.net = build_net()
+        self.ctx = mx.cpu() if device == "cpu" else d2l.try_gpu()
+        if device == "gpu" and self.ctx.device_type != "gpu":
+            raise UserError("device 'gpu' asked for, but d2lzh's try_gpu() finds no GPU for MXNet")
+        self.net.initialize(force_reinit=True, ctx=self.ctx, init=init.Xavier())
+        self.train_iter, self.test_iter = load_data(data_root, dataset, limit)
+        self.trainer = gluon.Trainer(self.net.collect_params(), 'sgd', {'learning_rate': 0.9})
+        self.threads = int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
+        self.loss = gloss.SoftmaxCrossEntropyLoss()  # the harness's own copy, for the records and the test pass
+
+    def __del__(self) -> None:
+        shutdown(*[loader for loader in (getattr(self, "train_iter", None), getattr(self, "test_iter", None))
+                   if loader is not None])
+
+    def versions(self) -> dict[str, str]:
+        return {"mxnet": mx.__version__, "d2lzh": importlib.metadata.version("d2lzh"), "numpy": np.__version__}
+
+    def device_name(self) -> str:
+        return str(self.ctx)
+
+    def train_epoch(self, epoch: int, on_step=None) -> EpochOutcome:
+        """One epoch of train_ch5; a forward hook on the net records each training step (inside autograd.record)."""
+        outcome = EpochOutcome()
+        feed = _LabelTap(self.train_iter)
+        total = len(self.train_iter)
+
+        def record(_net, _inputs, output):
+            if not autograd.is_recording():
+                return  # train_ch5's test pass
+            with autograd.pause():
+                labels = feed.labels.as_in_context(output.context)
+                loss_sum = float(self.loss(output, labels).sum().asscalar())
+                correct = int((output.argmax(axis=1) == labels.astype("float32")).sum().asscalar())
+            outcome.step_losses.append(loss_sum / labels.shape[0])
+            outcome.loss_sum += loss_sum
+            outcome.correct += correct
+            outcome.examples += labels.shape[0]
+            if on_step:
+                on_step(len(outcome.step_losses), total)
+
+        hook = self.net.register_forward_hook(record)
+        log = _Tee(quiet=True)
+        start = time.perf_counter()
+        try:
+            with timed_evaluation() as evaluation, contextlib.redirect_stdout(log):
+                d2l.train_ch5(self.net, feed, self.test_iter, BATCH_SIZE, self.trainer, self.ctx, 1)
+                nd.waitall()
+        finally:
+            hook.detach()
+        outcome.seconds = time.perf_counter() - start
+        outcome.eval_seconds = evaluation["seconds"]
+        printed = _last_epoch(log.getvalue())
+        outcome.printed = {"loss": printed["final_loss"], "train_acc": printed["train_acc"],
+                           "test_acc": printed["test_acc"]}
+        outcome.diverged = not all(math.isfinite(loss) for loss in outcome.step_losses)
+        return outcome
+
+    def evaluate(self) -> tuple[float, float]:
+        """(mean test loss, test accuracy) over the seed's test loader, outside train_ch5."""
+        loss_sum, correct, count = 0.0, 0, 0
+        for X, y in self.test_iter:
+            X, y = X.as_in_context(self.ctx), y.as_in_context(self.ctx)
+            output = self.net(X)
+            loss_sum += float(self.loss(output, y).sum().asscalar())
+            correct += int((output.argmax(axis=1) == y.astype("float32")).sum().asscalar())
+            count += y.shape[0]
+        return loss_sum / count, correct / count
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Weights, the trainer's states and NumPy's global RNG (the next epoch's shuffle)."""
+        params = {f"param.{i:02d}": p.data().asnumpy() for i, p in enumerate(self.net.collect_params().values())}
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "trainer.states")
+            self.trainer.save_states(path)
+            trainer = np.fromfile(path, dtype=np.uint8)
+        kind, keys, position, has_gauss, cached = np.random.get_state()
+        return {**params, "trainer": trainer, "numpy_rng_keys": keys,
+                "numpy_rng_rest": np.array([position, has_gauss, cached], dtype=np.float64)}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what get_state saved (one forward pass first, to finish Gluon's deferred initialisation)."""
+        self.net(nd.zeros((1, 1, RESIZE, RESIZE), ctx=self.ctx))
+        for i, param in enumerate(self.net.collect_params().values()):
+            param.set_data(nd.array(state[f"param.{i:02d}"], ctx=self.ctx))
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "trainer.states")
+            state["trainer"].tofile(path)
+            self.trainer.load_states(path)
+        position, has_gauss, cached = state["numpy_rng_rest"]
+        np.random.set_state(("MT19937", state["numpy_rng_keys"], int(position), int(has_gauss), float(cached)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,119 @@
+"""The seed's scripts as reference runs (backend 'script'): records, exact resume, both datasets, the CLI.
+
+Short runs on real data subsets. The MXNet script runs in its own processes: it must start with MXNet's
+default engine, which this test process may have replaced by importing our MXNet backend.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from common.errors import run_cli
+from common.results import RunKey, RunStore
+from experiments import cli
+from experiments.runs import train_run
+from tests.test_seed_scripts import require_real
+
+REPO = Path(__file__).resolve().parent.parent
+TIMING = ("seconds", "train_seconds", "examples_per_second")
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def test_torch_script_on_fashion_mnist_resumes_to_identical_numbers(tmp_path):
+    require_real("fashion-mnist")
+    key = RunKey("script", "fashion-mnist", "seed-torch", 2, "native", 1024, 3)
+    whole = train_run(key, RunStore(tmp_path / "whole"), "cpu")
+    assert whole["status"] == "complete" and len(whole["epochs"]) == 3
+    assert len(whole["step_losses"]) == 3 * 16  # 1024 examples in batches of 64
+    assert whole["meta"]["spec"]["name"] == "seed-torch" and whole["meta"]["device"] == "cpu"
+    # Softmax inside forward, then CrossEntropyLoss: every loss of probabilities lies in [1.46, 2.47].
+    assert all(1.46 < loss < 2.47 for loss in whole["step_losses"])
+    first = whole["epochs"][0]
+    assert first["train_loss"] == pytest.approx(sum(whole["step_losses"][:16]) / 16, rel=1e-6)
+    assert 0 <= first["test_accuracy"] <= 1 and 1.46 < first["test_loss"] < 2.47
+
+    def stop_in_second_epoch(epoch, step, total, row=None):
+        if epoch == 1 and step == 5:
+            raise _Interrupt
+
+    store = RunStore(tmp_path / "resumed")
+    with pytest.raises(_Interrupt):
+        train_run(key, store, "cpu", stop_in_second_epoch)
+    assert len(store.load_record(key)["epochs"]) == 1 and store.checkpoint_path(key).exists()
+    resumed = train_run(key, store, "cpu")
+    assert resumed["step_losses"] == whole["step_losses"]
+    assert _without_timing(resumed["epochs"]) == _without_timing(whole["epochs"])
+
+
+def test_torch_script_seeds_differ_and_repeat(tmp_path):
+    require_real("mnist")
+    records = [train_run(RunKey("script", "mnist", "seed-torch", seed, "native", 256, 1), RunStore(tmp_path / str(i)),
+                         "cpu") for i, seed in enumerate((0, 0, 1))]  # fmt: skip
+    assert records[0]["step_losses"] == records[1]["step_losses"]
+    assert records[0]["step_losses"] != records[2]["step_losses"]
+
+
+def _run_one(results: Path, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "experiments", "run-one", "--backend", "script", "--recipe", "seed-mxnet",
+               "--dataset", "mnist", "--seed", "1", "--epochs", "2", "--limit", "512", "--device", "cpu",
+               "--results", str(results), *extra]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def test_mxnet_script_on_mnist_killed_resumes_to_identical_numbers(tmp_path):
+    require_real("mnist")
+    key = RunKey("script", "mnist", "seed-mxnet", 1, "native", 512, 2)
+    whole_process = _run_one(tmp_path / "whole")
+    assert whole_process.wait(timeout=300) == 0, whole_process.stderr.read()
+    whole = RunStore(tmp_path / "whole").load_record(key)
+    assert whole["status"] == "complete" and len(whole["step_losses"]) == 2 * 2  # 512 in batches of 256
+    for row in whole["epochs"]:  # what train_ch5 printed agrees with the harness's records of the same epoch
+        assert row["printed"]["loss"] == pytest.approx(row["train_loss"], abs=6e-5)
+        assert row["printed"]["train_acc"] == pytest.approx(row["train_accuracy"], abs=6e-4)
+        assert row["printed"]["test_acc"] == pytest.approx(row["test_accuracy"], abs=6e-4)
+        assert 0 < row["train_seconds"] < row["seconds"]  # train_ch5's time includes its own test pass
+
+    store = RunStore(tmp_path / "killed")
+    process = _run_one(store.root)
+    deadline = time.monotonic() + 300
+    while not store.record_path(key).exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)  # the run and its loader workers, with no chance to clean up
+    process.wait()
+    killed = store.load_record(key)
+    assert killed is not None and killed["status"] == "partial" and len(killed["epochs"]) == 1
+    resumed_process = _run_one(store.root)
+    assert resumed_process.wait(timeout=300) == 0, resumed_process.stderr.read()
+    resumed = store.load_record(key)
+    assert resumed["step_losses"] == whole["step_losses"]
+    assert _without_timing(resumed["epochs"]) == _without_timing(whole["epochs"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--recipes", "d2l"], "unknown recipe 'd2l'; valid: seed-mxnet, seed-torch"),
+        (["--mode", "shared"], "native-mode runs"),
+    ],
+)
+def test_script_backend_refuses_what_the_scripts_cannot_do(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        run_cli(cli.main, ["run", "--backend", "script", "--results", str(tmp_path), *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
