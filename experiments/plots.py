@@ -9,6 +9,7 @@ import numpy as np
 STYLE = {  # colour and line style both differ, so the curves stay apart when printed in grey
     "torch": {"color": "#d9480f", "linestyle": "-", "label": "PyTorch"},
     "mxnet": {"color": "#1864ab", "linestyle": "--", "label": "MXNet"},
+    "script": {"color": "#2b8a3e", "linestyle": "-.", "label": "seed script"},
 }
 
 

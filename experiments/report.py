@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from common import spec
-from common.results import RunStore, variant_name, write_atomic
+from common.results import SCRIPT_BACKEND, RunStore, variant_name, write_atomic
+from experiments import stats as st
 
 BACKEND_ORDER = ("torch", "mxnet")
-BACKEND_LABEL = {"torch": "PyTorch", "mxnet": "MXNet"}
+BACKEND_LABEL = {"torch": "PyTorch", "mxnet": "MXNet", SCRIPT_BACKEND: "the seed's script"}
 # The accuracy whose first epoch the report states, per dataset.
 TARGET_ACCURACY = {"mnist": 0.98, "fashion-mnist": 0.80}
 # Below this test accuracy a 10-class network is still on its plateau (predicting one class or near it).
@@ -146,15 +147,41 @@ def side_by_side_rows(groups) -> list[dict[str, Any]]:
     rows = []
     for (variant, dataset, recipe), by_backend in groups.items():
         stats = {name: group_stats(by_backend[name]) for name in BACKEND_ORDER if name in by_backend}
+        if not stats:
+            continue  # only the seed's script ran here: the fidelity table shows it
         row: dict[str, Any] = {"variant": variant, "dataset": dataset, "recipe": recipe, "stats": stats,
-                               "groups": by_backend}
+                               "groups": {name: by_backend[name] for name in BACKEND_ORDER if name in by_backend}}
         if len(stats) == 2:
             t, m = stats["torch"], stats["mxnet"]
             row["test_accuracy_difference"] = m["test_accuracy_mean"] - t["test_accuracy_mean"]
-            spread = max(t["test_accuracy_std"], m["test_accuracy_std"])
-            row["within_spread"] = (abs(row["test_accuracy_difference"]) <= spread) if min(t["n"], m["n"]) > 1 else None
+            row["comparison"] = backend_comparison(variant, by_backend["torch"], by_backend["mxnet"])
         rows.append(row)
     return rows
+
+
+def backend_comparison(variant: str, first: Group, second: Group) -> st.Comparison:
+    """second − first in final test accuracy: paired by seed in shared mode (same weights and batches), else Welch."""
+    if variant.startswith("shared"):
+        a, b = ({r["seed"]: r["epochs"][-1]["test_accuracy"] for r in g.complete} for g in (first, second))
+        seeds = sorted(set(a) & set(b))
+        return st.paired([a[s] for s in seeds], [b[s] for s in seeds])
+    return st.welch(first.finals("test_accuracy"), second.finals("test_accuracy"))
+
+
+def _difference(comparison: st.Comparison | None) -> str:
+    """'+0.01 pp [-0.02, +0.04]': the difference of means and its 95% interval, in percentage points."""
+    if comparison is None or math.isnan(comparison.difference):
+        return "—"
+    text = f"{comparison.difference * 100:+.2f} pp"
+    if math.isnan(comparison.low):
+        return text
+    return text + f" [{comparison.low * 100:+.2f}, {comparison.high * 100:+.2f}]"
+
+
+def _verdict(comparison: st.Comparison | None) -> str:
+    if comparison is None:
+        return "—"
+    return {"yes": "yes", "no": "**no**", "undecided": "undecided"}[comparison.verdict]
 
 
 def _cells(stats: dict[str, Any] | None, columns: list[str]) -> list[str]:
@@ -190,30 +217,29 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] = MAIN_COLUMNS
     """A side-by-side Markdown table: recipe x dataset rows, the columns for PyTorch then for MXNet."""
     header = ["recipe", "dataset"] + [f"{BACKEND_LABEL[b]} {c}" for b in BACKEND_ORDER for c in columns]
     if difference:
-        header += ["MXNet − PyTorch test acc", "within seed spread"]
+        header += ["MXNet − PyTorch test acc [95% CI]", "same result"]
     body = []
     for row in rows:
         cells = [f"`{row['recipe']}`", row["dataset"]]
         for name in BACKEND_ORDER:
             cells += _cells(row["stats"].get(name), columns)
         if difference:
-            diff = row.get("test_accuracy_difference")
-            cells.append("—" if diff is None or math.isnan(diff) else f"{diff * 100:+.2f} pp")
-            within = row.get("within_spread")
-            cells.append("—" if within is None else ("yes" if within else "**no**"))
+            cells += [_difference(row.get("comparison")), _verdict(row.get("comparison"))]
         body.append(cells)
     return _markdown(header, body)
 
 
-def _backend_table(rows: list[dict[str, Any]], columns: list[str], cells: Callable[[Group], list[str]]) -> str:
-    """One line per recipe, dataset and backend: the given columns, filled in from that backend's runs."""
-    body = [
-        [f"`{row['recipe']}`", row["dataset"], BACKEND_LABEL[name], *cells(row["groups"][name])]
-        for row in rows
-        for name in BACKEND_ORDER
-        if name in row["groups"]
-    ]
-    return _markdown(["recipe", "dataset", "backend", *columns], body)
+def _entries(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, Group]]:
+    """(recipe, dataset, label, group) for each backend of each row, PyTorch then MXNet."""
+    return [(row["recipe"], row["dataset"], BACKEND_LABEL[name], row["groups"][name])
+            for row in rows for name in BACKEND_ORDER if name in row["groups"]]  # fmt: skip
+
+
+def _backend_table(entries: list[tuple[str, str, str, Group]], columns: list[str],
+                   cells: Callable[[Group], list[str]], who: str = "backend") -> str:
+    """One line per recipe, dataset and group of runs: the given columns, filled in from that group's runs."""
+    body = [[f"`{recipe}`", dataset, label, *cells(group)] for recipe, dataset, label, group in entries]
+    return _markdown(["recipe", "dataset", who, *columns], body)
 
 
 def epoch_table(rows: list[dict[str, Any]], field: str = "test_accuracy") -> str:
@@ -224,18 +250,77 @@ def epoch_table(rows: list[dict[str, Any]], field: str = "test_accuracy") -> str
         per_epoch = [[r["epochs"][e][field] for r in group.complete if len(r["epochs"]) > e] for e in range(epochs)]
         return [f"{np.mean(values) * 100:.1f}" if values else "" for values in per_epoch]
 
-    return _backend_table(rows, [str(e) for e in range(1, epochs + 1)], means)
+    return _backend_table(_entries(rows), [str(e) for e in range(1, epochs + 1)], means)
 
 
-def seed_table(rows: list[dict[str, Any]]) -> str:
+def seed_table(entries: list[tuple[str, str, str, Group]], who: str = "backend") -> str:
     """Seed by seed: final test accuracy and how many epochs ended on the plateau (the spread behind the means)."""
-    seeds = sorted({r["seed"] for row in rows for g in row["groups"].values() for r in g.complete})
+    seeds = sorted({r["seed"] for *_, group in entries for r in group.complete})
 
     def finals(group: Group) -> list[str]:
         by_seed = {r["seed"]: r for r in group.complete}
         return [_seed_cell(by_seed[seed]) if seed in by_seed else "" for seed in seeds]
 
-    return _backend_table(rows, [f"seed {seed}" for seed in seeds], finals)
+    return _backend_table(entries, [f"seed {seed}" for seed in seeds], finals, who)
+
+
+def fidelity_rows(groups) -> list[dict[str, Any]]:
+    """Per seed recipe and dataset with reference runs of the seed's script: the script's final test accuracy,
+    then each backend in each mode (with the same overrides), each compared with the script (Welch)."""
+    recipe_rank = {name: i for i, name in enumerate(spec.RECIPES)}
+    rows = []
+    for (variant, dataset, recipe), by_backend in groups.items():
+        script = by_backend.get(SCRIPT_BACKEND)
+        if script is None or not script.complete:
+            continue
+        overrides = variant.removeprefix("native")  # "", or "-epochs2-limit512": compare like with like
+        reference = script.finals("test_accuracy")
+        entries = [(BACKEND_LABEL[SCRIPT_BACKEND], script, None)]
+        for mode in ("shared", "native"):
+            others = groups.get((mode + overrides, dataset, recipe), {})
+            for name in BACKEND_ORDER:
+                if name in others and others[name].complete:
+                    group = others[name]
+                    entries.append((f"{BACKEND_LABEL[name]}, {mode}", group,
+                                    st.welch(reference, group.finals("test_accuracy"))))
+        rows.append({"variant": variant, "dataset": dataset, "recipe": recipe, "entries": entries})
+    return sorted(rows, key=lambda row: (row["variant"], recipe_rank.get(row["recipe"], 99), row["dataset"] != "mnist"))
+
+
+def fidelity_table(rows: list[dict[str, Any]]) -> str:
+    """Does the harness's recipe give what the seed's script gives? One line per script, backend and mode."""
+    header = ["recipe", "dataset", "run by", "test acc", "95% CI of the mean", "− script [95% CI]", "p (Welch)",
+              "reproduces the script"]  # fmt: skip
+    body = []
+    for row in rows:
+        for label, group, comparison in row["entries"]:
+            summary = st.summarize(group.finals("test_accuracy"))
+            interval = "—" if math.isnan(summary.low) else f"{summary.low * 100:.2f} – {summary.high * 100:.2f}%"
+            cells = [f"`{row['recipe']}`", row["dataset"], label,
+                     _pm(summary.mean, summary.std, summary.n, 2, True) + _status_note(group_stats(group)), interval]
+            if comparison is None:
+                cells += ["(reference)", "", ""]
+            else:
+                p_value = "—" if math.isnan(comparison.p) else f"{comparison.p:.2g}"
+                cells += [_difference(comparison), p_value, _verdict(comparison)]
+            body.append(cells)
+    return _markdown(header, body)
+
+
+def fidelity_section(rows: list[dict[str, Any]]) -> list[str]:
+    """The report's fidelity section: the table, the rule, and each reference run seed by seed."""
+    if not rows:
+        return []
+    entries = [(row["recipe"], row["dataset"], label, group) for row in rows for label, group, _ in row["entries"]]
+    return ["## Fidelity: does the harness reproduce the seed's scripts?", "",
+            "The seed's two scripts, as written, run as reference runs (`make reproduce-seed-scripts`): the PyTorch "
+            "script is the reference for `seed-torch`, the MXNet one for `seed-mxnet`, each also on the other "
+            "dataset (the dataset swapped, nothing else). Final test accuracy, mean ± std (n), with the 95% "
+            "t-interval of the mean; each backend and mode is compared with the script by Welch's t-test "
+            f"(difference of means, harness − script, with its 95% interval). Verdict: {st.RULE}.", "",
+            fidelity_table(rows), "",
+            "Each run's test accuracy after the last epoch (in brackets: epochs that ended below "
+            f"{PLATEAU_ACCURACY:.0%} test accuracy):", "", seed_table(entries, "run by"), ""]
 
 
 def _seed_cell(record: dict[str, Any]) -> str:
@@ -320,28 +405,37 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
         path = Path("plots") / f"{key[0]}_{key[1]}_{key[2]}.png"
         write_atomic(store.root / path, plot_group(key, by_backend))
         plots[key] = path
-    write_atomic(store.root / "report.md", report_markdown(rows, plots, len(records)).encode())
+    fidelity = fidelity_rows(groups)
+    write_atomic(store.root / "report.md", report_markdown(rows, plots, len(records), fidelity).encode())
     write_atomic(store.root / "report.csv", csv_text(rows).encode())
     return f"wrote {store.root / 'report.md'}, report.csv and {len(plots)} plots from {len(records)} runs"
 
 
-def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int) -> str:
+def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int,
+                    fidelity: list[dict[str, Any]] | None = None) -> str:
     """The whole report as Markdown."""
     out = ["# lenet-repro report", "",
            f"Built by `make compare` from {run_count} run records. Each cell: mean ± sample std over seeds (n).",
            "Test accuracy and losses are those after the last epoch; training loss and accuracy are measured during "
            "the epoch, as d2lzh's `train_ch5` reports them. \"Epochs to target\": first epoch whose test accuracy "
            "reaches the stated value, averaged over the seeds that reach it. Seconds per epoch: the median over "
-           "every epoch of every seed, test evaluation included. \"Within seed spread\": |difference of means| ≤ "
-           "the larger of the two standard deviations.",
+           "every epoch of every seed, test evaluation included. \"Same result\": MXNet − PyTorch in final test "
+           "accuracy, paired by seed in shared mode (same weights and batches) and by Welch's t-test in native "
+           f"mode; verdict: {st.RULE}.",
            ""]  # fmt: skip
+    out += fidelity_section(fidelity or [])
+    for row in fidelity or []:
+        key = (row["variant"], row["dataset"], row["recipe"])
+        title = f"{row['recipe']}: the seed's script and the harness, {row['dataset']}"
+        out += [f"![{title}]({plots[key].as_posix()})", ""]
     for variant in dict.fromkeys(row["variant"] for row in rows):
         variant_rows = [row for row in rows if row["variant"] == variant]
         out += [f"## {variant}", "", _variant_note(variant), "", markdown_table(variant_rows), "",
                 "More figures for the same runs:", "", markdown_table(variant_rows, DETAIL_COLUMNS, False), "",
                 "Test accuracy (%) after each epoch, mean over seeds:", "", epoch_table(variant_rows), "",
                 f"Each seed's test accuracy after the last epoch (in brackets: how many epochs ended below "
-                f"{PLATEAU_ACCURACY:.0%} test accuracy, i.e. on the plateau):", "", seed_table(variant_rows), ""]
+                f"{PLATEAU_ACCURACY:.0%} test accuracy, i.e. on the plateau):", "",
+                seed_table(_entries(variant_rows)), ""]
         if variant.startswith("shared"):
             out += ["How far the two backends' per-step training losses move apart from the same weights and "
                     "batches (relative gap |PyTorch − MXNet| / PyTorch, per step, runs paired by seed):", "",
@@ -350,7 +444,7 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int) -> 
             key = (row["variant"], row["dataset"], row["recipe"])
             out += [f"![{row['recipe']} on {row['dataset']} ({variant})]({plots[key].as_posix()})", ""]
     out += ["## The recipes", ""]
-    for name in dict.fromkeys(row["recipe"] for row in rows):
+    for name in dict.fromkeys([row["recipe"] for row in rows] + [row["recipe"] for row in fidelity or []]):
         recipe = spec.get_recipe(name)
         out += [f"### `{name}`", "", RECIPE_NOTES.get(name, recipe.origin), "", "```",
                 spec.format_layer_table(spec.layer_rows(recipe)), "```", ""]  # fmt: skip

@@ -30,12 +30,12 @@ def test_report_puts_both_backends_side_by_side_for_both_datasets(store):
     assert "16 runs" in message and "4 plots" in message
     report = (store.root / "report.md").read_text()
     table = [line for line in report.splitlines() if line.startswith("| `")][:4]  # the main table comes first
-    assert len(table) == 4 and "pp |" in table[0]
+    assert len(table) == 4 and "pp [" in table[0]
     assert {line.split(" | ")[1] for line in table} == {"mnist", "fashion-mnist"}
     for line in table:
         cells = line.split(" | ")
         assert sum("(n=2)" in cell for cell in cells) >= 4, line  # both backends, mean ± std over 2 seeds
-        assert cells[-2].endswith("pp")
+        assert " pp [" in cells[-2] and cells[-1] == "yes |", line  # shared weights: paired by seed, the same
     assert "16x5x5" in report and "61,706" in report  # the recipe's layer table and notes
     drift = report[report.index("first step with gap > 1e-3"):].split("\n\n")[0].splitlines()[2:]
     assert len(drift) == 4 and all(line.split(" | ")[2] == "2" for line in drift)  # 2 seeds paired per row
@@ -111,11 +111,52 @@ def test_seconds_per_epoch_is_the_median_so_one_slow_epoch_does_not_move_it():
 
 
 def test_seed_table_shows_each_seed_and_its_epochs_on_the_plateau():
-    from experiments.report import group_records, seed_table, side_by_side_rows
+    from experiments.report import _entries, group_records, seed_table, side_by_side_rows
 
     records = [_record("torch", 0, "complete", [0.11, 0.15, 0.9]), _record("torch", 2, "complete", [0.5, 0.8, 0.95]),
                _record("torch", 1, "partial", [0.1]), _record("mxnet", 0, "complete", [0.11, 0.3, 0.91])]  # fmt: skip
-    table = seed_table(side_by_side_rows(group_records(records))).splitlines()
+    table = seed_table(_entries(side_by_side_rows(group_records(records)))).splitlines()
     assert table[0] == "| recipe | dataset | backend | seed 0 | seed 2 |"  # the partial seed 1 is left out
     assert table[2] == "| `d2l` | mnist | PyTorch | 90.00% (2) | 95.00% (0) |"
     assert table[3] == "| `d2l` | mnist | MXNet | 91.00% (1) |  |"
+
+
+def _finals(backend, mode, accuracies, recipe="seed-torch"):
+    """Complete one-epoch records of `backend` in `mode`, one per seed, with these final test accuracies."""
+    records = [_record(backend, seed, "complete", [a]) for seed, a in enumerate(accuracies)]
+    return [{**r, "mode": mode, "recipe": recipe} for r in records]
+
+
+def test_fidelity_table_compares_every_backend_and_mode_with_the_script():
+    from experiments.report import fidelity_rows, fidelity_table, group_records
+
+    script = [0.84, 0.85, 0.83, 0.86, 0.84, 0.85]
+    records = (_finals("script", "native", script) + _finals("torch", "shared", [0.76, 0.78, 0.75, 0.77, 0.76, 0.75])
+               + _finals("torch", "native", [0.845, 0.848, 0.842, 0.85, 0.844, 0.846])
+               + _finals("mxnet", "native", [0.70, 0.99]))  # fmt: skip
+    (row,) = fidelity_rows(group_records(records))
+    lines = fidelity_table([row]).splitlines()
+    assert lines[0].startswith("| recipe | dataset | run by | test acc | 95% CI of the mean | − script [95% CI] |")
+    cells = {line.split(" | ")[2]: line.split(" | ") for line in lines[2:]}
+    assert list(cells) == ["the seed's script", "PyTorch, shared", "PyTorch, native", "MXNet, native"]
+    assert cells["the seed's script"][3] == "84.50% ± 1.05 (n=6)" and cells["the seed's script"][5] == "(reference)"
+    assert cells["PyTorch, shared"][-1] == "**no** |"  # 8 points below, tightly: the test rejects
+    assert cells["PyTorch, native"][-1] == "yes |"  # within 2 points with 95% confidence
+    assert cells["MXNet, native"][-1] == "undecided |"  # two far-apart seeds cannot say
+
+
+def test_no_fidelity_section_without_reference_runs():
+    from experiments.report import fidelity_rows, fidelity_section, group_records
+
+    assert fidelity_section(fidelity_rows(group_records(_finals("torch", "shared", [0.7, 0.8])))) == []
+
+
+def test_shared_mode_backends_are_compared_seed_by_seed():
+    from experiments.report import group_records, side_by_side_rows
+
+    torch_runs = _finals("torch", "shared", [0.70, 0.80, 0.90], "d2l")
+    mxnet_runs = _finals("mxnet", "shared", [0.7001, 0.8001, 0.9002], "d2l")
+    (row,) = side_by_side_rows(group_records(torch_runs + mxnet_runs))
+    assert row["comparison"].test == "paired" and row["comparison"].verdict == "yes"
+    # The seeds' spread (10 points) would swamp an unpaired test; pairing removes it.
+    assert row["comparison"].high - row["comparison"].low < 0.001

@@ -1,0 +1,104 @@
+"""The statistics behind every "agree" and "reproduces" in the report: intervals over seeds and two-sample tests.
+
+One rule decides every verdict, stated once here and printed with the tables:
+- "no": the two means differ at the 5% level (two-sided t-test; the 95% interval of the difference excludes 0);
+- "yes": they do not, and the 95% interval of the difference lies within ±MARGIN (equivalence at that margin);
+- "undecided": neither, the interval is too wide for the seeds there are: more seeds are needed.
+Runs of two backends that share weights and batches (shared mode) are paired by seed (paired t-test); anything
+else is two independent samples (Welch's t-test, which does not assume equal variances).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE
+MARGIN = 0.02  # two percentage points of test accuracy: closer than this counts as the same result
+RULE = (f"a two-sided t-test at the {ALPHA:.0%} level, read through the {CONFIDENCE:.0%} confidence interval "
+        f"of the difference of means: **no** when the interval excludes 0; **yes** when it lies within "
+        f"±{MARGIN * 100:.0f} pp (equivalent at that margin); **undecided** otherwise (more seeds needed)")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sample standard deviation, n and the 95% t-interval of the mean."""
+
+    mean: float
+    std: float
+    n: int
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """second − first: the difference of means, its 95% interval, the test's p-value and the verdict."""
+
+    difference: float
+    low: float
+    high: float
+    p: float
+    test: str  # "Welch" or "paired"
+    verdict: str  # "yes", "no" or "undecided"
+
+
+def summarize(values: list[float]) -> Summary:
+    """Mean ± std (n) with the t-interval of the mean (NaN bounds below two values)."""
+    array = np.asarray(values, dtype=float)
+    n = len(array)
+    if n == 0:
+        return Summary(math.nan, math.nan, 0, math.nan, math.nan)
+    mean = float(array.mean())
+    if n == 1:
+        return Summary(mean, 0.0, 1, math.nan, math.nan)
+    std = float(array.std(ddof=1))
+    half = float(scipy_stats.t.ppf(1 - ALPHA / 2, n - 1)) * std / math.sqrt(n)
+    return Summary(mean, std, n, mean - half, mean + half)
+
+
+def verdict(low: float, high: float) -> str:
+    """The rule above, from the interval of the difference."""
+    if math.isnan(low):
+        return "undecided"
+    if low > 0 or high < 0:
+        return "no"
+    return "yes" if -MARGIN <= low and high <= MARGIN else "undecided"
+
+
+def _interval(difference: float, se: float, df: float) -> tuple[float, float, float]:
+    """(low, high, p) of a t-statistic with standard error `se` and `df` degrees of freedom."""
+    if se == 0:  # identical values on both sides, or identical differences
+        return difference, difference, (1.0 if difference == 0 else 0.0)
+    half = float(scipy_stats.t.ppf(1 - ALPHA / 2, df)) * se
+    p = float(2 * scipy_stats.t.sf(abs(difference) / se, df))
+    return difference - half, difference + half, p
+
+
+def welch(first: list[float], second: list[float]) -> Comparison:
+    """Two independent samples: Welch's t-test and the Welch-Satterthwaite interval of mean(second) − mean(first)."""
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        difference = float(b.mean() - a.mean()) if len(a) and len(b) else math.nan
+        return Comparison(difference, math.nan, math.nan, math.nan, "Welch", "undecided")
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    difference, se = float(b.mean() - a.mean()), math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se else 1.0
+    low, high, p = _interval(difference, se, df)
+    return Comparison(difference, low, high, p, "Welch", verdict(low, high))
+
+
+def paired(first: list[float], second: list[float]) -> Comparison:
+    """Two samples paired element by element: the t-interval of the mean of second − first."""
+    differences = np.asarray(second, dtype=float) - np.asarray(first, dtype=float)
+    n = len(differences)
+    if n < 2:
+        difference = float(differences.mean()) if n else math.nan
+        return Comparison(difference, math.nan, math.nan, math.nan, "paired", "undecided")
+    difference, se = float(differences.mean()), float(differences.std(ddof=1)) / math.sqrt(n)
+    low, high, p = _interval(difference, se, n - 1)
+    return Comparison(difference, low, high, p, "paired", verdict(low, high))

@@ -1,0 +1,55 @@
+"""experiments.stats against SciPy's reference tests, and the verdict rule on cases that must go each way."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from experiments import stats
+
+
+def test_summary_interval_is_the_t_interval_of_the_mean():
+    values = [0.75, 0.78, 0.757, 0.77, 0.815, 0.82]
+    summary = stats.summarize(values)
+    low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=scipy_stats.sem(values))
+    assert (summary.mean, summary.n) == (pytest.approx(np.mean(values)), 6)
+    assert summary.std == pytest.approx(np.std(values, ddof=1))
+    assert (summary.low, summary.high) == (pytest.approx(low), pytest.approx(high))
+    assert math.isnan(stats.summarize([0.5]).low) and stats.summarize([]).n == 0
+
+
+def test_welch_matches_scipy():
+    first, second = [0.753, 0.779, 0.757, 0.769, 0.815, 0.820], [0.840, 0.858, 0.840, 0.851, 0.830]
+    result = stats.welch(first, second)
+    reference = scipy_stats.ttest_ind(second, first, equal_var=False)
+    assert result.p == pytest.approx(reference.pvalue)
+    assert result.difference == pytest.approx(np.mean(second) - np.mean(first))
+    half = scipy_stats.t.ppf(0.975, reference.df) * result.difference / reference.statistic
+    assert (result.low, result.high) == (pytest.approx(result.difference - half), pytest.approx(result.difference + half))
+    assert result.verdict == "no"
+
+
+def test_paired_matches_scipy():
+    first, second = [0.70, 0.80, 0.90, 0.85], [0.7002, 0.7999, 0.9003, 0.8501]
+    result = stats.paired(first, second)
+    assert result.p == pytest.approx(scipy_stats.ttest_rel(second, first).pvalue)
+    assert result.verdict == "yes"
+
+
+@pytest.mark.parametrize(
+    "low, high, expected",
+    [(0.001, 0.01, "no"), (-0.05, -0.03, "no"), (-0.015, 0.019, "yes"), (-0.03, 0.01, "undecided"),
+     (math.nan, math.nan, "undecided")],
+)
+def test_verdict_rule(low, high, expected):
+    assert stats.verdict(low, high) == expected
+
+
+def test_too_few_seeds_are_undecided_and_identical_values_agree():
+    assert stats.welch([0.8], [0.8, 0.81]).verdict == "undecided"
+    assert stats.paired([0.8], [0.8]).verdict == "undecided"
+    same = stats.welch([0.5, 0.5], [0.5, 0.5])
+    assert (same.p, same.verdict) == (1.0, "yes")
