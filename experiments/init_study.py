@@ -1,0 +1,93 @@
+"""Are the shared (NumPy) initial weights a faithful stand-in for PyTorch's own? A crossed study on `seed-torch`.
+
+The PyTorch backend trains `seed-torch` for each seed twice, with the *same* batches (the shared NumPy order)
+and two sources of initial weights: NumPy's draw (`common.init`, what shared mode loads) and PyTorch's own
+initialisers (`native_init`, what the seed's script and native mode use). Only the initial weights differ,
+so a difference between the arms is the initialisation's; none means the shared-vs-native gap is the seeds'.
+Results go to <out>/init-<recipe>-<dataset>.json, written after every run (resumable), and the comparison
+(Welch's t-test, experiments.stats) is printed.
+
+    python -m experiments.init_study [--seeds 20] [--dataset mnist] [--out docs/studies] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common.errors import run_cli
+from common.init import initial_weights
+from common.results import write_atomic
+from experiments import stats
+from experiments.cli import positive_int
+
+ARMS = ("numpy", "torch")  # where the initial weights come from
+
+
+def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | None = None) -> dict:
+    """Train one (seed, arm) with the shared batch order; returns the final test accuracy and loss."""
+    from backends import load_backend
+    from common import spec
+    from common.batches import epoch_order
+    from common.train import evaluate, train_epoch
+    from experiments.runs import prepare_data
+
+    backend = load_backend("torch")
+    backend.configure_threads()
+    recipe = spec.get_recipe(recipe_name)
+    model = backend.build_model(recipe, "cpu", seed=seed)  # PyTorch's own initialisers, seeded
+    if arm == "numpy":
+        backend.set_weights(model, initial_weights(recipe, seed))
+    data = prepare_data(dataset, recipe, limit)
+    for epoch in range(recipe.epochs):
+        order = epoch_order(seed, epoch, len(data.train_labels), recipe.shuffle)
+        train_epoch(backend, model, data.train_images, data.train_labels, order)
+    test_loss, test_accuracy = evaluate(backend, model, data.test_images, data.test_labels)
+    return {"seed": seed, "arm": arm, "test_accuracy": test_accuracy, "test_loss": test_loss}
+
+
+def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None) -> dict:
+    """Run the missing (seed, arm) pairs, seed by seed so both arms stay balanced; save after each."""
+    results = json.loads(path.read_text()) if path.exists() else {"recipe": recipe, "dataset": dataset,
+                                                                    "limit": limit, "runs": []}  # fmt: skip
+    done = {(r["seed"], r["arm"]) for r in results["runs"]}
+    for seed in range(seeds):
+        for arm in ARMS:
+            if (seed, arm) not in done:
+                results["runs"].append(train_arm(recipe, dataset, seed, arm, limit))
+                write_atomic(path, json.dumps(results, indent=1).encode())
+                print(f"seed {seed} {arm}: {results['runs'][-1]['test_accuracy']:.4f}", flush=True)
+    return results
+
+
+def summary(results: dict) -> str:
+    """Each arm as mean ± std (n) with its 95% interval, and the torch − numpy comparison."""
+    finals = {arm: [r["test_accuracy"] for r in results["runs"] if r["arm"] == arm] for arm in ARMS}
+    lines = [f"{results['recipe']} on {results['dataset']}, same batches, initial weights from:"]
+    for arm, values in finals.items():
+        s = stats.summarize(values)
+        lines.append(f"  {arm:<6} {s.mean * 100:.2f}% ± {s.std * 100:.2f} (n={s.n}), "
+                     f"95% CI {s.low * 100:.2f} – {s.high * 100:.2f}%")  # fmt: skip
+    c = stats.welch(finals["numpy"], finals["torch"])
+    lines.append(f"  torch − numpy: {c.difference * 100:+.2f} pp, 95% CI [{c.low * 100:+.2f}, {c.high * 100:+.2f}], "
+                 f"Welch p = {c.p:.2g}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.init_study", description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=positive_int, default=20)
+    parser.add_argument("--recipe", default="seed-torch")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
+    parser.add_argument("--limit", type=positive_int)
+    args = parser.parse_args(argv)
+    suffix = f"-limit{args.limit}" if args.limit else ""
+    path = Path(args.out) / f"init-{args.recipe}-{args.dataset}{suffix}.json"
+    print(summary(study(path, args.recipe, args.dataset, args.seeds, args.limit)))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
