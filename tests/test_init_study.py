@@ -1,0 +1,43 @@
+"""The crossed initialisation study: arms differ only in their initial weights, and the study resumes."""
+
+from __future__ import annotations
+
+import json
+
+from experiments import init_study
+from tests.test_seed_scripts import require_real
+
+
+def test_study_runs_both_arms_seed_by_seed_and_resumes(tmp_path, capsys):
+    require_real("mnist")
+    path = tmp_path / "init.json"
+    first = init_study.study(path, "seed-torch", "mnist", 1, limit=128)
+    assert [(r["seed"], r["arm"]) for r in first["runs"]] == [(0, "numpy"), (0, "torch")]
+    numpy_run, torch_run = first["runs"]
+    assert numpy_run["test_accuracy"] != torch_run["test_accuracy"] or numpy_run["test_loss"] != torch_run["test_loss"]
+    saved = json.loads(path.read_text())
+    assert saved["runs"] == first["runs"] and saved["limit"] == 128
+    second = init_study.study(path, "seed-torch", "mnist", 2, limit=128)  # only seed 1 is new
+    assert [(r["seed"], r["arm"]) for r in second["runs"]][:2] == [(0, "numpy"), (0, "torch")]
+    assert second["runs"][:2] == first["runs"] and len(second["runs"]) == 4
+    text = init_study.summary(second)
+    assert "numpy" in text and "torch − numpy" in text and "Welch p" in text
+
+
+def test_numpy_arm_starts_from_the_shared_weights_and_torch_arm_from_native_init():
+    import numpy as np
+
+    from backends import load_backend
+    from common import spec
+    from common.init import bias_bound, initial_weights, weight_bound
+
+    backend, recipe = load_backend("torch"), spec.get_recipe("seed-torch")
+    native = backend.get_weights(backend.build_model(recipe, "cpu", seed=4))
+    shared = initial_weights(recipe, 4)
+    assert set(native) == set(shared)
+    for name in shared:  # same shapes, same bounds, different numbers
+        assert native[name].shape == shared[name].shape and not np.array_equal(native[name], shared[name])
+        weight = shared[name.replace(".bias", ".weight")].shape
+        bound = weight_bound(recipe.init, weight) if name.endswith(".weight") else bias_bound(recipe.init, weight)
+        for values in (native[name], shared[name]):
+            assert np.abs(values).max() <= bound * (1 + 1e-6)
