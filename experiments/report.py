@@ -360,21 +360,20 @@ def _first_above(gaps: list[np.ndarray], threshold: float) -> str:
 
 
 def summary_table(store: RunStore, variant: str | None = None) -> str:
-    """A compact terminal table of what exists: test accuracy per backend side by side."""
-    rows = side_by_side_rows(group_records(store.records(variant)))
-    if not rows:
+    """A compact terminal table of what exists: test accuracy per backend (and seed script) side by side."""
+    groups = group_records(store.records(variant))
+    if not groups:
         return f"no runs yet under {store.root}"
-    lines = [f"{'variant':<28}{'recipe':<18}{'dataset':<15}{'PyTorch test acc':>26}{'MXNet test acc':>26}{'diff':>10}"]
-    for row in rows:
+    names = [*BACKEND_ORDER, SCRIPT_BACKEND]
+    labels = ["PyTorch test acc", "MXNet test acc", "seed script test acc"]
+    lines = [f"{'variant':<28}{'recipe':<18}{'dataset':<15}" + "".join(f"{label:>26}" for label in labels)]
+    for (row_variant, dataset, recipe), by_backend in groups.items():
         cells = []
-        for name in BACKEND_ORDER:
-            s = row["stats"].get(name)
+        for name in names:
+            s = group_stats(by_backend[name]) if name in by_backend else None
             cells.append("—" if s is None else _pm(s["test_accuracy_mean"], s["test_accuracy_std"], s["n"], 2, True)
                          + _status_note(s))  # fmt: skip
-        diff = row.get("test_accuracy_difference")
-        diff_text = "" if diff is None or math.isnan(diff) else f"{diff * 100:+.2f}pp"
-        lines.append(f"{row['variant']:<28}{row['recipe']:<18}{row['dataset']:<15}{cells[0]:>26}{cells[1]:>26}"
-                     f"{diff_text:>10}")  # fmt: skip
+        lines.append(f"{row_variant:<28}{recipe:<18}{dataset:<15}" + "".join(f"{cell:>26}" for cell in cells))
     return "\n".join(lines)
 
 
