@@ -264,9 +264,23 @@ def seed_table(entries: list[tuple[str, str, str, Group]], who: str = "backend")
     return _backend_table(entries, [f"seed {seed}" for seed in seeds], finals, who)
 
 
+# The framework whose RNG each seed script draws its initial weights from (seeded with the run's seed).
+SCRIPT_FRAMEWORK = {"seed-torch": "torch", "seed-mxnet": "mxnet"}
+
+
+def script_comparison(recipe: str, mode: str, backend: str, script: Group, group: Group) -> st.Comparison:
+    """group − script in final test accuracy. Paired by seed where both drew their initial weights from the same
+    framework's RNG seeded alike (native mode of the script's own framework); otherwise Welch's test."""
+    if mode == "native" and SCRIPT_FRAMEWORK.get(recipe) == backend:
+        a, b = ({r["seed"]: r["epochs"][-1]["test_accuracy"] for r in g.complete} for g in (script, group))
+        seeds = sorted(set(a) & set(b))
+        return st.paired([a[s] for s in seeds], [b[s] for s in seeds])
+    return st.welch(script.finals("test_accuracy"), group.finals("test_accuracy"))
+
+
 def fidelity_rows(groups) -> list[dict[str, Any]]:
     """Per seed recipe and dataset with reference runs of the seed's script: the script's final test accuracy,
-    then each backend in each mode (with the same overrides), each compared with the script (Welch)."""
+    then each backend in each mode (with the same overrides), each compared with the script."""
     recipe_rank = {name: i for i, name in enumerate(spec.RECIPES)}
     rows = []
     for (variant, dataset, recipe), by_backend in groups.items():
@@ -274,7 +288,6 @@ def fidelity_rows(groups) -> list[dict[str, Any]]:
         if script is None or not script.complete:
             continue
         overrides = variant.removeprefix("native")  # "", or "-epochs2-limit512": compare like with like
-        reference = script.finals("test_accuracy")
         entries = [(BACKEND_LABEL[SCRIPT_BACKEND], script, None)]
         for mode in ("shared", "native"):
             others = groups.get((mode + overrides, dataset, recipe), {})
@@ -282,14 +295,14 @@ def fidelity_rows(groups) -> list[dict[str, Any]]:
                 if name in others and others[name].complete:
                     group = others[name]
                     entries.append((f"{BACKEND_LABEL[name]}, {mode}", group,
-                                    st.welch(reference, group.finals("test_accuracy"))))
+                                    script_comparison(recipe, mode, name, script, group)))
         rows.append({"variant": variant, "dataset": dataset, "recipe": recipe, "entries": entries})
     return sorted(rows, key=lambda row: (row["variant"], recipe_rank.get(row["recipe"], 99), row["dataset"] != "mnist"))
 
 
 def fidelity_table(rows: list[dict[str, Any]]) -> str:
     """Does the harness's recipe give what the seed's script gives? One line per script, backend and mode."""
-    header = ["recipe", "dataset", "run by", "test acc", "95% CI of the mean", "− script [95% CI]", "p (Welch)",
+    header = ["recipe", "dataset", "run by", "test acc", "95% CI of the mean", "− script [95% CI]", "test, p",
               "reproduces the script"]  # fmt: skip
     body = []
     for row in rows:
@@ -301,7 +314,7 @@ def fidelity_table(rows: list[dict[str, Any]]) -> str:
             if comparison is None:
                 cells += ["(reference)", "", ""]
             else:
-                p_value = "—" if math.isnan(comparison.p) else f"{comparison.p:.2g}"
+                p_value = comparison.test + ("" if math.isnan(comparison.p) else f", {comparison.p:.2g}")
                 cells += [_difference(comparison), p_value, _verdict(comparison)]
             body.append(cells)
     return _markdown(header, body)
@@ -316,8 +329,11 @@ def fidelity_section(rows: list[dict[str, Any]]) -> list[str]:
             "The seed's two scripts, as written, run as reference runs (`make reproduce-seed-scripts`): the PyTorch "
             "script is the reference for `seed-torch`, the MXNet one for `seed-mxnet`, each also on the other "
             "dataset (the dataset swapped, nothing else). Final test accuracy, mean ± std (n), with the 95% "
-            "t-interval of the mean; each backend and mode is compared with the script by Welch's t-test "
-            f"(difference of means, harness − script, with its 95% interval). Verdict: {st.RULE}.", "",
+            "t-interval of the mean. Each backend and mode is compared with the script (difference of means, "
+            "harness − script, with its 95% interval): seed by seed (paired t-test) where the run drew its initial "
+            "weights from the same framework's RNG with the same seed as the script (native mode of the script's "
+            "own framework), by Welch's t-test otherwise. Verdict: "
+            f"{st.RULE}.", "",
             fidelity_table(rows), "",
             "Each run's test accuracy after the last epoch (in brackets: epochs that ended below "
             f"{PLATEAU_ACCURACY:.0%} test accuracy):", "", seed_table(entries, "run by"), ""]
