@@ -314,7 +314,8 @@ def fidelity_table(rows: list[dict[str, Any]]) -> str:
             if comparison is None:
                 cells += ["(reference)", "", ""]
             else:
-                p_value = comparison.test + ("" if math.isnan(comparison.p) else f", {comparison.p:.2g}")
+                test = comparison.test + (f" ({comparison.pairs} seeds)" if comparison.test == "paired" else "")
+                p_value = test + ("" if math.isnan(comparison.p) else f", {comparison.p:.2g}")
                 cells += [_difference(comparison), p_value, _verdict(comparison)]
             body.append(cells)
     return _markdown(header, body)

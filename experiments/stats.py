@@ -45,6 +45,7 @@ class Comparison:
     p: float
     test: str  # "Welch" or "paired"
     verdict: str  # "yes", "no" or "undecided"
+    pairs: int = 0  # seeds paired (paired test only)
 
 
 def summarize(values: list[float]) -> Summary:
@@ -98,7 +99,7 @@ def paired(first: list[float], second: list[float]) -> Comparison:
     n = len(differences)
     if n < 2:
         difference = float(differences.mean()) if n else math.nan
-        return Comparison(difference, math.nan, math.nan, math.nan, "paired", "undecided")
+        return Comparison(difference, math.nan, math.nan, math.nan, "paired", "undecided", n)
     difference, se = float(differences.mean()), float(differences.std(ddof=1)) / math.sqrt(n)
     low, high, p = _interval(difference, se, n - 1)
-    return Comparison(difference, low, high, p, "paired", verdict(low, high))
+    return Comparison(difference, low, high, p, "paired", verdict(low, high), n)
