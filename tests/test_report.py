@@ -143,7 +143,7 @@ def test_fidelity_table_compares_every_backend_and_mode_with_the_script():
     assert cells["PyTorch, shared"][-1] == "**no** |"  # 8 points below, tightly: the test rejects
     assert cells["PyTorch, native"][-1] == "yes |"  # within 2 points with 95% confidence
     # PyTorch's native runs draw their weights from torch's RNG seeded like the PyTorch script: paired by seed
-    assert cells["PyTorch, native"][-2].startswith("paired, ") and cells["PyTorch, shared"][-2].startswith("Welch, ")
+    assert cells["PyTorch, native"][-2].startswith("paired (6 seeds), ") and cells["PyTorch, shared"][-2].startswith("Welch, ")
     assert cells["MXNet, native"][-1] == "undecided |"  # two far-apart seeds cannot say
 
 
