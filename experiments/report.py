@@ -302,15 +302,16 @@ def fidelity_rows(groups) -> list[dict[str, Any]]:
 
 def fidelity_table(rows: list[dict[str, Any]]) -> str:
     """Does the harness's recipe give what the seed's script gives? One line per script, backend and mode."""
-    header = ["recipe", "dataset", "run by", "test acc", "95% CI of the mean", "− script [95% CI]", "test, p",
-              "reproduces the script"]  # fmt: skip
+    header = ["recipe", "dataset", "run by", "test acc", "95% CI of the mean", "s/epoch", "− script [95% CI]",
+              "test, p", "reproduces the script"]  # fmt: skip
     body = []
     for row in rows:
         for label, group, comparison in row["entries"]:
-            summary = st.summarize(group.finals("test_accuracy"))
+            summary, figures = st.summarize(group.finals("test_accuracy")), group_stats(group)
             interval = "—" if math.isnan(summary.low) else f"{summary.low * 100:.2f} – {summary.high * 100:.2f}%"
             cells = [f"`{row['recipe']}`", row["dataset"], label,
-                     _pm(summary.mean, summary.std, summary.n, 2, True) + _status_note(group_stats(group)), interval]
+                     _pm(summary.mean, summary.std, summary.n, 2, True) + _status_note(figures), interval,
+                     f"{figures['seconds_per_epoch']:.1f}"]
             if comparison is None:
                 cells += ["(reference)", "", ""]
             else:
