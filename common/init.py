@@ -2,7 +2,10 @@
 
 Each scheme reproduces the distribution that a framework's own initialiser draws from:
 - "torch-default": PyTorch's Conv2d/Linear reset_parameters: kaiming_uniform_(a=sqrt(5)) weights,
-  i.e. U(-sqrt(1/fan_in), +sqrt(1/fan_in)), and biases U(-1/sqrt(fan_in), +1/sqrt(fan_in)).
+  i.e. U(-sqrt(1/fan_in), +sqrt(1/fan_in)), and biases U(-1/sqrt(fan_in), +1/sqrt(fan_in)). Not only the
+  distribution: the very numbers. `TorchStream` replays PyTorch's CPU generator after `torch.manual_seed(seed)`
+  (MT19937, 24-bit uniforms), so seed k gives, bit for bit, the weights the seed's PyTorch script starts from
+  with `torch.manual_seed(k)`, and a shared-mode run of `seed-torch` pairs with the script's run of that seed.
 - "gluon-xavier": MXNet `init.Xavier()` (rnd_type 'uniform', factor_type 'avg', magnitude 3):
   U(-sqrt(3 / ((fan_in + fan_out) / 2)), ...) weights; Gluon biases start at zero.
 - "d2l-xavier": d2l-en's PyTorch `nn.init.xavier_uniform_` weights, U(-sqrt(6 / (fan_in + fan_out)), ...)
@@ -18,6 +21,10 @@ import numpy as np
 
 from common.spec import Recipe, parameter_shapes
 
+# Where a scheme's shared draw comes from (recorded with each shared-mode run, so that a run made with other
+# numbers is never taken for one made with these).
+SOURCES = {"torch-default": "torch-cpu-mt19937", "gluon-xavier": "numpy-pcg64", "d2l-xavier": "numpy-pcg64"}
+
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """(fan_in, fan_out) of a weight of shape (out, in, *kernel)."""
@@ -29,7 +36,10 @@ def weight_bound(scheme: str, shape: tuple[int, ...]) -> float:
     """Half-width of the uniform distribution a weight is drawn from."""
     fan_in, fan_out = fans(shape)
     if scheme == "torch-default":
-        return math.sqrt(1.0 / fan_in)  # kaiming_uniform_ with a=sqrt(5): gain^2 * 3 / fan_in = 1 / fan_in
+        # kaiming_uniform_(a=sqrt(5)): gain^2 * 3 / fan_in = 1 / fan_in, computed in PyTorch's order of
+        # operations so that the float32 bound, and with it every drawn number, is PyTorch's to the last bit.
+        gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
+        return math.sqrt(3.0) * (gain / math.sqrt(fan_in))
     return math.sqrt(6.0 / (fan_in + fan_out))  # Xavier uniform: magnitude 3 over the average fan
 
 
@@ -40,8 +50,39 @@ def bias_bound(scheme: str, weight_shape: tuple[int, ...]) -> float:
     return 1.0 / math.sqrt(fans(weight_shape)[0])
 
 
-def initial_weights(recipe: Recipe, seed: int) -> dict[str, np.ndarray]:
-    """Named float32 weights for the recipe's init scheme, drawn in parameter order from one seeded RNG."""
+class TorchStream:
+    """PyTorch's CPU random numbers after `torch.manual_seed(seed)`, in NumPy.
+
+    torch.manual_seed seeds a 32-bit Mersenne Twister as std::mt19937(seed) does, which is NumPy's legacy
+    MT19937 seeding. `Tensor.uniform_(low, high)` on a float32 CPU tensor casts low and high to float32, takes
+    one 32-bit output per element in memory order, keeps its low 24 bits as x in [0, 1) and returns
+    float32(x * (high - low) + low) computed in double (tests/test_spec.py checks this against torch).
+    """
+
+    def __init__(self, seed: int) -> None:
+        state = np.random.RandomState(seed).get_state(legacy=False)  # MT19937 with std::mt19937's seeding
+        self.bits = np.random.MT19937()
+        self.bits.state = state
+
+    def uniform(self, low: float, high: float, shape: tuple[int, ...]) -> np.ndarray:
+        """The next `prod(shape)` numbers of `torch.empty(shape).uniform_(low, high)` on a contiguous tensor."""
+        raw = self.bits.random_raw(math.prod(shape))
+        x = (raw & np.uint64((1 << 24) - 1)).astype(np.float64) * 2.0**-24
+        low64, high64 = float(np.float32(low)), float(np.float32(high))
+        return (x * (high64 - low64) + low64).astype(np.float32).reshape(shape)
+
+
+def initial_weights(recipe: Recipe, seed: int, source: str | None = None) -> dict[str, np.ndarray]:
+    """Named float32 weights for the recipe's init scheme, drawn in parameter order from one seeded RNG.
+
+    "torch-default" draws PyTorch's own numbers for `torch.manual_seed(seed)` (TorchStream); the Xavier schemes
+    draw from NumPy's default generator with the frameworks' distributions. `source` overrides SOURCES
+    ("numpy-pcg64" draws the same distribution from NumPy's generator: other numbers, same law).
+    """
+    source = source or SOURCES[recipe.init]
+    if source not in set(SOURCES.values()):
+        raise ValueError(f"unknown initial-weight source {source!r}")
+    stream = TorchStream(seed) if source == "torch-cpu-mt19937" else None
     rng = np.random.default_rng(seed)
     shapes = parameter_shapes(recipe)
     weights: dict[str, np.ndarray] = {}
@@ -51,5 +92,8 @@ def initial_weights(recipe: Recipe, seed: int) -> dict[str, np.ndarray]:
             bound = weight_bound(recipe.init, shape)
         else:
             bound = bias_bound(recipe.init, shapes[f"{layer}.weight"])
-        weights[name] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
+        if stream is not None:
+            weights[name] = stream.uniform(-bound, bound, shape)
+        else:
+            weights[name] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
     return weights

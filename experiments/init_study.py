@@ -1,9 +1,10 @@
-"""Are the shared (NumPy) initial weights a faithful stand-in for PyTorch's own? A crossed study on `seed-torch`.
+"""Is a NumPy draw of PyTorch's init distribution a faithful stand-in for PyTorch's own? A crossed study.
 
 The PyTorch backend trains `seed-torch` for each seed twice, with the *same* batches (the shared NumPy order)
-and two sources of initial weights: NumPy's draw (`common.init`, what shared mode loads) and PyTorch's own
-initialisers (`native_init`, what the seed's script and native mode use). Only the initial weights differ,
-so a difference between the arms is the initialisation's; none means the shared-vs-native gap is the seeds'.
+and two sources of initial weights: NumPy's default generator drawing PyTorch's distribution (`common.init`
+with source "numpy-pcg64", what shared mode loaded before it replayed PyTorch's own generator) and PyTorch's
+own initialisers (`native_init`, as the seed's script and native mode draw them). Only the initial weights
+differ, so a difference between the arms is the initialisation's; none means a gap is the seeds'.
 Results go to <out>/init-<recipe>-<dataset>.json, written after every run (resumable), and the comparison
 (Welch's t-test, experiments.stats) is printed.
 
@@ -38,7 +39,7 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
     recipe = spec.get_recipe(recipe_name)
     model = backend.build_model(recipe, "cpu", seed=seed)  # PyTorch's own initialisers, seeded
     if arm == "numpy":
-        backend.set_weights(model, initial_weights(recipe, seed))
+        backend.set_weights(model, initial_weights(recipe, seed, source="numpy-pcg64"))
     data = prepare_data(dataset, recipe, limit)
     for epoch in range(recipe.epochs):
         order = epoch_order(seed, epoch, len(data.train_labels), recipe.shuffle)

@@ -23,7 +23,7 @@ import numpy as np
 
 from common import data, spec
 from common.errors import UserError
-from common.init import initial_weights
+from common.init import SOURCES, initial_weights
 from common.preprocess import Images, resized
 from common.results import SCRIPT_BACKEND, RunKey, RunStore
 from common.train import EpochOutcome, evaluate, train_epoch, training_order
@@ -86,6 +86,7 @@ def new_record(key: RunKey, recipe: spec.Recipe, session: Session) -> dict[str, 
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "finished": None,
             "spec": spec.recipe_to_dict(recipe),
+            **({"init_source": SOURCES[recipe.init]} if key.mode == "shared" else {}),
         },
     }
 
@@ -93,10 +94,14 @@ def new_record(key: RunKey, recipe: spec.Recipe, session: Session) -> dict[str, 
 def check_same_run(key: RunKey, record: dict[str, Any], recipe: spec.Recipe) -> None:
     """Refuse to resume or skip a stored run that was made with other settings."""
     stored, wanted = record["meta"]["spec"], spec.recipe_to_dict(recipe)
-    if stored != wanted:
-        fields = ", ".join(f"{k} {stored.get(k)!r} not {v!r}" for k, v in wanted.items() if stored.get(k) != v)
+    fields = [f"{k} {stored.get(k)!r} not {v!r}" for k, v in wanted.items() if stored.get(k) != v]
+    if key.mode == "shared":  # runs from before the source was recorded drew every scheme from NumPy's PCG64
+        source = record["meta"].get("init_source", "numpy-pcg64")
+        if source != SOURCES[recipe.init]:
+            fields.append(f"initial weights from {source} not {SOURCES[recipe.init]}")
+    if fields:
         raise UserError(
-            f"{key.label()} is stored with other settings ({fields}); "
+            f"{key.label()} is stored with other settings ({', '.join(fields)}); "
             "use another RESULTS= directory, or delete that run's file to run it again"
         )
 

@@ -72,8 +72,12 @@ def test_native_initialisers_draw_from_the_schemes_distribution(backend, scheme)
         assert not weights["dense1.bias"].any(), "Gluon biases start at zero"
     else:
         assert 0.5 * bias < np.abs(weights["dense1.bias"]).max() <= bias * (1 + 1e-6)
-    # and the draw differs from the shared NumPy one: native mode is a different random start
-    assert not np.allclose(weights["dense1.weight"], initial_weights(recipe, 5)["dense1.weight"])
+    shared = initial_weights(recipe, 5)["dense1.weight"]
+    if backend.NAME == "torch" and scheme == "torch-default":
+        # shared mode replays PyTorch's own generator for this scheme: the very numbers native mode draws
+        assert np.array_equal(weights["dense1.weight"], shared)
+    else:  # otherwise native mode is a different random start from the same distribution
+        assert not np.allclose(weights["dense1.weight"], shared)
 
 
 def test_momentum_update_matches_heavy_ball_by_hand(backend):

@@ -24,7 +24,7 @@ def test_study_runs_both_arms_seed_by_seed_and_resumes(tmp_path, capsys):
     assert "numpy" in text and "torch − numpy" in text and "Welch p" in text
 
 
-def test_numpy_arm_starts_from_the_shared_weights_and_torch_arm_from_native_init():
+def test_numpy_arm_draws_numpy_numbers_and_torch_arm_pytorch_numbers():
     import numpy as np
 
     from backends import load_backend
@@ -33,7 +33,7 @@ def test_numpy_arm_starts_from_the_shared_weights_and_torch_arm_from_native_init
 
     backend, recipe = load_backend("torch"), spec.get_recipe("seed-torch")
     native = backend.get_weights(backend.build_model(recipe, "cpu", seed=4))
-    shared = initial_weights(recipe, 4)
+    shared = initial_weights(recipe, 4, source="numpy-pcg64")
     assert set(native) == set(shared)
     for name in shared:  # same shapes, same bounds, different numbers
         assert native[name].shape == shared[name].shape and not np.array_equal(native[name], shared[name])

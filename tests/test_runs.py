@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from common import spec
+from common.errors import UserError
 from common.results import RunKey, RunStore, write_atomic
 from experiments import cli
 from experiments.runs import train_run
@@ -161,3 +162,20 @@ def test_bad_command_lines_get_one_line_and_exit_2(argv, message, tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_a_shared_run_made_with_other_initial_weights_is_refused(tmp_path):
+    """Shared seed-torch runs from before the weights replayed PyTorch's generator must not pass for new ones."""
+    from experiments.runs import check_same_run
+
+    key = RunKey("torch", "mnist", "seed-torch", 0, "shared", 256, 1)
+    record = train_run(key, RunStore(tmp_path), "cpu")
+    assert record["meta"]["init_source"] == "torch-cpu-mt19937"
+    check_same_run(key, record, key.spec())  # the run itself is accepted
+    del record["meta"]["init_source"]  # as recorded before: NumPy's generator
+    with pytest.raises(UserError, match="initial weights from numpy-pcg64 not torch-cpu-mt19937"):
+        check_same_run(key, record, key.spec())
+    d2l = RunKey("torch", "mnist", "d2l", 0, "shared", 256, 1)
+    old = train_run(d2l, RunStore(tmp_path), "cpu")
+    del old["meta"]["init_source"]
+    check_same_run(d2l, old, d2l.spec())  # the Xavier schemes still draw from NumPy: nothing changed for them

@@ -8,7 +8,7 @@ import pytest
 from common import spec
 from common.batches import batch_slices, epoch_order, steps_per_epoch
 from common.errors import UserError
-from common.init import initial_weights, weight_bound
+from common.init import bias_bound, initial_weights, weight_bound
 
 # Per-layer parameters as arithmetic (DeepOBS style): weights + biases.
 CONV1 = 1 * 6 * 5 * 5 + 6
@@ -149,3 +149,41 @@ def test_last_partial_batch_is_kept_like_both_seeds():
     sizes = [s.stop - s.start for s in batch_slices(60_000, 256)]
     assert len(sizes) == 235 == steps_per_epoch(60_000, 256) and sizes[-1] == 96
     assert [s.stop - s.start for s in batch_slices(10, 4, "drop")] == [4, 4]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 9, 2**31 + 5])
+def test_torch_default_weights_are_the_seed_scripts_own_bit_for_bit(seed):
+    """Shared mode's seed-torch weights for seed k are those of `torch.manual_seed(k); LeNet()` in the seed's script."""
+    import torch
+
+    from experiments.seed_scripts.seed_torch import LeNet
+
+    torch.manual_seed(seed)
+    script = {name.replace("fc", "dense"): p.detach().numpy() for name, p in LeNet().named_parameters()}
+    ours = initial_weights(spec.get_recipe("seed-torch"), seed)
+    assert list(script) == list(ours)  # the same parameters, drawn in the same order
+    for name, values in ours.items():
+        assert values.dtype == np.float32 and np.array_equal(values, script[name]), name
+
+
+def test_torch_stream_continues_like_torch_and_rounds_like_it():
+    import torch
+
+    from common.init import TorchStream
+
+    torch.manual_seed(42)
+    stream = TorchStream(42)
+    for low, high, shape in [(-0.2, 0.2, (6, 1, 5, 5)), (-1 / 3, 1 / 3, (1000,)), (0.0, 1.0, (7, 3))]:
+        assert np.array_equal(stream.uniform(low, high, shape), torch.empty(shape).uniform_(low, high).numpy())
+
+
+def test_numpy_source_draws_the_same_law_with_other_numbers():
+    recipe = spec.get_recipe("seed-torch")
+    torch_numbers, numpy_numbers = initial_weights(recipe, 3), initial_weights(recipe, 3, source="numpy-pcg64")
+    for name in torch_numbers:
+        assert not np.array_equal(torch_numbers[name], numpy_numbers[name])
+        weight = torch_numbers[name.replace(".bias", ".weight")].shape
+        bound = weight_bound(recipe.init, weight) if name.endswith(".weight") else bias_bound(recipe.init, weight)
+        assert np.abs(numpy_numbers[name]).max() <= bound and np.abs(torch_numbers[name]).max() <= bound
+    with pytest.raises(ValueError, match="unknown initial-weight source"):
+        initial_weights(recipe, 3, source="jax")
