@@ -264,14 +264,22 @@ def seed_table(entries: list[tuple[str, str, str, Group]], who: str = "backend")
     return _backend_table(entries, [f"seed {seed}" for seed in seeds], finals, who)
 
 
-# The framework whose RNG each seed script draws its initial weights from (seeded with the run's seed).
-SCRIPT_FRAMEWORK = {"seed-torch": "torch", "seed-mxnet": "mxnet"}
+def starts_like_script(recipe: str, mode: str, backend: str, group: Group) -> bool:
+    """Whether each run of `group` starts from the seed script's own initial weights for its seed, so that the
+    two can be compared seed by seed. The PyTorch script draws them from torch's generator after
+    torch.manual_seed(seed): shared mode replays that generator exactly (init source torch-cpu-mt19937, both
+    backends), and PyTorch's native mode draws from it (conv2's weights in channels-last order)."""
+    if recipe != "seed-torch" or not group.complete:
+        return False
+    if mode == "native":
+        return backend == "torch"
+    return all(r["meta"].get("init_source") == "torch-cpu-mt19937" for r in group.complete)
 
 
 def script_comparison(recipe: str, mode: str, backend: str, script: Group, group: Group) -> st.Comparison:
-    """group − script in final test accuracy. Paired by seed where both drew their initial weights from the same
-    framework's RNG seeded alike (native mode of the script's own framework); otherwise Welch's test."""
-    if mode == "native" and SCRIPT_FRAMEWORK.get(recipe) == backend:
+    """group − script in final test accuracy: paired by seed where the runs start from the script's weights,
+    Welch's test otherwise."""
+    if starts_like_script(recipe, mode, backend, group):
         a, b = ({r["seed"]: r["epochs"][-1]["test_accuracy"] for r in g.complete} for g in (script, group))
         seeds = sorted(set(a) & set(b))
         return st.paired([a[s] for s in seeds], [b[s] for s in seeds])
@@ -332,9 +340,9 @@ def fidelity_section(rows: list[dict[str, Any]]) -> list[str]:
             "script is the reference for `seed-torch`, the MXNet one for `seed-mxnet`, each also on the other "
             "dataset (the dataset swapped, nothing else). Final test accuracy, mean ± std (n), with the 95% "
             "t-interval of the mean. Each backend and mode is compared with the script (difference of means, "
-            "harness − script, with its 95% interval): seed by seed (paired t-test) where the run drew its initial "
-            "weights from the same framework's RNG with the same seed as the script (native mode of the script's "
-            "own framework), by Welch's t-test otherwise. Verdict: "
+            "harness − script, with its 95% interval): seed by seed (paired t-test) where the runs start from the "
+            "script's own initial weights for their seed (`seed-torch` in shared mode, whose NumPy draw replays "
+            "PyTorch's generator, and PyTorch's native mode), by Welch's t-test otherwise. Verdict: "
             f"{st.RULE}.", "",
             fidelity_table(rows), "",
             "Each run's test accuracy after the last epoch (in brackets: epochs that ended below "

@@ -121,10 +121,11 @@ def test_seed_table_shows_each_seed_and_its_epochs_on_the_plateau():
     assert table[3] == "| `d2l` | mnist | MXNet | 91.00% (1) |  |"
 
 
-def _finals(backend, mode, accuracies, recipe="seed-torch"):
+def _finals(backend, mode, accuracies, recipe="seed-torch", source="numpy-pcg64"):
     """Complete one-epoch records of `backend` in `mode`, one per seed, with these final test accuracies."""
     records = [_record(backend, seed, "complete", [a]) for seed, a in enumerate(accuracies)]
-    return [{**r, "mode": mode, "recipe": recipe} for r in records]
+    meta = {"device": "cpu", **({"init_source": source} if mode == "shared" else {})}
+    return [{**r, "mode": mode, "recipe": recipe, "meta": meta} for r in records]
 
 
 def test_fidelity_table_compares_every_backend_and_mode_with_the_script():
@@ -142,9 +143,13 @@ def test_fidelity_table_compares_every_backend_and_mode_with_the_script():
     assert cells["the seed's script"][3] == "84.50% ± 1.05 (n=6)" and cells["the seed's script"][6] == "(reference)"
     assert cells["PyTorch, shared"][-1] == "**no** |"  # 8 points below, tightly: the test rejects
     assert cells["PyTorch, native"][-1] == "yes |"  # within 2 points with 95% confidence
-    # PyTorch's native runs draw their weights from torch's RNG seeded like the PyTorch script: paired by seed
+    # PyTorch's native runs draw their weights from torch's RNG seeded like the PyTorch script: paired by seed;
+    # these shared runs drew theirs from NumPy's generator (other numbers): Welch
     assert cells["PyTorch, native"][-2].startswith("paired (6 seeds), ")
     assert cells["PyTorch, shared"][-2].startswith("Welch, ")
+    replayed = _finals("torch", "shared", [0.84, 0.851, 0.83, 0.859, 0.841, 0.85], source="torch-cpu-mt19937")
+    (row,) = fidelity_rows(group_records(_finals("script", "native", script) + replayed))
+    assert row["entries"][1][2].test == "paired" and row["entries"][1][2].verdict == "yes"
     assert cells["MXNet, native"][-1] == "undecided |"  # two far-apart seeds cannot say
 
 
