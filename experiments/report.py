@@ -480,9 +480,11 @@ def _variant_note(variant: str) -> str:
     mode = variant.split("-")[0]
     limit = variant.partition("-limit")[2]
     text = {
-        "shared": "Both backends start each seed from the same initial weights (made in NumPy) and see the same "
+        "shared": "Both backends start each seed from the same initial weights (made in NumPy; for `seed-torch` and "
+        "`seed-torch-fixed` they are PyTorch's own for that seed, as the seed's script draws them) and see the same "
         "batches in the same order: their curves differ only by the frameworks' arithmetic.",
-        "native": "Each framework uses its own initialisers and its own shuffling (same distributions, different "
-        "random numbers): the curves differ as two independent runs would.",
+        "native": "Each framework uses its own initialisers and its own shuffling, as two independent scripts would "
+        "(same distributions, each framework's own random numbers): the two backends' curves differ as two "
+        "independent runs do. The seed's own scripts, where they ran, are native runs too.",
     }[mode]
     return text + (f" Data subset: the first {limit} training and test examples." if limit else "")
