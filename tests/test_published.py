@@ -52,3 +52,14 @@ def test_readme_results_table_is_the_committed_report_table():
     assert _table(readme, header) == _table(report.read_text().splitlines(), header), (
         "README.md's results table differs from the first table of docs/results/report.md: copy it over"
     )
+
+
+def test_readme_fidelity_table_is_the_committed_report_table():
+    report = PUBLISHED / "report.md"
+    header = "| recipe | dataset | run by |"
+    if not report.exists() or header not in report.read_text():
+        pytest.skip(f"no published fidelity table under {PUBLISHED} yet")
+    readme = (PUBLISHED.parent.parent / "README.md").read_text().splitlines()
+    assert _table(readme, header) == _table(report.read_text().splitlines(), header), (
+        "README.md's fidelity table differs from the one in docs/results/report.md: copy it over"
+    )
