@@ -102,7 +102,8 @@ def check_same_run(key: RunKey, record: dict[str, Any], recipe: spec.Recipe) -> 
     if fields:
         raise UserError(
             f"{key.label()} is stored with other settings ({', '.join(fields)}); "
-            "use another RESULTS= directory, or delete that run's file to run it again"
+            "use another RESULTS= directory, or delete that run's record and its checkpoint (under .checkpoints/) "
+            "to run it again"
         )
 
 
