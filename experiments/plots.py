@@ -81,7 +81,8 @@ def plot_group(key: tuple[str, str, str], by_backend: dict) -> bytes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=9)
     axes[2].set_ylabel("accuracy", fontsize=11)
-    fig.suptitle(f"{recipe} on {dataset} ({variant}): PyTorch vs MXNet", fontsize=14)
+    shown = " vs ".join(STYLE[name]["label"] for name in STYLE if name in by_backend)
+    fig.suptitle(f"{recipe} on {dataset} ({variant}): {shown}", fontsize=14)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
