@@ -162,10 +162,15 @@ def side_by_side_rows(groups) -> list[dict[str, Any]]:
 def backend_comparison(variant: str, first: Group, second: Group) -> st.Comparison:
     """second − first in final test accuracy: paired by seed in shared mode (same weights and batches), else Welch."""
     if variant.startswith("shared"):
-        a, b = ({r["seed"]: r["epochs"][-1]["test_accuracy"] for r in g.complete} for g in (first, second))
-        seeds = sorted(set(a) & set(b))
-        return st.paired([a[s] for s in seeds], [b[s] for s in seeds])
+        return paired_by_seed(first, second)
     return st.welch(first.finals("test_accuracy"), second.finals("test_accuracy"))
+
+
+def paired_by_seed(first: Group, second: Group) -> st.Comparison:
+    """second − first in final test accuracy, paired over the seeds both groups finished."""
+    a, b = ({r["seed"]: r["epochs"][-1]["test_accuracy"] for r in g.complete} for g in (first, second))
+    seeds = sorted(set(a) & set(b))
+    return st.paired([a[s] for s in seeds], [b[s] for s in seeds])
 
 
 def _difference(comparison: st.Comparison | None) -> str:
@@ -280,9 +285,7 @@ def script_comparison(recipe: str, mode: str, backend: str, script: Group, group
     """group − script in final test accuracy: paired by seed where the runs start from the script's weights,
     Welch's test otherwise."""
     if starts_like_script(recipe, mode, backend, group):
-        a, b = ({r["seed"]: r["epochs"][-1]["test_accuracy"] for r in g.complete} for g in (script, group))
-        seeds = sorted(set(a) & set(b))
-        return st.paired([a[s] for s in seeds], [b[s] for s in seeds])
+        return paired_by_seed(script, group)
     return st.welch(script.finals("test_accuracy"), group.finals("test_accuracy"))
 
 

@@ -312,8 +312,7 @@ class ReferenceRun:
                 return  # train_ch5's test pass
             with autograd.pause():
                 labels = feed.labels.as_in_context(output.context)
-                loss_sum = float(self.loss(output, labels).sum().asscalar())
-                correct = int((output.argmax(axis=1) == labels.astype("float32")).sum().asscalar())
+                loss_sum, correct = self._batch_figures(output, labels)
             outcome.step_losses.append(loss_sum / labels.shape[0])
             outcome.loss_sum += loss_sum
             outcome.correct += correct
@@ -343,11 +342,15 @@ class ReferenceRun:
         loss_sum, correct, count = 0.0, 0, 0
         for X, y in self.test_iter:
             X, y = X.as_in_context(self.ctx), y.as_in_context(self.ctx)
-            output = self.net(X)
-            loss_sum += float(self.loss(output, y).sum().asscalar())
-            correct += int((output.argmax(axis=1) == y.astype("float32")).sum().asscalar())
-            count += y.shape[0]
+            batch_loss, batch_correct = self._batch_figures(self.net(X), y)
+            loss_sum, correct, count = loss_sum + batch_loss, correct + batch_correct, count + y.shape[0]
         return loss_sum / count, correct / count
+
+    def _batch_figures(self, output: nd.NDArray, labels: nd.NDArray) -> tuple[float, int]:
+        """(sum of per-example softmax cross-entropy losses, number correct) of one batch's outputs."""
+        loss_sum = float(self.loss(output, labels).sum().asscalar())
+        correct = int((output.argmax(axis=1) == labels.astype("float32")).sum().asscalar())
+        return loss_sum, correct
 
     def get_state(self) -> dict[str, np.ndarray]:
         """Weights, the trainer's states and NumPy's global RNG (the next epoch's shuffle)."""

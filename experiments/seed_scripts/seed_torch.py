@@ -257,7 +257,9 @@ class ReferenceRun:
         self.threads = torch.get_num_threads()
 
     def versions(self) -> dict[str, str]:
-        return {"torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": np.__version__}
+        from backends import torch_lenet  # the versions the PyTorch backend records, recorded the same way
+
+        return torch_lenet.versions()
 
     def device_name(self) -> str:
         return "cpu"
