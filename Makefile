@@ -21,9 +21,16 @@ DATASETS ?=
 RESULTS ?= results
 DEVICE ?= auto
 MODE ?= shared
+# Scale-out (see README "Beyond one machine"): WORKERS=N runs N runs at once on a local Ray instance;
+# RAY_ADDRESS=host:port (or auto) sends the grid to a Ray cluster; THREADS= sets each run's threads.
+WORKERS ?=
+THREADS ?=
+RAY_ADDRESS ?=
 GRID_ARGS = --seeds $(SEEDS) --results $(RESULTS) --device $(DEVICE) \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(LIMIT),--limit $(LIMIT)) \
-	$(if $(RECIPES),--recipes $(RECIPES)) $(if $(DATASETS),--datasets $(DATASETS))
+	$(if $(RECIPES),--recipes $(RECIPES)) $(if $(DATASETS),--datasets $(DATASETS)) \
+	$(if $(WORKERS),--workers $(WORKERS)) $(if $(THREADS),--threads $(THREADS)) \
+	$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS))
 RUN_ARGS = $(GRID_ARGS) --mode $(MODE)
 
 

@@ -31,8 +31,8 @@ class Model:
 
 
 def configure_threads(threads: int | None = None) -> int:
-    """Use one intra-op thread per core (default: all cores) and no inter-op pool; returns the count."""
-    threads = threads or len(os.sched_getaffinity(0))
+    """Use `threads` intra-op threads (default: OMP_NUM_THREADS if set, else one per core); returns the count."""
+    threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     return threads
 

@@ -4,12 +4,14 @@ that carries both the training state and the run record, so an interrupted run r
 Layout under the results directory:
     <variant>/<dataset>/<recipe>/<backend>-seed<k>.json      the run record (committed when published)
     .checkpoints/<variant>/<dataset>/<recipe>/<backend>-seed<k>.npz   state after the last finished epoch
+    .locks/<variant>/<dataset>/<recipe>/<backend>-seed<k>.lock        held by the driver training that run
 where <variant> is the mode ("shared" or "native"), with "-epochs<E>" and "-limit<N>" appended for runs that
 override the recipe's epochs or use a data subset, so that they never mix with full runs.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -29,6 +31,7 @@ MODES = ("shared", "native")
 SCRIPT_BACKEND = "script"
 STATUSES = ("complete", "diverged", "partial")
 CHECKPOINTS = ".checkpoints"
+LOCKS = ".locks"
 
 
 @dataclass(frozen=True)
@@ -117,15 +120,11 @@ class RunStore:
     def load_checkpoint(self, key: RunKey) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
         """(state, record) saved after the last finished epoch, or None."""
         path = self.checkpoint_path(key)
-        if not path.exists():
-            return None
-        try:
-            with np.load(path) as archive:
-                arrays = {name: archive[name] for name in archive.files}
-        except (OSError, ValueError) as error:
-            raise UserError(f"checkpoint {path} is unreadable ({error}); delete it to restart that run") from None
-        record = json.loads(arrays.pop("__record__").tobytes())
-        return arrays, record
+        return read_checkpoint(path) if path.exists() else None
+
+    def try_lock(self, key: RunKey) -> RunLock | None:
+        """The run's lock if no other process holds it (then release it when done), else None."""
+        return RunLock.try_acquire(self.root / LOCKS / key.relative(".lock"))
 
     def remove_checkpoint(self, key: RunKey) -> None:
         self.checkpoint_path(key).unlink(missing_ok=True)
@@ -135,6 +134,43 @@ class RunStore:
         base = self.root / variant if variant else self.root
         paths = sorted(p for p in base.rglob("*.json") if CHECKPOINTS not in p.parts)
         return [read_record(p) for p in paths]
+
+
+class RunLock:
+    """An exclusive lock on one run, so two drivers never train it at once. It is an flock on a file under
+    .locks/: the kernel releases it when its holder exits, however it exits, so a lock is never left stale.
+    On a cluster's shared filesystem it holds across machines where that filesystem supports locks (NFSv4 does).
+    """
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+
+    @classmethod
+    def try_acquire(cls, path: Path) -> RunLock | None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # noqa: SIM115 - held open for as long as the lock is held
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return cls(handle)
+
+    def release(self) -> None:
+        if not self._handle.closed:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(state, record) from a checkpoint file, with a clear error for a damaged one."""
+    try:
+        with np.load(path) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as error:
+        raise UserError(f"checkpoint {path} is unreadable ({error}); delete it to restart that run") from None
+    record = json.loads(arrays.pop("__record__").tobytes())
+    return arrays, record
 
 
 def record_json(record: dict[str, Any]) -> str:

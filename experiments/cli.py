@@ -2,7 +2,8 @@
 
     python -m experiments run --backend torch|mxnet|script [--recipes a,b] [--datasets ...] [--seeds N]
                               [--epochs E] [--limit N] [--results DIR] [--device auto|cpu|gpu]
-                              [--mode shared|native]
+                              [--mode shared|native] [--threads T] [--workers N] [--ray-address HOST:PORT]
+    (--workers: up to N runs at once on a local Ray instance; --ray-address, or RAY_ADDRESS: an existing cluster)
     (backend 'script': the seed's own scripts, for seed-torch and seed-mxnet, always in native mode)
     python -m experiments compare [--results DIR] [--mode shared|native]
     python -m experiments layers RECIPE [--backend spec|torch|mxnet]
@@ -11,7 +12,7 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
+import os
 import sys
 
 from common import data, spec
@@ -50,6 +51,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _ray_address(text: str) -> str:
+    from experiments.grid import host_port
+
+    host_port(text)  # a UserError (one line) for a malformed address
+    return text
+
+
 def _choice(kind: str, valid):
     def check(text: str) -> str:
         if text not in valid:
@@ -67,6 +75,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", type=_choice("device", DEVICES))
     parser.add_argument("--mode", type=_choice("mode", MODES),
                         help="default: shared for torch and mxnet, native for script (the only mode it has)")
+    parser.add_argument("--threads", type=positive_int,
+                        help="threads per run (default: every core; with Ray: cores / workers, 1 on a cluster)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,12 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--recipes", help=f"comma-separated, default all: {','.join(spec.RECIPES)}")
     run.add_argument("--datasets", help=f"comma-separated, default all: {','.join(data.DATASETS)}")
     run.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1)")
+    run.add_argument("--workers", type=positive_int,
+                     help="run up to N runs at once as Ray tasks (a local Ray instance unless --ray-address)")
+    run.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, type=_ray_address,
+                     help="an existing Ray cluster, host:port or 'auto' (default: $RAY_ADDRESS)")
 
     one = commands.add_parser("run-one", help="train one run in this process (used by `run`)")
     _add_run_options(one)
     one.add_argument("--recipe", required=True, type=_choice("recipe", spec.RECIPES))
     one.add_argument("--dataset", required=True, type=_choice("dataset", data.DATASETS))
     one.add_argument("--seed", type=int, default=0)
+    one.add_argument("--locked", action="store_true", help=argparse.SUPPRESS)  # the driver holds the run's lock
 
     compare = commands.add_parser("compare", help="build report.md, report.csv and plots from existing runs")
     compare.add_argument("--results", default="results")
@@ -101,9 +116,9 @@ def _mode(args: argparse.Namespace) -> str:
 
 
 def run_grid(args: argparse.Namespace) -> int:
-    """Each unfinished run in its own process, then the side-by-side table of what exists."""
+    """Every unfinished run, sequentially or on Ray (experiments.grid), then the side-by-side table of what exists."""
+    from experiments.grid import RunSettings, default_threads, make_executor, run_keys
     from experiments.report import summary_table
-    from experiments.runs import check_same_run
     from experiments.seed_scripts import SCRIPTS
 
     store = RunStore(args.results)
@@ -115,36 +130,26 @@ def run_grid(args: argparse.Namespace) -> int:
         for dataset in _names("dataset", args.datasets, data.DATASETS)
         for seed in range(args.seeds)
     ]
-    for key in keys:
-        record = store.load_record(key)
-        if record is not None:
-            check_same_run(key, record, key.spec())
-            if record["status"] != "partial":
-                continue
-        _run_in_subprocess(key, args)
+    settings = RunSettings(args.device, args.threads or default_threads(args.workers, args.ray_address))
+    run_keys(keys, store, lambda: make_executor(store, settings, args.workers, args.ray_address))
     print(summary_table(store, variant_name(args.mode, args.limit, args.epochs)))
     return 0
 
 
-def _run_in_subprocess(key: RunKey, args: argparse.Namespace) -> None:
-    """`python -m experiments run-one ...` for one key: the two frameworks never share a process."""
-    command = [sys.executable, "-m", "experiments", "run-one", "--backend", key.backend, "--recipe", key.recipe,
-               "--dataset", key.dataset, "--seed", str(key.seed), "--results", args.results,
-               "--device", args.device, "--mode", key.mode]  # fmt: skip
-    command += ["--epochs", str(key.epochs)] if key.epochs else []
-    command += ["--limit", str(key.limit)] if key.limit else []
-    code = subprocess.run(command).returncode
-    if code == 2:
-        raise SystemExit(2)  # the child already printed its one-line error
-    if code != 0:
-        raise UserError(f"{key.label()} stopped with exit code {code}; run the same command again to resume it")
-
-
 def run_one(args: argparse.Namespace) -> int:
-    from experiments.runs import Progress, train_run
+    from experiments.runs import Progress, train_run, use_threads
 
+    use_threads(args.threads)  # before the framework is imported
     key = RunKey(args.backend, args.dataset, args.recipe, args.seed, _mode(args), args.limit, args.epochs)
-    record = train_run(key, RunStore(args.results), args.device, Progress(key, key.spec().epochs))
+    store = RunStore(args.results)
+    lock = None if args.locked else store.try_lock(key)
+    if not args.locked and lock is None:
+        raise UserError(f"{key.label()} is being trained by another process; run it again when that one ends")
+    try:
+        record = train_run(key, store, args.device, Progress(key, key.spec().epochs))
+    finally:
+        if lock is not None:
+            lock.release()
     if record["status"] == "diverged":
         print(f"[{key.label()}] diverged at step {record['diverged_at_step']} (non-finite loss)", file=sys.stderr)
     return 0

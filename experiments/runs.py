@@ -177,8 +177,19 @@ def open_session(key: RunKey, recipe: spec.Recipe, device: str) -> Session:
     return HarnessSession(key, recipe, device)
 
 
-def train_run(key: RunKey, store: RunStore, device: str = "auto", progress: Callable | None = None) -> dict:
-    """Train one run to completion (or divergence), resuming from its checkpoint; returns the record."""
+def use_threads(threads: int | None) -> None:
+    """Set this process's framework threads; before the framework is imported (MXNet reads them only then)."""
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def train_run(key: RunKey, store: RunStore, device: str = "auto", progress: Callable | None = None,
+              where: dict[str, Any] | None = None) -> dict:
+    """Train one run to completion (or divergence), resuming from its checkpoint; returns the record.
+
+    Each process that trains the run adds an entry to meta.attempts: its host, the epoch it started from, and
+    `where` (for a Ray task: the node it ran on).
+    """
     recipe = key.spec()
     record = store.load_record(key)
     if record is not None:
@@ -193,6 +204,9 @@ def train_run(key: RunKey, store: RunStore, device: str = "auto", progress: Call
         session.set_state(state)
     else:
         record = new_record(key, recipe, session)
+    record["meta"].setdefault("attempts", []).append(
+        {"host": socket.gethostname(), **(where or {}), "from_epoch": len(record["epochs"]),
+         "started": datetime.now(UTC).isoformat(timespec="seconds")})  # fmt: skip
     for epoch in range(len(record["epochs"]), recipe.epochs):
         tick = functools.partial(progress, epoch) if progress else None
         outcome = session.train_epoch(epoch, tick)

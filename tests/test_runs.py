@@ -17,7 +17,7 @@ import pytest
 from common import spec
 from common.errors import UserError
 from common.results import RunKey, RunStore, write_atomic
-from experiments import cli
+from experiments import cli, grid
 from experiments.runs import train_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,10 +103,10 @@ def test_finished_runs_are_not_run_again(tmp_path, monkeypatch):
     record_path = RunStore(tmp_path).record_path(RunKey("torch", "mnist", "d2l", 0, "shared", 256, 1))
     before = record_path.stat().st_mtime_ns
 
-    def must_not_run(key, args):
+    def must_not_run(self, key):
         raise AssertionError(f"{key} was run again")
 
-    monkeypatch.setattr(cli, "_run_in_subprocess", must_not_run)
+    monkeypatch.setattr(grid.SubprocessExecutor, "submit", must_not_run)
     assert cli.main(argv) == 0
     assert record_path.stat().st_mtime_ns == before
 
@@ -152,6 +152,10 @@ def test_record_holds_the_promised_fields(tmp_path):
         (["run", "--backend", "torch", "--mode", "fast"], "unknown mode 'fast'; valid: native, shared"),
         (["run", "--backend", "torch", "--epochs", "0"], "expected a positive integer, got '0'"),
         (["run", "--backend", "torch", "--colour"], "unrecognized arguments: --colour"),
+        (["run", "--backend", "torch", "--workers", "0"], "argument --workers: expected a positive integer, got '0'"),
+        (["run", "--backend", "torch", "--workers", "two"], "argument --workers: expected a positive integer"),
+        (["run", "--backend", "torch", "--threads", "-1"], "argument --threads: expected a positive integer"),
+        (["run", "--backend", "torch", "--ray-address", "nohost"], "RAY_ADDRESS 'nohost' is not host:port"),
         (["layers", "lenet"], "unknown recipe 'lenet'"),
     ],
 )

@@ -1,0 +1,430 @@
+"""The run grid: every unfinished run of a `run` command, trained one after another in child processes (the
+default), or as Ray tasks: `--workers N` on a local Ray instance started and stopped here, `--ray-address` on an
+existing Ray cluster. The runs, their records and the report are the same either way.
+
+One scheduler serves both: it takes each run's lock (common.results.RunLock) before handing the run to an
+executor and holds it until the record is back, so two drivers on one results directory never train the same
+run at once; a run another driver holds is skipped and taken up later if it is still unfinished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from common.errors import UserError
+from common.results import RunKey, RunLock, RunStore, read_checkpoint, write_atomic
+from experiments.runs import REPO, check_same_run, format_seconds
+
+GRID = ".grid"  # under the results directory: one marker file per Ray driver, to detect shared storage
+CONNECT_SECONDS = 25  # an unreachable cluster is reported within this many seconds
+LOG_GRACE = 1.0  # seconds Ray gets, before shutting down, to forward the workers' last lines
+RETRIES = 3  # times Ray runs a task again after its worker process died
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every run of one grid is trained with, besides its key."""
+
+    device: str
+    threads: int | None  # None: the backend's default (every core)
+
+
+class Executor(Protocol):
+    """Trains runs somewhere; the scheduler gives it at most `capacity` at once."""
+
+    capacity: int
+
+    def submit(self, key: RunKey) -> None: ...
+    def wait(self, timeout: float) -> list[tuple[RunKey, dict[str, Any]]]: ...  # finished runs and their records
+    def close(self) -> None: ...  # stop whatever still runs (its checkpoints stay) and release everything
+
+
+def finished(store: RunStore, key: RunKey) -> bool:
+    """Whether the run's record is complete or diverged (a stored run with other settings is refused)."""
+    record = store.load_record(key)
+    if record is None:
+        return False
+    check_same_run(key, record, key.spec())
+    return record["status"] != "partial"
+
+
+class GridProgress:
+    """One overall line on stderr whenever a run starts or ends: done / running / total and an ETA."""
+
+    def __init__(self, total: int, done: int, capacity: int, stream=sys.stderr) -> None:
+        self.total, self.done, self.capacity, self.stream = total, done, capacity, stream
+        self.started: dict[RunKey, float] = {}
+        self.durations: list[float] = []
+        self.shown: tuple[int, int] | None = None
+
+    def start(self, key: RunKey) -> None:
+        self.started[key] = time.monotonic()
+
+    def finish(self, key: RunKey | None, trained: bool = True) -> None:
+        began = self.started.pop(key, None) if key else None
+        if trained and began is not None:
+            self.durations.append(time.monotonic() - began)
+        self.done += 1
+
+    def eta(self) -> str:
+        left = self.total - self.done
+        if not left:
+            return "0s"
+        if not self.durations:
+            return "known after the first run"
+        mean = sum(self.durations) / len(self.durations)
+        return format_seconds(mean * left / min(self.capacity, left))
+
+    def line(self) -> None:
+        """Print the line if anything changed since it was last printed."""
+        running = len(self.started)
+        waiting = self.total - self.done - running
+        if (self.done, running) == self.shown:
+            return
+        self.shown = (self.done, running)
+        self.stream.write(f"[grid] {self.done}/{self.total} runs done, {running} running, {waiting} waiting, "
+                          f"ETA {self.eta()}\n")  # fmt: skip
+        self.stream.flush()
+
+
+def say(text: str) -> None:
+    print(f"[grid] {text}", file=sys.stderr, flush=True)
+
+
+def outcome(record: dict[str, Any]) -> str:
+    """How a finished run ended, in a few words."""
+    if record["status"] == "diverged":
+        return f"diverged at step {record['diverged_at_step']}"
+    last = record["epochs"][-1]
+    return f"{record['status']}, {len(record['epochs'])} epochs, test acc {last['test_accuracy']:.4f}"
+
+
+def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Executor]) -> None:
+    """Train every unfinished run in `keys`, each under its lock, with an executor made only when there is work
+    (a finished run is never scheduled). Ctrl-C stops the runs and keeps their checkpoints."""
+    todo = [key for key in keys if not finished(store, key)]
+    if not todo:
+        return
+    held: dict[RunKey, RunLock] = {}
+    told: set[RunKey] = set()
+    executor = make_executor()
+    progress = GridProgress(len(keys), len(keys) - len(todo), executor.capacity)
+    try:
+        while todo or held:
+            for key in list(todo):
+                if len(held) >= executor.capacity:
+                    break
+                lock = store.try_lock(key)
+                if lock is None:
+                    if key not in told:
+                        say(f"{key.label()} is being trained by another driver: skipped; taken up here if it stops")
+                        told.add(key)
+                    continue
+                todo.remove(key)
+                if finished(store, key):  # the other driver finished it meanwhile
+                    lock.release()
+                    say(f"{key.label()} was finished by another driver")
+                    progress.finish(key, trained=False)
+                    continue
+                held[key] = lock
+                executor.submit(key)
+                progress.start(key)
+            progress.line()
+            if not held:
+                if todo and told.issuperset(todo):
+                    time.sleep(1.0)  # every run left is another driver's: wait for it
+                continue
+            for key, record in executor.wait(timeout=0.25):  # short: Ctrl-C is seen between waits
+                held.pop(key).release()
+                progress.finish(key)
+                say(f"{key.label()}: {outcome(record)}")
+        progress.line()
+    except KeyboardInterrupt:
+        executor.close()
+        say("stopped: every finished epoch is checkpointed; run the same command again to resume")
+        raise SystemExit(130) from None
+    finally:
+        executor.close()
+        for lock in held.values():
+            lock.release()
+
+
+def run_one_command(key: RunKey, results: Path, settings: RunSettings) -> list[str]:
+    """`python -m experiments run-one ...` for one key, its lock already held by this driver."""
+    command = [sys.executable, "-m", "experiments", "run-one", "--backend", key.backend, "--recipe", key.recipe,
+               "--dataset", key.dataset, "--seed", str(key.seed), "--results", str(results),
+               "--device", settings.device, "--mode", key.mode, "--locked"]  # fmt: skip
+    command += ["--epochs", str(key.epochs)] if key.epochs else []
+    command += ["--limit", str(key.limit)] if key.limit else []
+    command += ["--threads", str(settings.threads)] if settings.threads else []
+    return command
+
+
+class SubprocessExecutor:
+    """The default: one run at a time, each in a child process (the two frameworks never share one)."""
+
+    capacity = 1
+
+    def __init__(self, store: RunStore, settings: RunSettings) -> None:
+        self.store, self.settings = store, settings
+        self.children: dict[RunKey, subprocess.Popen] = {}
+
+    def submit(self, key: RunKey) -> None:
+        self.children[key] = subprocess.Popen(run_one_command(key, self.store.root, self.settings), cwd=REPO)
+
+    def wait(self, timeout: float) -> list[tuple[RunKey, dict[str, Any]]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            done = [(key, child) for key, child in self.children.items() if child.poll() is not None]
+            if done or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        results = []
+        for key, child in done:
+            del self.children[key]
+            if child.returncode == 2:
+                raise SystemExit(2)  # the child already printed its one-line error
+            if child.returncode != 0:
+                raise UserError(f"{key.label()} stopped with exit code {child.returncode}; "
+                                "run the same command again to resume it")  # fmt: skip
+            results.append((key, self.store.load_record(key)))
+        return results
+
+    def close(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.terminate()  # the run keeps its last checkpoint
+            child.wait()
+        self.children.clear()
+
+
+# ---- Ray ------------------------------------------------------------------------------------------------
+
+
+def scratch_store(results: str) -> RunStore:
+    """Where a worker that cannot see the driver's results directory keeps a run's checkpoints: on its own disk,
+    under a name stable for that directory, so a task retried on the same node resumes there."""
+    digest = hashlib.sha256(results.encode()).hexdigest()[:16]
+    return RunStore(Path(tempfile.gettempdir()) / "lenet-repro-scratch" / digest)
+
+
+def worker_store(key: RunKey, results: str, marker: str, checkpoint: bytes | None) -> tuple[RunStore, bool]:
+    """The store a worker trains `key` in, and whether it is the driver's own results directory.
+
+    Where the worker sees the driver's marker file under `results` (this machine, or a shared filesystem), it is.
+    Otherwise a scratch store on the worker's disk, given the driver's checkpoint when that one is further on.
+    """
+    if (Path(results) / GRID / marker).exists():
+        return RunStore(results), True
+    store = scratch_store(results)
+    if checkpoint is not None:
+        path = store.checkpoint_path(key)
+        theirs = path.with_suffix(".driver")
+        write_atomic(theirs, checkpoint)
+        mine = store.load_checkpoint(key)
+        if mine is None or len(read_checkpoint(theirs)[1]["epochs"]) > len(mine[1]["epochs"]):
+            os.replace(theirs, path)
+        theirs.unlink(missing_ok=True)
+    return store, False
+
+
+def train_task(key: RunKey, results: str, marker: str, settings: RunSettings, checkpoint: bytes | None,
+               data_dir: str | None) -> dict[str, Any]:
+    """One run as a Ray task, in its own worker process (max_calls=1): train it, return its record.
+
+    Each epoch is checkpointed in the driver's results directory where the worker shares it, so a retry on any
+    node resumes from there; otherwise on the worker's own disk (a retry on the same node resumes).
+    """
+    import ray
+
+    from experiments.runs import Progress, train_run, use_threads
+
+    use_threads(settings.threads)
+    if data_dir and Path(data_dir).is_dir():
+        os.environ["LENET_DATA_DIR"] = data_dir
+    store, shared = worker_store(key, results, marker, checkpoint)
+    context = ray.get_runtime_context()
+    where = {"engine": "ray", "node_ip": ray.util.get_node_ip_address(), "node_id": context.get_node_id(),
+             "shared_storage": shared}  # fmt: skip
+    return train_run(key, store, settings.device, Progress(key, key.spec().epochs), where)
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a cluster address, None for 'auto'; a UserError for anything else."""
+    if address == "auto":
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"RAY_ADDRESS {address!r} is not host:port (the head's GCS address) or 'auto'")
+    return host, int(port)
+
+
+def check_reachable(address: str) -> None:
+    """Fail within seconds, in one line, when a host:port cluster address does not answer."""
+    target = host_port(address)
+    if target is None:
+        return
+    host, port = target
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as error:
+        raise UserError(f"no Ray cluster answers at {address} ({error.strerror or error}); "
+                        "start one with `ray start --head`, or leave RAY_ADDRESS unset to run here") from None
+
+
+def token_available() -> bool:
+    """Whether this machine holds a Ray authentication token (where Ray looks for one)."""
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())  # fmt: skip
+
+
+def connect(address: str | None, cpus: int) -> None:
+    """Connect to the cluster at `address`, or start a local instance with `cpus` CPUs (stopped in close())."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every per-epoch line reaches the driver
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}}
+    options: dict[str, Any] = {"runtime_env": env, "logging_level": logging.WARNING, "log_to_driver": True}
+    if address is None:
+        import ray
+
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, **options)
+        return
+    check_reachable(address)
+    if token_available():  # `ray start --head` turns on token authentication; a driver must then send the token
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+
+    # While connecting, Ray's C++ client prints a warning a second as it retries: hold stderr back, and show it
+    # only if the connection succeeds; a failure is said in one line.
+    saved, held = os.dup(2), tempfile.TemporaryFile()
+    os.dup2(held.fileno(), 2)
+
+    def restore() -> None:
+        os.dup2(saved, 2)
+
+    def give_up() -> None:
+        restore()
+        print(f"error: the Ray cluster at {address} did not answer within {CONNECT_SECONDS} s", file=sys.stderr)
+        os._exit(2)
+
+    watchdog = threading.Timer(CONNECT_SECONDS, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        restore()
+        held.seek(0)
+        if b"InvalidAuthToken" in held.read():
+            raise UserError(f"the Ray cluster at {address} refused this driver's token: copy the head's "
+                            "~/.ray/auth_token to this machine (or set RAY_AUTH_TOKEN)") from None  # fmt: skip
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot connect to the Ray cluster at {address}: {first}") from None
+    finally:
+        watchdog.cancel()
+        restore()
+    held.seek(0)
+    sys.stderr.write(held.read().decode(errors="replace"))
+
+
+class RayExecutor:
+    """Runs as Ray tasks: each asks for `threads` CPUs (and a GPU with --device gpu) and runs in a fresh worker
+    process; a task whose worker dies is run again by Ray and resumes from its last checkpoint."""
+
+    def __init__(self, store: RunStore, settings: RunSettings, address: str | None, workers: int | None) -> None:
+        self.store, self.settings = store, settings
+        threads = settings.threads or 1
+        connect(address, (workers or 1) * threads)
+        import ray  # after connect(), which sets what Ray reads at import
+        self.started_here = address is None
+        self.marker = uuid.uuid4().hex
+        write_atomic(store.root / GRID / self.marker, socket.gethostname().encode())
+        if workers:
+            self.capacity = workers
+        else:
+            resources = ray.cluster_resources()
+            slots = int(resources.get("CPU", 1)) // threads
+            if settings.device == "gpu":
+                slots = min(slots, int(resources.get("GPU", 0)))
+            self.capacity = max(1, slots)
+        self.task = ray.remote(
+            num_cpus=threads, num_gpus=1 if settings.device == "gpu" else 0, max_calls=1, max_retries=RETRIES,
+            retry_exceptions=False)(train_task)  # fmt: skip
+        self.running: dict[Any, RunKey] = {}
+        self.data_dir = os.environ.get("LENET_DATA_DIR")
+        where = "a local Ray instance" if self.started_here else f"the Ray cluster at {address}"
+        say(f"{where}: up to {self.capacity} runs at once, {threads} thread(s) each")
+
+    def submit(self, key: RunKey) -> None:
+        path = self.store.checkpoint_path(key)
+        checkpoint = path.read_bytes() if path.exists() else None
+        ref = self.task.remote(key, str(self.store.root.resolve()), self.marker, self.settings, checkpoint,
+                               self.data_dir)  # fmt: skip
+        self.running[ref] = key
+
+    def wait(self, timeout: float) -> list[tuple[RunKey, dict[str, Any]]]:
+        import ray
+
+        if not self.running:
+            return []
+        ready, _ = ray.wait(list(self.running), num_returns=1, timeout=timeout)
+        results = []
+        for ref in ready:
+            key = self.running.pop(ref)
+            try:
+                record = ray.get(ref)
+            except ray.exceptions.RayTaskError as error:
+                cause = error.cause
+                if isinstance(cause, UserError):
+                    raise UserError(str(cause)) from None
+                raise UserError(f"{key.label()} failed: {type(cause).__name__}: {cause}; "
+                                "run the same command again to resume it") from None  # fmt: skip
+            except ray.exceptions.RayError as error:
+                first = str(error).strip().splitlines()[0]
+                raise UserError(f"{key.label()} could not finish on Ray after {RETRIES} retries ({first}); "
+                                "run the same command again to resume it") from None  # fmt: skip
+            self.store.save_record(key, record)  # already there when the worker shares the directory
+            self.store.remove_checkpoint(key)
+            results.append((key, record))
+        return results
+
+    def close(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            return
+        for ref in self.running:
+            ray.cancel(ref, force=True)  # the runs keep their last checkpoints
+        self.running.clear()
+        (self.store.root / GRID / self.marker).unlink(missing_ok=True)
+        time.sleep(LOG_GRACE)  # Ray forwards the workers' last lines to this terminal
+        ray.shutdown()  # a local instance stops with it
+
+
+def make_executor(store: RunStore, settings: RunSettings, workers: int | None, address: str | None) -> Executor:
+    """Sequential child processes unless --workers or a Ray address asks for Ray."""
+    if workers is None and not address:
+        return SubprocessExecutor(store, settings)
+    return RayExecutor(store, settings, address or None, workers)
+
+
+def default_threads(workers: int | None, address: str | None) -> int | None:
+    """Threads per run when THREADS is not given: every core sequentially, cores / WORKERS on a local Ray
+    instance, 1 on a cluster (each run asks for one CPU there)."""
+    if address:
+        return 1
+    if workers:
+        return max(1, len(os.sched_getaffinity(0)) // workers)
+    return None

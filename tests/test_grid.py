@@ -1,0 +1,248 @@
+"""The run grid on Ray and sequentially: the same records either way, a killed worker retried to the same numbers,
+one training per run when two drivers share a results directory, Ctrl-C keeping checkpoints, fast failures.
+
+The Ray tests start real local Ray instances (a few seconds each) and train tiny grids on the real MNIST files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from common.results import RunKey, RunStore, record_json, write_atomic
+from experiments import grid
+
+REPO = Path(__file__).resolve().parent.parent
+TIMING = ("seconds", "train_seconds", "examples_per_second")
+
+
+def experiments(*argv: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+    """`python -m experiments ...` in the background, stderr captured as text."""
+    return subprocess.Popen([sys.executable, "-m", "experiments", *argv], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+                            **popen)  # fmt: skip
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for a background command; fail with its output unless it succeeded; return its stderr."""
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, f"exit {process.returncode}\n{out}\n{err}"
+    return err
+
+
+def grid_args(results: Path, backend: str = "torch", recipes: str = "d2l", seeds: int = 1, epochs: int = 1,
+              limit: int = 512) -> list[str]:  # fmt: skip
+    return ["run", "--backend", backend, "--recipes", recipes, "--datasets", "mnist", "--seeds", str(seeds),
+            "--epochs", str(epochs), "--limit", str(limit), "--device", "cpu", "--threads", "1",
+            "--results", str(results)]  # fmt: skip
+
+
+def records(root: Path) -> dict[str, dict]:
+    """Every run record under a results directory, by relative path."""
+    return {str(p.relative_to(root)): json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))
+            if not {".checkpoints", grid.GRID} & set(p.relative_to(root).parts)}  # fmt: skip
+
+
+def same_numbers(a: dict, b: dict) -> bool:
+    """Two records of one run hold the same losses and accuracies (timings and metadata aside)."""
+    strip = [{k: v for k, v in e.items() if k not in TIMING} for e in a["epochs"]]
+    return a["step_losses"] == b["step_losses"] and strip == [
+        {k: v for k, v in e.items() if k not in TIMING} for e in b["epochs"]
+    ]
+
+
+def ray_processes() -> list[str]:
+    """Command lines of Ray's own processes (GCS, raylet, workers) still running on this machine."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "gcs_server" in cmdline or "raylet" in cmdline or cmdline.startswith("ray::"):
+            found.append(cmdline[:120])
+    return found
+
+
+@pytest.fixture
+def no_ray_left():
+    """After the test, no Ray process may be left running (a local instance stops with its driver)."""
+    yield
+    deadline = time.monotonic() + 10
+    while ray_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray_processes() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backend", "recipes", "seeds"), [("torch", "seed-torch-fixed,d2l", 1), ("mxnet", "d2l", 2)])
+def test_a_two_worker_ray_grid_equals_the_sequential_grid_record_for_record(backend, recipes, seeds, tmp_path,
+                                                                            no_ray_left):  # fmt: skip
+    sequential, on_ray = tmp_path / "sequential", tmp_path / "ray"
+    runs = seeds * len(recipes.split(","))
+    finish(experiments(*grid_args(sequential, backend, recipes, seeds)))
+    err = finish(experiments(*grid_args(on_ray, backend, recipes, seeds), "--workers", "2"))
+    assert "a local Ray instance: up to 2 runs at once, 1 thread(s) each" in err
+    assert f"[grid] {runs}/{runs} runs done, 0 running" in err
+    expected, got = records(sequential), records(on_ray)
+    assert sorted(got) == sorted(expected) and len(got) == runs
+    for path, record in got.items():
+        assert record["step_losses"] == expected[path]["step_losses"], path
+        assert same_numbers(record, expected[path]), path
+        assert record["meta"]["threads"] == expected[path]["meta"]["threads"] == 1
+        (attempt,) = record["meta"]["attempts"]
+        assert attempt["engine"] == "ray" and attempt["node_ip"] and attempt["shared_storage"] is True
+    assert not list(on_ray.glob(".checkpoints/**/*.npz")), "finished runs keep no checkpoint"
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_is_retried_and_ends_with_the_uninterrupted_numbers(tmp_path, no_ray_left):
+    args = dict(epochs=3, limit=4096)
+    key = RunKey("torch", "mnist", "d2l", 0, "shared", 4096, 3)
+    finish(experiments(*grid_args(tmp_path / "whole", **args)))
+    store = RunStore(tmp_path / "killed")
+    driver = experiments(*grid_args(store.root, **args), "--workers", "1")
+    deadline = time.monotonic() + 120
+    while not store.checkpoint_path(key).exists() and time.monotonic() < deadline:  # the first epoch is done
+        time.sleep(0.02)
+    workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_training_worker(p)]
+    assert workers, "no Ray worker was training"
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)  # as if the worker's machine went away
+    finish(driver)
+    resumed = store.load_record(key)
+    assert resumed["status"] == "complete"
+    assert same_numbers(resumed, RunStore(tmp_path / "whole").load_record(key))
+    first, retry = resumed["meta"]["attempts"]
+    assert first["from_epoch"] == 0 and retry["from_epoch"] >= 1, "the retry resumed from the checkpoint"
+
+
+def _is_training_worker(proc: Path) -> bool:
+    try:
+        return (proc / "cmdline").read_bytes().startswith(b"ray::train_task")
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_two_drivers_on_one_results_directory_train_each_run_once(tmp_path, no_ray_left):
+    """A sequential driver and a Ray driver started together on the same grid."""
+    args = grid_args(tmp_path, seeds=4, epochs=2, limit=4096)
+    first = experiments(*args)
+    second = experiments(*args, "--workers", "1")
+    logs = finish(first) + finish(second)
+    stored = records(tmp_path)
+    assert len(stored) == 4 and all(r["status"] == "complete" for r in stored.values())
+    for seed in range(4):
+        label = f"torch d2l mnist seed {seed} (shared-epochs2-limit4096)"
+        assert logs.count(f"[grid] {label}: complete") == 1, logs  # trained by exactly one of the two
+    for record in stored.values():
+        assert len(record["meta"]["attempts"]) == 1
+
+
+def test_a_run_held_by_another_driver_is_skipped_then_taken_up_or_left_finished(tmp_path):
+    """Deterministic: this test holds two runs' locks like another driver would, then lets them go."""
+    store = RunStore(tmp_path)
+    keys = [RunKey("torch", "mnist", "d2l", seed, "shared", 256, 1) for seed in range(3)]
+    held = [store.try_lock(keys[0]), store.try_lock(keys[1])]
+    assert None not in held and store.try_lock(keys[0]) is None, "a held lock cannot be taken twice"
+    driver = experiments(*grid_args(tmp_path, seeds=3, limit=256))
+    deadline = time.monotonic() + 120
+    while not store.record_path(keys[2]).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.load_record(keys[0]) is None and driver.poll() is None, "the driver waits for held runs"
+    # The other driver "finishes" seed 1: a complete record (copied from seed 2's, marked as seed 1), then lets go.
+    time.sleep(1.0)
+    finished = {**store.load_record(keys[2]), "seed": 1}
+    write_atomic(store.record_path(keys[1]), record_json(finished).encode())
+    held[1].release()
+    held[0].release()  # the other driver stopped before seed 0 was done: this driver takes it up
+    err = finish(driver)
+    label = "torch d2l mnist seed {} (shared-epochs1-limit256)"
+    assert f"{label.format(0)} is being trained by another driver: skipped" in err
+    assert f"{label.format(1)} was finished by another driver" in err
+    assert f"[grid] {label.format(0)}: complete" in err and f"[grid] {label.format(1)}: complete" not in err
+    assert store.load_record(keys[0])["status"] == "complete"
+
+
+def test_run_one_refuses_a_run_another_process_is_training(tmp_path):
+    store = RunStore(tmp_path)
+    key = RunKey("torch", "mnist", "d2l", 0, "shared", 256, 1)
+    lock = store.try_lock(key)
+    result = subprocess.run([sys.executable, "-m", "experiments", "run-one", "--backend", "torch", "--recipe", "d2l",
+                             "--dataset", "mnist", "--limit", "256", "--epochs", "1", "--results", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    lock.release()
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {key.label()} is being trained by another process; "
+                                     "run it again when that one ends")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_ray_driver_keeps_checkpoints_and_the_next_run_resumes(tmp_path, no_ray_left):
+    key = RunKey("torch", "mnist", "d2l", 0, "shared", 16384, 3)
+    store = RunStore(tmp_path)
+    args = grid_args(store.root, epochs=3, limit=16384)
+    driver = experiments(*args, "--workers", "1", start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not store.checkpoint_path(key).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err
+    assert "[grid] stopped: every finished epoch is checkpointed" in err
+    assert store.checkpoint_path(key).exists() and store.load_record(key)["status"] == "partial"
+    finish(experiments(*args))  # the next invocation (here without Ray) resumes
+    resumed = store.load_record(key)
+    assert resumed["status"] == "complete" and len(resumed["epochs"]) == 3
+    assert [a["from_epoch"] for a in resumed["meta"]["attempts"]][0] == 0
+    assert resumed["meta"]["attempts"][-1]["from_epoch"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1:1", "error: no Ray cluster answers at 127.0.0.1:1 (Connection refused); start one with"),
+        ("auto", "error: cannot connect to the Ray cluster at auto: Could not find any running Ray instance"),
+        ("nohost", "error: RAY_ADDRESS 'nohost' is not host:port"),
+    ],
+)
+def test_an_unreachable_or_malformed_ray_address_fails_fast_in_one_line(address, message, tmp_path):
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "experiments", *grid_args(tmp_path)], cwd=REPO, timeout=60,
+                            capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": address})  # fmt: skip
+    assert time.monotonic() - start < 30
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert records(tmp_path) == {}
+
+
+def test_a_worker_without_the_drivers_directory_checkpoints_on_its_own_disk(tmp_path, monkeypatch):
+    """The choice a Ray task makes between the shared results directory and its node's scratch directory."""
+    import numpy as np
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "node-tmp"))
+    key = RunKey("torch", "mnist", "d2l", 0, "shared", 256, 3)
+    driver = RunStore(tmp_path / "results")
+    write_atomic(driver.root / grid.GRID / "marker", b"driver")
+    store, shared = grid.worker_store(key, str(driver.root), "marker", None)
+    assert shared and store.root == driver.root
+    # Another node: no marker there. It starts from the driver's checkpoint unless its own is further on.
+    ahead = {"epochs": [{}, {}]}
+    driver.save_checkpoint(key, {"w": np.ones(2)}, {"epochs": [{}]})
+    shipped = driver.checkpoint_path(key).read_bytes()
+    store, shared = grid.worker_store(key, str(driver.root), "not-here", shipped)
+    assert not shared and store.root != driver.root and str(store.root).startswith(str(tmp_path / "node-tmp"))
+    assert store.load_checkpoint(key)[1] == {"epochs": [{}]}
+    store.save_checkpoint(key, {"w": np.zeros(2)}, ahead)
+    store, _ = grid.worker_store(key, str(driver.root), "not-here", shipped)
+    assert store.load_checkpoint(key)[1] == ahead
+    assert not list(store.root.rglob("*.driver"))
