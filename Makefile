@@ -35,7 +35,7 @@ RUN_ARGS = $(GRID_ARGS) --mode $(MODE)
 
 
 .PHONY: help venv data test lint layers reproduce reproduce-torch reproduce-mxnet reproduce-seed-scripts \
-	compare bench publish clean
+	compare bench publish clean ray-head ray-worker ray-stop
 
 # List the targets.
 help:
@@ -114,6 +114,20 @@ publish: data
 	for seeds in 1 2 3; do \
 		$(PUBLISH_RUN) --backend script --seeds $$seeds --recipes seed-mxnet --datasets fashion-mnist,mnist || exit; done
 	$(PY) -m experiments compare --results $(PUBLISHED)
+
+# Start a Ray head on this machine (RAY_PORT=6379) for RAY_ADDRESS= runs; see README "Beyond one machine".
+RAY_PORT ?= 6379
+ray-head: data
+	$(VENV)/bin/ray start --head --port=$(RAY_PORT) --disable-usage-stats
+
+# Join this machine to a Ray cluster as a worker node (HEAD=host:port of the head).
+ray-worker: data
+	@test -n "$(HEAD)" || { echo "error: give the head's address: make ray-worker HEAD=host:6379" >&2; exit 2; }
+	$(VENV)/bin/ray start --address=$(HEAD) --disable-usage-stats
+
+# Stop this machine's Ray processes (head or worker).
+ray-stop: $(STAMP)
+	$(VENV)/bin/ray stop
 
 # Remove the environment (data and results are kept).
 clean:
