@@ -34,7 +34,7 @@ GRID_ARGS = --seeds $(SEEDS) --results $(RESULTS) --device $(DEVICE) \
 RUN_ARGS = $(GRID_ARGS) --mode $(MODE)
 
 
-.PHONY: help venv data test lint layers reproduce reproduce-torch reproduce-mxnet reproduce-seed-scripts \
+.PHONY: help venv data test lint layers reproduce reproduce-torch reproduce-mxnet reproduce-numpy reproduce-seed-scripts \
 	compare bench publish clean ray-head ray-worker ray-stop
 
 # List the targets.
@@ -73,6 +73,10 @@ reproduce-torch: data
 # Train every recipe on both datasets with MXNet Gluon (resumable), then print the side-by-side table.
 reproduce-mxnet: data
 	$(PY) -m experiments run --backend mxnet $(RUN_ARGS)
+
+# Train every recipe on both datasets with the NumPy reference backend (float64, by hand; resumable).
+reproduce-numpy: data
+	$(PY) -m experiments run --backend numpy $(RUN_ARGS)
 
 # Train the seed's own two scripts as reference runs on both datasets (resumable; MODE does not apply).
 reproduce-seed-scripts: data
@@ -133,6 +137,6 @@ ray-stop: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
-# Print recipes' per-layer tables (RECIPES=seed-mxnet, default all; BACKEND=spec|torch|mxnet).
+# Print recipes' per-layer tables (RECIPES=seed-mxnet, default all; BACKEND=spec|torch|mxnet|numpy).
 layers: $(STAMP)
 	$(PY) -m experiments layers $(subst $(comma), ,$(RECIPES)) --backend $(or $(BACKEND),spec)

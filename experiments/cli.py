@@ -1,12 +1,12 @@
 """The thin command line over experiments.runs and experiments.report (the Make targets call it).
 
-    python -m experiments run --backend torch|mxnet|script [--recipes a,b] [--datasets ...] [--seeds N]
+    python -m experiments run --backend torch|mxnet|numpy|script [--recipes a,b] [--datasets ...] [--seeds N]
                               [--epochs E] [--limit N] [--results DIR] [--device auto|cpu|gpu]
                               [--mode shared|native] [--threads T] [--workers N] [--ray-address HOST:PORT]
     (--workers: up to N runs at once on a local Ray instance; --ray-address, or RAY_ADDRESS: an existing cluster)
     (backend 'script': the seed's own scripts, for seed-torch and seed-mxnet, always in native mode)
     python -m experiments compare [--results DIR] [--mode shared|native]
-    python -m experiments layers RECIPE [--backend spec|torch|mxnet]
+    python -m experiments layers RECIPE [--backend spec|torch|mxnet|numpy]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from common import data, spec
 from common.errors import UserError, unknown_name
 from common.results import MODES, SCRIPT_BACKEND, RunKey, RunStore, variant_name
 
-BACKEND_NAMES = ("torch", "mxnet", SCRIPT_BACKEND)
+BACKEND_NAMES = ("torch", "mxnet", "numpy", SCRIPT_BACKEND)
 DEVICES = ("auto", "cpu", "gpu")
 
 
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     layers = commands.add_parser("layers", help="print a recipe's per-layer table")
     layers.add_argument("recipes", nargs="*", help="default: all recipes")
-    layers.add_argument("--backend", default="spec", type=_choice("table source", ("spec", "torch", "mxnet")))
+    layers.add_argument("--backend", default="spec", type=_choice("table source", ("spec", "torch", "mxnet", "numpy")))
     return parser
 
 

@@ -183,7 +183,9 @@ class SubprocessExecutor:
         self.children: dict[RunKey, subprocess.Popen] = {}
 
     def submit(self, key: RunKey) -> None:
-        self.children[key] = subprocess.Popen(run_one_command(key, self.store.root, self.settings), cwd=REPO)
+        # the environment too: NumPy's BLAS reads its thread count only there, when NumPy is imported
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.settings.threads)} if self.settings.threads else None
+        self.children[key] = subprocess.Popen(run_one_command(key, self.store.root, self.settings), cwd=REPO, env=env)
 
     def wait(self, timeout: float) -> list[tuple[RunKey, dict[str, Any]]]:
         deadline = time.monotonic() + timeout

@@ -10,6 +10,7 @@ STYLE = {  # colour and line style both differ, so the curves stay apart when pr
     "torch": {"color": "#d9480f", "linestyle": "-", "label": "PyTorch"},
     "mxnet": {"color": "#1864ab", "linestyle": "--", "label": "MXNet"},
     "script": {"color": "#2b8a3e", "linestyle": "-.", "label": "seed script"},
+    "numpy": {"color": "#5f3dc4", "linestyle": ":", "label": "NumPy (float64)"},
 }
 
 

@@ -21,8 +21,10 @@ from common import spec
 from common.results import SCRIPT_BACKEND, RunStore, variant_name, write_atomic
 from experiments import stats as st
 
-BACKEND_ORDER = ("torch", "mxnet")
-BACKEND_LABEL = {"torch": "PyTorch", "mxnet": "MXNet", SCRIPT_BACKEND: "the seed's script"}
+BACKEND_ORDER = ("torch", "mxnet", "numpy")  # numpy: the float64 reference (backends/numpy_lenet.py)
+BACKEND_LABEL = {"torch": "PyTorch", "mxnet": "MXNet", "numpy": "NumPy", SCRIPT_BACKEND: "the seed's script"}
+# Pairs whose per-step losses the drift table follows (first is the reference of the relative gap).
+DRIFT_PAIRS = (("torch", "mxnet"), ("numpy", "torch"), ("numpy", "mxnet"))
 # The accuracy whose first epoch the report states, per dataset.
 TARGET_ACCURACY = {"mnist": 0.98, "fashion-mnist": 0.80}
 # Below this test accuracy a 10-class network is still on its plateau (predicting one class or near it).
@@ -151,7 +153,7 @@ def side_by_side_rows(groups) -> list[dict[str, Any]]:
             continue  # only the seed's script ran here: the fidelity table shows it
         row: dict[str, Any] = {"variant": variant, "dataset": dataset, "recipe": recipe, "stats": stats,
                                "groups": {name: by_backend[name] for name in BACKEND_ORDER if name in by_backend}}
-        if len(stats) == 2:
+        if {"torch", "mxnet"} <= set(stats):
             t, m = stats["torch"], stats["mxnet"]
             row["test_accuracy_difference"] = m["test_accuracy_mean"] - t["test_accuracy_mean"]
             row["comparison"] = backend_comparison(variant, by_backend["torch"], by_backend["mxnet"])
@@ -218,15 +220,21 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
     return "\n".join([lines[0], "|" + "---|" * len(header), *lines[1:]])
 
 
+def present_backends(rows: list[dict[str, Any]]) -> list[str]:
+    """The backends that have runs in these rows, in BACKEND_ORDER (the NumPy reference only where it ran)."""
+    return [name for name in BACKEND_ORDER if any(name in row["stats"] for row in rows)]
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[str] = MAIN_COLUMNS, difference: bool = True) -> str:
-    """A side-by-side Markdown table: recipe x dataset rows, the columns for PyTorch then for MXNet."""
-    header = ["recipe", "dataset"] + [f"{BACKEND_LABEL[b]} {c}" for b in BACKEND_ORDER for c in columns]
+    """A side-by-side Markdown table: recipe x dataset rows, the columns for PyTorch, MXNet, then NumPy."""
+    backends = present_backends(rows)
+    header = ["recipe", "dataset"] + [f"{BACKEND_LABEL[b]} {c}" for b in backends for c in columns]
     if difference:
         header += ["MXNet − PyTorch test acc [95% CI]", "same result"]
     body = []
     for row in rows:
         cells = [f"`{row['recipe']}`", row["dataset"]]
-        for name in BACKEND_ORDER:
+        for name in backends:
             cells += _cells(row["stats"].get(name), columns)
         if difference:
             cells += [_difference(row.get("comparison")), _verdict(row.get("comparison"))]
@@ -358,23 +366,27 @@ def _seed_cell(record: dict[str, Any]) -> str:
 
 
 def drift_table(rows: list[dict[str, Any]]) -> str:
-    """How far apart the two backends' per-step losses move, seed by seed (runs paired by seed)."""
-    header = ["recipe", "dataset", "seeds", "steps", "median relative gap", "largest relative gap",
-              "first step with gap > 1e-5", "first step with gap > 1e-3"]  # fmt: skip
+    """How far apart two backends' per-step losses move, seed by seed (runs paired by seed): PyTorch against
+    MXNet, and each framework against the float64 NumPy reference where it ran. A column names the pair only
+    when the NumPy reference is among the runs, so the two-framework table reads as before."""
+    with_numpy = "numpy" in present_backends(rows)
+    header = ["recipe", "dataset", *(["pair"] if with_numpy else []), "seeds", "steps", "median relative gap",
+              "largest relative gap", "first step with gap > 1e-5", "first step with gap > 1e-3"]  # fmt: skip
     body = []
     for row in rows:
-        groups = row["groups"]
-        if set(BACKEND_ORDER) - set(groups):
-            continue
-        by_seed = [{r["seed"]: r for r in groups[b].complete} for b in BACKEND_ORDER]
-        seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
-        if not seeds:
-            continue
-        gaps = [_relative_gap(by_seed[0][s]["step_losses"], by_seed[1][s]["step_losses"]) for s in seeds]
-        steps = len(gaps[0])
-        firsts = [_first_above(gaps, threshold) for threshold in (1e-5, 1e-3)]
-        gap_cells = [f"{np.median(np.concatenate(gaps)):.1e}", f"{max(g.max() for g in gaps):.1e}", *firsts]
-        body.append([f"`{row['recipe']}`", row["dataset"], str(len(seeds)), str(steps), *gap_cells])
+        for pair in DRIFT_PAIRS:
+            if set(pair) - set(row["groups"]):
+                continue
+            by_seed = [{r["seed"]: r for r in row["groups"][b].complete} for b in pair]
+            seeds = sorted(set(by_seed[0]) & set(by_seed[1]))
+            if not seeds:
+                continue
+            gaps = [_relative_gap(by_seed[0][s]["step_losses"], by_seed[1][s]["step_losses"]) for s in seeds]
+            firsts = [_first_above(gaps, threshold) for threshold in (1e-5, 1e-3)]
+            gap_cells = [f"{np.median(np.concatenate(gaps)):.1e}", f"{max(g.max() for g in gaps):.1e}", *firsts]
+            label = [f"{BACKEND_LABEL[pair[1]]} vs {BACKEND_LABEL[pair[0]]}"] if with_numpy else []
+            body.append([f"`{row['recipe']}`", row["dataset"], *label, str(len(seeds)), str(len(gaps[0])),
+                         *gap_cells])  # fmt: skip
     return _markdown(header, body)
 
 
@@ -393,8 +405,9 @@ def summary_table(store: RunStore, variant: str | None = None) -> str:
     groups = group_records(store.records(variant))
     if not groups:
         return f"no runs yet under {store.root}"
-    names = [*BACKEND_ORDER, SCRIPT_BACKEND]
-    labels = ["PyTorch test acc", "MXNet test acc", "seed script test acc"]
+    present = {name for by_backend in groups.values() for name in by_backend}
+    names = [name for name in BACKEND_ORDER if name in present or name in ("torch", "mxnet")] + [SCRIPT_BACKEND]
+    labels = [f"{BACKEND_LABEL[name]} test acc" for name in names[:-1]] + ["seed script test acc"]
     lines = [f"{'variant':<28}{'recipe':<18}{'dataset':<15}" + "".join(f"{label:>26}" for label in labels)]
     for (row_variant, dataset, recipe), by_backend in groups.items():
         cells = []
@@ -464,7 +477,12 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int,
                 f"Each seed's test accuracy after the last epoch (in brackets: how many epochs ended below "
                 f"{PLATEAU_ACCURACY:.0%} test accuracy, i.e. on the plateau):", "",
                 seed_table(_entries(variant_rows)), ""]
-        if variant.startswith("shared"):
+        if variant.startswith("shared") and "numpy" in present_backends(variant_rows):
+            out += ["How far the backends' per-step training losses move apart from the same weights and batches "
+                    "(relative gap |B − A| / A for the pair \"B vs A\", per step, runs paired by seed; NumPy is the "
+                    "float64 reference, so \"PyTorch vs NumPy\" is how far float32 arithmetic carries PyTorch from "
+                    "the exact math):", "", drift_table(variant_rows), ""]  # fmt: skip
+        elif variant.startswith("shared"):
             out += ["How far the two backends' per-step training losses move apart from the same weights and "
                     "batches (relative gap |PyTorch − MXNet| / PyTorch, per step, runs paired by seed):", "",
                     drift_table(variant_rows), ""]  # fmt: skip
