@@ -325,7 +325,7 @@ def forward(model: Model, x: Array) -> Array:
     return _run(model, x)
 
 
-def _normaliser(model: Model, n: int) -> int:
+def loss_normaliser(model: Model, n: int) -> int:
     """What the summed loss is divided by: the batch's size ('mean') or the recipe's batch size (d2lzh's)."""
     return n if model.recipe.loss.normalisation == "mean" else model.recipe.batch_size
 
@@ -334,7 +334,7 @@ def loss_and_gradients(model: Model, x: Array, y: Array) -> tuple[float, dict[st
     """Mean per-example loss and the gradient SGD would follow, without updating the weights."""
     output = _run(model, x)
     losses, d_output = cross_entropy(output, np.asarray(y))
-    grads = _backward(model, d_output / _normaliser(model, len(y)))
+    grads = _backward(model, d_output / loss_normaliser(model, len(y)))
     return float(losses.sum()) / len(y), grads
 
 
@@ -347,7 +347,7 @@ def train_step(model: Model, x: Array, y: Array) -> tuple[float, int]:
     y = np.asarray(y)
     output = _run(model, x)
     losses, d_output = cross_entropy(output, y)
-    grads = _backward(model, d_output / _normaliser(model, len(y)))
+    grads = _backward(model, d_output / loss_normaliser(model, len(y)))
     opt = model.recipe.optimizer
     for name, w in model.params.items():
         g = grads[name] + opt.weight_decay * w if opt.weight_decay else grads[name]

@@ -1,4 +1,5 @@
-"""Every framework difference the spec makes explicit, checked in both backends (one suite, parametrized)."""
+"""Every framework difference the spec makes explicit, checked in every backend (one suite, parametrized):
+PyTorch, MXNet, and the NumPy reference."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from common import spec
 from common.errors import UserError
 from common.init import bias_bound, initial_weights, weight_bound
 
-BACKENDS = ["torch", "mxnet"]
+BACKENDS = ["torch", "mxnet", "numpy"]
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request, torch_backend, mxnet_backend):
-    return {"torch": torch_backend, "mxnet": mxnet_backend}[request.param]
+    from backends import load_backend
+
+    return {"torch": torch_backend, "mxnet": mxnet_backend}.get(request.param) or load_backend(request.param)
 
 
 def _model(backend, name, overrides=None, seed=0):
@@ -75,6 +78,8 @@ def test_native_initialisers_draw_from_the_schemes_distribution(backend, scheme)
     shared = initial_weights(recipe, 5)["dense1.weight"]
     if backend.NAME == "torch" and scheme == "torch-default":
         # shared mode replays PyTorch's own generator for this scheme: the very numbers native mode draws
+        assert np.array_equal(weights["dense1.weight"], shared)
+    elif backend.NAME == "numpy":  # NumPy has no initialisers of its own: its native weights are the spec's draw
         assert np.array_equal(weights["dense1.weight"], shared)
     else:  # otherwise native mode is a different random start from the same distribution
         assert not np.allclose(weights["dense1.weight"], shared)
@@ -154,11 +159,12 @@ def test_native_orders_are_permutations_and_differ_between_frameworks(torch_back
 def test_unknown_backend_is_one_line():
     from backends import load_backend
 
-    with pytest.raises(UserError, match="unknown backend 'jax'; valid: mxnet, torch"):
+    with pytest.raises(UserError, match="unknown backend 'jax'; valid: mxnet, numpy, torch"):
         load_backend("jax")
 
 
-@pytest.mark.parametrize(("chosen", "other"), [("torch", "mxnet"), ("mxnet", "torch")])
+@pytest.mark.parametrize(("chosen", "other"), [("torch", "mxnet"), ("mxnet", "torch"), ("numpy", "torch"),
+                                               ("numpy", "mxnet")])  # fmt: skip
 def test_a_backend_never_imports_the_other_framework(chosen, other):
     code = (f"import sys; from backends import load_backend; from common import spec; b = load_backend('{chosen}'); "
             f"b.build_model(spec.get_recipe('d2l'), 'cpu'); assert '{other}' not in sys.modules, sorted(sys.modules)")
