@@ -35,7 +35,7 @@ RUN_ARGS = $(GRID_ARGS) --mode $(MODE)
 
 
 .PHONY: help venv data test lint layers reproduce reproduce-torch reproduce-mxnet reproduce-numpy reproduce-seed-scripts \
-	compare bench publish clean ray-head ray-worker ray-stop
+	compare oracle notebook notebook-html bench bench-backends publish clean ray-head ray-worker ray-stop
 
 # List the targets.
 help:
@@ -86,16 +86,41 @@ reproduce-seed-scripts: data
 compare: $(STAMP)
 	$(PY) -m experiments compare --results $(RESULTS)
 
+# Measure PyTorch, MXNet and float32 NumPy against the float64 NumPy reference, into RESULTS/oracle.json
+# (the report shows it; about a minute).
+oracle: data
+	$(PY) -m experiments.oracle --results $(RESULTS)
+
+# Open the teaching notebook (docs/side_by_side.py, paired with a .ipynb) in JupyterLab, offline; JupyterLab is
+# installed into .venv on first use.
+LAB_STAMP := $(VENV)/.lab-$(PINS)
+notebook: data $(LAB_STAMP)
+	$(PY) -m experiments.notebook ipynb
+	$(VENV)/bin/jupyter lab docs/side_by_side.ipynb
+
+$(LAB_STAMP): $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['lab']))")
+	rm -f $(VENV)/.lab-* && touch $@
+
+# Execute the notebook headless and write build/side_by_side.html, a self-contained page to hand out.
+notebook-html: data
+	$(PY) -m experiments.notebook html
+
 # Time the seed's two scripts against the harness, side by side in one run (about 5 minutes here).
 bench: data
 	$(PY) -m experiments.bench
+
+# Time PyTorch, MXNet and the NumPy reference on the harness's loop, side by side in one run (about 10 minutes).
+bench-backends: data
+	$(PY) -m experiments.bench --backends --reps 3
 
 # The published reproduction into docs/results: every recipe x both datasets x both backends, 3 seeds,
 # plus native mode for d2l (hours on 2 cores; resumable: run it again to continue), then the report.
 # The 96x96 recipe costs ~10x the others, so it goes seed by seed: an interrupted run leaves both backends
 # with the same number of seeds. Then the fidelity runs: seed-torch at 10 seeds in both modes, the seed's
 # PyTorch script at 10 seeds, 20 on Fashion-MNIST with shared mode (10 could not decide there), and its
-# MXNet script at 3 (about 15-20 minutes a run), seed by seed.
+# MXNet script at 3 (about 15-20 minutes a run), seed by seed. Then the NumPy reference on seed-torch-fixed and
+# d2l, 3 seeds, and the oracle's figures.
 PUBLISHED := docs/results
 CHEAP := seed-torch,seed-torch-fixed,seed-mxnet-28,d2l
 PUBLISH_RUN = $(PY) -m experiments run --results $(PUBLISHED)
@@ -117,6 +142,8 @@ publish: data
 		$(PUBLISH_RUN) --backend $$backend --seeds 20 --recipes seed-torch --datasets fashion-mnist || exit; done
 	for seeds in 1 2 3; do \
 		$(PUBLISH_RUN) --backend script --seeds $$seeds --recipes seed-mxnet --datasets fashion-mnist,mnist || exit; done
+	$(PUBLISH_RUN) --backend numpy --seeds 3 --recipes seed-torch-fixed,d2l
+	$(PY) -m experiments.oracle --results $(PUBLISHED)
 	$(PY) -m experiments compare --results $(PUBLISHED)
 
 # Start a Ray head on this machine (RAY_PORT=6379) for RAY_ADDRESS= runs; see README "Beyond one machine".
@@ -135,7 +162,7 @@ ray-stop: $(STAMP)
 
 # Remove the environment (data and results are kept).
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache build docs/side_by_side.ipynb
 
 # Print recipes' per-layer tables (RECIPES=seed-mxnet, default all; BACKEND=spec|torch|mxnet|numpy).
 layers: $(STAMP)

@@ -80,6 +80,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; results and pages are for reading
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -132,7 +133,7 @@ class RunStore:
     def records(self, variant: str | None = None) -> list[dict[str, Any]]:
         """Every run record under the results directory (optionally one variant), sorted by path."""
         base = self.root / variant if variant else self.root
-        paths = sorted(p for p in base.rglob("*.json") if CHECKPOINTS not in p.parts)
+        paths = sorted(p for p in base.rglob("*-seed*.json") if CHECKPOINTS not in p.parts)  # not oracle.json
         return [read_record(p) for p in paths]
 
 

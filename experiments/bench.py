@@ -7,6 +7,10 @@ script runs train_ch5 with its test pass switched off); one-time set-up (buildin
 timed apart. The machine's peak FLOP/s is taken from a float32 GEMM measured in the same run.
 
     python -m experiments.bench [--reps 5] [--torch-steps 600] [--mxnet-steps 30]
+
+`--backends` (`make bench-backends`) times the three backends instead, PyTorch, MXNet and the float64 NumPy
+reference, on the harness's own loop for the same recipes and steps, in fresh processes, interleaved, and prints
+each one's seconds per epoch and NumPy's cost relative to the frameworks.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ PAIRS = (
     Pair("seed-torch", "mnist", "torch", "experiments.seed_scripts.seed_torch", 3.0),
     Pair("seed-mxnet", "fashion-mnist", "mxnet", "experiments.seed_scripts.seed_mxnet", 1.5),
 )
+# --backends: (recipe, dataset, steps timed) for the three backends side by side
+BACKEND_RECIPES = (("seed-torch-fixed", "mnist", 200), ("d2l", "mnist", 40), ("seed-mxnet", "fashion-mnist", 4))
+BACKEND_LABELS = {"torch": "PyTorch", "mxnet": "MXNet", "numpy": "NumPy (float64)"}
 
 
 def peak_rss_mb() -> float:
@@ -89,6 +96,8 @@ def measure(side: str, pair: Pair, steps: int) -> dict:
     """One measurement in a fresh process."""
     command = [sys.executable, "-m", "experiments.bench", "--child", side, "--recipe", pair.recipe,
                "--steps", str(steps)]  # fmt: skip
+    if not pair.seed_module:  # a backend timed on its own (--backends)
+        command += ["--dataset", pair.dataset, "--backend", pair.backend]
     out = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"{side} side of {pair.recipe} failed:\n{out.stderr[-3000:]}")
@@ -121,6 +130,35 @@ def compare(pair: Pair, steps: int, reps: int) -> dict:
             for side, results in runs.items()}  # fmt: skip
 
 
+def compare_backends(recipe: str, dataset: str, steps: int, reps: int) -> dict[str, dict]:
+    """The harness's training steps for each backend, fresh processes, rotating the order; medians."""
+    names = list(BACKEND_LABELS)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for rep in range(reps):
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
+            runs[name].append(measure("harness", Pair(recipe, dataset, name, "", 0.0), steps))
+    return {name: {key: statistics.median(r[key] for r in results) for key in results[0]}
+            for name, results in runs.items()}  # fmt: skip
+
+
+def backend_lines(recipe_name: str, dataset: str, result: dict[str, dict], peak: float) -> list[str]:
+    """What `make bench-backends` prints for one recipe."""
+    recipe = spec.get_recipe(recipe_name)
+    per_epoch_steps = steps_per_epoch(TRAIN_EXAMPLES, recipe.batch_size, recipe.last_batch)
+    training_flops = spec.flops_per_example(recipe)[1]
+    steps = int(next(iter(result.values()))["steps"])
+    lines = [f"{recipe_name} on {dataset}, {steps} steps of {recipe.batch_size}, median of the repetitions:"]
+    epoch = {}
+    for name, r in result.items():
+        epoch[name] = r["seconds"] / r["steps"] * per_epoch_steps
+        rate = r["examples"] / r["seconds"]
+        lines.append(f"  {BACKEND_LABELS[name]:<16} {epoch[name]:8.1f} s/epoch  {rate:9.0f} examples/s  "
+                     f"{r['threads']:.0f} threads  {training_flops * rate / peak:6.1%} of peak FLOP/s")  # fmt: skip
+    lines.append(f"  NumPy takes {epoch['numpy'] / epoch['torch']:.1f}x PyTorch's time and "
+                 f"{epoch['numpy'] / epoch['mxnet']:.1f}x MXNet's per epoch")  # fmt: skip
+    return lines
+
+
 def report_lines(pair: Pair, result: dict, peak: float) -> list[str]:
     """What `make bench` prints for one pair."""
     recipe = spec.get_recipe(pair.recipe)
@@ -148,10 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=positive_int, default=5)
     parser.add_argument("--torch-steps", type=positive_int, default=600)
     parser.add_argument("--mxnet-steps", type=positive_int, default=30)
+    parser.add_argument("--backends", action="store_true", help="time PyTorch, MXNet and NumPy side by side")
     parser.add_argument("--child", choices=("seed", "harness"), help=argparse.SUPPRESS)
     parser.add_argument("--recipe", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child and args.backend:
+        print(json.dumps(harness_side(Pair(args.recipe, args.dataset, args.backend, "", 0.0), args.steps)))
+        return 0
     if args.child:
         pair = next(p for p in PAIRS if p.recipe == args.recipe)
         side = harness_side if args.child == "harness" else seed_side
@@ -160,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     peak = gemm_peak_flops()
     print(f"machine: {os.cpu_count()} cores; float32 GEMM peak {peak / 1e9:.1f} GFLOP/s (NumPy, 2048x2048)")
+    if args.backends:
+        for recipe, dataset, steps in BACKEND_RECIPES:
+            for line in backend_lines(recipe, dataset, compare_backends(recipe, dataset, steps, args.reps), peak):
+                print(line, flush=True)
+        print(f"bench finished in {time.perf_counter() - started:.0f} s")
+        return 0
     for pair in PAIRS:
         steps = args.torch_steps if pair.backend == "torch" else args.mxnet_steps
         for line in report_lines(pair, compare(pair, steps, args.reps), peak):

@@ -20,6 +20,7 @@ import numpy as np
 from common import spec
 from common.results import SCRIPT_BACKEND, RunStore, variant_name, write_atomic
 from experiments import stats as st
+from experiments.oracle import OracleFigures, oracle_markdown, read_oracle
 
 BACKEND_ORDER = ("torch", "mxnet", "numpy")  # numpy: the float64 reference (backends/numpy_lenet.py)
 BACKEND_LABEL = {"torch": "PyTorch", "mxnet": "MXNet", "numpy": "NumPy", SCRIPT_BACKEND: "the seed's script"}
@@ -242,7 +243,7 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] = MAIN_COLUMNS
     return _markdown(header, body)
 
 
-def _entries(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, Group]]:
+def backend_entries(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, Group]]:
     """(recipe, dataset, label, group) for each backend of each row, PyTorch then MXNet."""
     return [(row["recipe"], row["dataset"], BACKEND_LABEL[name], row["groups"][name])
             for row in rows for name in BACKEND_ORDER if name in row["groups"]]  # fmt: skip
@@ -263,7 +264,7 @@ def epoch_table(rows: list[dict[str, Any]], field: str = "test_accuracy") -> str
         per_epoch = [[r["epochs"][e][field] for r in group.complete if len(r["epochs"]) > e] for e in range(epochs)]
         return [f"{np.mean(values) * 100:.1f}" if values else "" for values in per_epoch]
 
-    return _backend_table(_entries(rows), [str(e) for e in range(1, epochs + 1)], means)
+    return _backend_table(backend_entries(rows), [str(e) for e in range(1, epochs + 1)], means)
 
 
 def seed_table(entries: list[tuple[str, str, str, Group]], who: str = "backend") -> str:
@@ -447,13 +448,14 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
         write_atomic(store.root / path, plot_group(key, by_backend))
         plots[key] = path
     fidelity = fidelity_rows(groups)
-    write_atomic(store.root / "report.md", report_markdown(rows, plots, len(records), fidelity).encode())
+    text = report_markdown(rows, plots, len(records), fidelity, read_oracle(store.root))
+    write_atomic(store.root / "report.md", text.encode())
     write_atomic(store.root / "report.csv", csv_text(rows).encode())
     return f"wrote {store.root / 'report.md'}, report.csv and {len(plots)} plots from {len(records)} runs"
 
 
 def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int,
-                    fidelity: list[dict[str, Any]] | None = None) -> str:
+                    fidelity: list[dict[str, Any]] | None = None, oracle: list[OracleFigures] | None = None) -> str:
     """The whole report as Markdown."""
     out = ["# lenet-repro report", "",
            f"Built by `make compare` from {run_count} run records. Each cell: mean ± sample std over seeds (n).",
@@ -476,7 +478,7 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int,
                 "Test accuracy (%) after each epoch, mean over seeds:", "", epoch_table(variant_rows), "",
                 f"Each seed's test accuracy after the last epoch (in brackets: how many epochs ended below "
                 f"{PLATEAU_ACCURACY:.0%} test accuracy, i.e. on the plateau):", "",
-                seed_table(_entries(variant_rows)), ""]
+                seed_table(backend_entries(variant_rows)), ""]
         if variant.startswith("shared") and "numpy" in present_backends(variant_rows):
             out += ["How far the backends' per-step training losses move apart from the same weights and batches "
                     "(relative gap |B − A| / A for the pair \"B vs A\", per step, runs paired by seed; NumPy is the "
@@ -489,12 +491,29 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int,
         for row in variant_rows:
             key = (row["variant"], row["dataset"], row["recipe"])
             out += [f"![{row['recipe']} on {row['dataset']} ({variant})]({plots[key].as_posix()})", ""]
+    out += oracle_section(oracle or [])
     out += ["## The recipes", ""]
     for name in dict.fromkeys([row["recipe"] for row in rows] + [row["recipe"] for row in fidelity or []]):
         recipe = spec.get_recipe(name)
         out += [f"### `{name}`", "", RECIPE_NOTES.get(name, recipe.origin), "", "```",
                 spec.format_layer_table(spec.layer_rows(recipe)), "```", ""]  # fmt: skip
     return "\n".join(out)
+
+
+def oracle_section(figures: list[OracleFigures]) -> list[str]:
+    """The oracle's figures (ORACLE_FILE, written by `make oracle`), when they were measured."""
+    if not figures:
+        return []
+    f = figures[0]
+    return ["## The oracle: each framework against the float64 math", "",
+            "The NumPy backend (`backends/numpy_lenet.py`: every forward and backward written out, float64, itself "
+            "checked against central finite differences) is the reference. From the same initial weights, each "
+            f"implementation computes the output, loss and gradients of one batch of {f.examples} real examples, then "
+            f"{f.steps} SGD steps (batches of up to {f.step_batch}). Each cell: the largest relative error against "
+            "the float64 reference, max |x − x₆₄| / max |x₆₄| (per layer: its weight or bias, whichever is larger). "
+            "\"NumPy float32\" is the same NumPy code in float32: where float32 arithmetic alone lands. Written by "
+            "`make oracle`; the test suite asserts every framework figure against it.", "",
+            oracle_markdown(figures), ""]  # fmt: skip
 
 
 def _variant_note(variant: str) -> str:

@@ -111,11 +111,11 @@ def test_seconds_per_epoch_is_the_median_so_one_slow_epoch_does_not_move_it():
 
 
 def test_seed_table_shows_each_seed_and_its_epochs_on_the_plateau():
-    from experiments.report import _entries, group_records, seed_table, side_by_side_rows
+    from experiments.report import backend_entries, group_records, seed_table, side_by_side_rows
 
     records = [_record("torch", 0, "complete", [0.11, 0.15, 0.9]), _record("torch", 2, "complete", [0.5, 0.8, 0.95]),
                _record("torch", 1, "partial", [0.1]), _record("mxnet", 0, "complete", [0.11, 0.3, 0.91])]  # fmt: skip
-    table = seed_table(_entries(side_by_side_rows(group_records(records)))).splitlines()
+    table = seed_table(backend_entries(side_by_side_rows(group_records(records)))).splitlines()
     assert table[0] == "| recipe | dataset | backend | seed 0 | seed 2 |"  # the partial seed 1 is left out
     assert table[2] == "| `d2l` | mnist | PyTorch | 90.00% (2) | 95.00% (0) |"
     assert table[3] == "| `d2l` | mnist | MXNet | 91.00% (1) |  |"

@@ -1,0 +1,268 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # One LeNet, three implementations, side by side
+#
+# The same network, written once as a spec, built in **PyTorch**, in **MXNet Gluon** and in plain **NumPy**
+# (every derivative by hand, in float64: the math itself). This notebook runs them on the same real images
+# from the same weights, trains them live, then reads the full published reproduction (`docs/results/`).
+#
+# *Run all* takes a few minutes on a laptop CPU. Everything here calls the project's own functions
+# (`common/`, `backends/`, `experiments/`): what you see is what `make reproduce` does. The one cell made for
+# you to change is in section 5.
+
+# %%
+import os
+import sys
+from pathlib import Path
+
+ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "common" / "spec.py").is_file())
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("LENET_DATA_DIR", str(ROOT / "data"))  # `make data` put the verified files there
+
+# How much live training: small enough for class (the tests run it smaller still)
+EXAMPLES = int(os.environ.get("LENET_NOTEBOOK_EXAMPLES", "6000"))
+EPOCHS = int(os.environ.get("LENET_NOTEBOOK_EPOCHS", "4"))
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from IPython.display import Image, Markdown, clear_output, display  # noqa: E402
+
+from backends import load_backend  # noqa: E402
+from common import data, spec  # noqa: E402
+from common.batches import epoch_order  # noqa: E402
+from common.init import initial_weights  # noqa: E402
+from common.preprocess import prepare_images  # noqa: E402
+from common.results import RunStore  # noqa: E402
+from common.train import evaluate, train_epoch  # noqa: E402
+from experiments import report  # noqa: E402
+from experiments.oracle import relative_error  # noqa: E402
+
+LABEL = {"torch": "PyTorch", "mxnet": "MXNet", "numpy": "NumPy (float64)"}
+backends = {name: load_backend(name) for name in LABEL}
+print("loaded:", ", ".join(f"{LABEL[n]} {b.versions()}" for n, b in backends.items()))
+
+
+def table(header: list[str], rows: list[list]) -> Markdown:
+    """A Markdown table, which Jupyter and the HTML page both render."""
+    lines = ["| " + " | ".join(map(str, cells)) + " |" for cells in [header, *rows]]
+    return Markdown("\n".join([lines[0], "|" + "---|" * len(header), *lines[1:]]))
+
+
+# %% [markdown]
+# ## 1. The spec, and the `16*5*5` comment
+#
+# The seed's PyTorch script flattens with `x.view(-1, 16*4*4)` under a comment that says `16*5*5`. The spec
+# computes every layer's output shape from the layer list alone, so the lesson is computed, not typed:
+
+# %% tags=["expect-output"]
+recipe = spec.get_recipe("seed-torch")
+rows = spec.layer_rows(recipe)
+display(table(["layer", "what", "output shape", "parameters", "forward FLOPs"],
+              [[r.name, r.description, "x".join(map(str, r.shape)), f"{r.parameters:,}", f"{r.forward_flops:,}"]
+               for r in rows]))  # fmt: skip
+
+
+def before_flatten(name: str) -> tuple[int, ...]:
+    """The shape that reaches Flatten in a recipe's network."""
+    recipe_rows = spec.layer_rows(spec.get_recipe(name))
+    index = next(i for i, r in enumerate(recipe_rows) if isinstance(r.layer, spec.Flatten))
+    return recipe_rows[index - 1].shape
+
+
+seed_shape, d2l_shape = before_flatten("seed-torch"), before_flatten("d2l")
+display(Markdown(
+    f"At 28x28 input the seed's network reaches Flatten with **{'x'.join(map(str, seed_shape))} = "
+    f"{int(np.prod(seed_shape))}** features: `16*4*4`, as its code says. The comment's `16*5*5` = "
+    f"{16 * 5 * 5} is d2l's network, **{'x'.join(map(str, d2l_shape))} = {int(np.prod(d2l_shape))}**, whose "
+    "first convolution pads by 2 so that 28x28 stays 28x28 (the 32x32 of LeCun's original input)."))  # fmt: skip
+
+# %% [markdown]
+# ## 2. Three implementations, one batch, the same weights
+#
+# All three start from the same initial weights (for `seed-torch` they are exactly the ones
+# `torch.manual_seed(0)` gives the seed's script) and see the same 64 real MNIST images. Each computes the
+# output, the loss and every gradient. The table gives the largest relative difference,
+# max |a − b| / max |b|. The frameworks compute in float32, NumPy in float64: the first two columns are how far
+# float32 arithmetic carries each framework from the exact math.
+
+# %% tags=["expect-output"]
+mnist = data.load_dataset("mnist")
+x = prepare_images(mnist.train_images[:64], recipe.preprocess)
+y = mnist.train_labels[:64].astype(np.int64)
+weights = initial_weights(recipe, 0)
+models = {}
+for name, backend in backends.items():
+    models[name] = backend.build_model(recipe, "cpu")
+    backend.set_weights(models[name], weights)
+outputs = {name: b.forward(models[name], x) for name, b in backends.items()}
+losses, grads = {}, {}
+for name, backend in backends.items():
+    losses[name], grads[name] = backend.loss_and_gradients(models[name], x, y)
+
+pairs = [("torch", "numpy"), ("mxnet", "numpy"), ("mxnet", "torch")]
+quantities = [("output", outputs), ("loss", losses)] + [(f"∂loss/∂{p}", {n: grads[n][p] for n in grads})
+                                                         for p in spec.parameter_shapes(recipe)]  # fmt: skip
+display(table(["quantity"] + [f"{LABEL[a]} vs {LABEL[b]}" for a, b in pairs],
+              [[q] + [f"{relative_error(v[a], v[b]):.1e}" for a, b in pairs] for q, v in quantities]))
+display(Markdown(
+    f"Loss of the batch: PyTorch {losses['torch']:.7f}, MXNet {losses['mxnet']:.7f}, NumPy {losses['numpy']:.7f}. "
+    f"The first image is a {y[0]}; the three outputs for it (the seed's network ends in a softmax):"))
+display(table(["class"] + [LABEL[n] for n in backends],
+              [[k] + [f"{outputs[n][0, k]:.6f}" for n in backends] for k in range(10)]))  # fmt: skip
+
+# %% [markdown]
+# ## 3. Training live: the softmax inside `forward`, and the sigmoid plateau
+#
+# `seed-torch` returns `torch.softmax(x)` from `forward`, then `CrossEntropyLoss` applies log-softmax again.
+# `seed-torch-fixed` returns the logits: the only change. Both frameworks train both, on the first
+# `EXAMPLES` MNIST images, from the same weights and batches; the curves are drawn as they go.
+
+# %%
+def subset(dataset: str, recipe: spec.Recipe):
+    raw = data.load_dataset(dataset)
+    return (prepare_images(raw.train_images[:EXAMPLES], recipe.preprocess), raw.train_labels[:EXAMPLES],
+            prepare_images(raw.test_images[:1000], recipe.preprocess), raw.test_labels[:1000])  # fmt: skip
+
+
+def train_live(runs: dict[str, tuple[str, spec.Recipe]], dataset: str, title: str) -> dict[str, dict]:
+    """Train every run one epoch at a time, redrawing the loss and accuracy curves after each epoch."""
+    history = {label: {"steps": [], "test": []} for label in runs}
+    started = {}
+    for label, (name, recipe) in runs.items():
+        backend = backends[name]
+        model = backend.build_model(recipe, "cpu")
+        backend.set_weights(model, initial_weights(recipe, 0))
+        started[label] = (backend, model, subset(dataset, recipe))
+    for epoch in range(EPOCHS):
+        for label, (backend, model, (tx, ty, vx, vy)) in started.items():
+            order = epoch_order(0, epoch, len(ty), model.recipe.shuffle)
+            history[label]["steps"] += train_epoch(backend, model, tx, ty, order).step_losses
+            history[label]["test"].append(evaluate(backend, model, vx, vy)[1])
+        figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+        for label, h in history.items():
+            style = "--" if "MXNet" in label else "-"
+            left.plot(h["steps"], style, label=label, linewidth=1.5)
+            right.plot(range(1, len(h["test"]) + 1), np.array(h["test"]) * 100, style, marker="o", label=label)
+        left.set(xlabel="step", ylabel="training loss", title=f"{title}: loss per step")
+        right.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"test accuracy, epoch {epoch + 1}/{EPOCHS}",
+                  ylim=(0, 100))  # fmt: skip
+        left.legend(fontsize=8)
+        clear_output(wait=True)
+        display(figure)
+        plt.close(figure)
+    return history
+
+
+# %% tags=["expect-output"]
+quirk = train_live({
+    "PyTorch, softmax in forward (seed-torch)": ("torch", spec.get_recipe("seed-torch")),
+    "MXNet, softmax in forward (seed-torch)": ("mxnet", spec.get_recipe("seed-torch")),
+    "PyTorch, logits (seed-torch-fixed)": ("torch", spec.get_recipe("seed-torch-fixed")),
+    "MXNet, logits (seed-torch-fixed)": ("mxnet", spec.get_recipe("seed-torch-fixed")),
+}, "mnist", "softmax inside forward vs the fix")  # fmt: skip
+final = {label: h["test"][-1] * 100 for label, h in quirk.items()}
+display(table(["run", f"test accuracy after {EPOCHS} epochs (%)"], [[k, f"{v:.1f}"] for k, v in final.items()]))
+
+# %% [markdown]
+# Under the same weights and batches the dashed MXNet lines lie on the solid PyTorch ones. The softmax
+# version's loss cannot fall below log(e + 9) − 1 ≈ 1.46 (a perfect one-hot output fed to the second
+# softmax), and its gradients pass through a softmax twice, so at the seed's lr of 0.001 it learns slowly.
+#
+# Now the d2l network: sigmoid activations, lr 0.9. Its loss sits at ln 10 ≈ 2.30 (one class guessed
+# everywhere, 10% accuracy) before it finds a way down: the sigmoid plateau.
+
+# %% tags=["expect-output"]
+plateau = train_live({
+    "PyTorch, d2l (sigmoid, lr 0.9)": ("torch", spec.get_recipe("d2l")),
+    "MXNet, d2l (sigmoid, lr 0.9)": ("mxnet", spec.get_recipe("d2l")),
+}, "fashion-mnist", "the sigmoid plateau")  # fmt: skip
+steps_done = len(next(iter(plateau.values()))["steps"])
+display(Markdown(f"After {steps_done} steps of 256 the loss is still "
+                 f"{np.mean(next(iter(plateau.values()))['steps'][-5:]):.3f} (ln 10 = {np.log(10):.3f})."))
+
+# %% [markdown]
+# ## 4. The full reproduction: what the committed runs say
+#
+# `docs/results/` holds every published run (10 epochs each, several seeds, both datasets, shared and native
+# mode, plus the seed's own scripts). Here they are loaded with the report's own functions.
+
+# %% tags=["expect-output"]
+store = RunStore(ROOT / "docs" / "results")
+groups = report.group_records(store.records("shared"))
+rows = report.side_by_side_rows(groups)
+display(Markdown(f"**{len(store.records())} committed runs.** Shared mode, mean ± std over seeds (n), final "
+                 "test accuracy after 10 epochs, and the paired difference between the frameworks:"))
+display(Markdown(report.markdown_table(rows)))
+
+# %% tags=["expect-output"]
+display(Markdown("Seed by seed (final test accuracy; in brackets the epochs that ended below 20%, on a plateau):"))
+display(Markdown(report.seed_table(report.backend_entries(rows))))
+
+
+# %% tags=["expect-output"]
+def mean_accuracy(recipe: str, dataset: str, backend: str = "torch") -> float:
+    return float(np.mean(groups[("shared", dataset, recipe)][backend].finals("test_accuracy"))) * 100
+
+
+def plateau_epochs(recipe: str, dataset: str) -> list[int]:
+    runs = groups[("shared", dataset, recipe)]["torch"].complete
+    return [sum(e["test_accuracy"] < report.PLATEAU_ACCURACY for e in r["epochs"]) for r in runs]
+
+
+def forward_flops(recipe: str) -> int:
+    return spec.flops_per_example(spec.get_recipe(recipe))[0]
+
+
+display(Markdown("\n".join([
+    f"- **Softmax inside `forward`**: `seed-torch` reaches {mean_accuracy('seed-torch', 'mnist'):.1f}% on MNIST "
+    f"after 10 epochs, `seed-torch-fixed` {mean_accuracy('seed-torch-fixed', 'mnist'):.1f}%: one line of the "
+    "seed's code costs that much.",
+    "- **`resize=96`**: on Fashion-MNIST `seed-mxnet` (96x96) reaches "
+    f"{mean_accuracy('seed-mxnet', 'fashion-mnist'):.1f}%, `seed-mxnet-28` (the same network at 28x28) "
+    f"{mean_accuracy('seed-mxnet-28', 'fashion-mnist'):.1f}%, for "
+    f"{forward_flops('seed-mxnet') / forward_flops('seed-mxnet-28'):.1f}x the FLOPs.",
+    f"- **Sigmoid and lr 0.9**: `d2l` spends {plateau_epochs('d2l', 'mnist')} epochs (per seed) below 20% test "
+    f"accuracy on MNIST before leaving the plateau, and still ends at {mean_accuracy('d2l', 'mnist'):.1f}%.",
+])))  # fmt: skip
+
+# %% tags=["expect-output"]
+for name in ("shared_mnist_seed-torch.png", "shared_fashion-mnist_d2l.png"):
+    display(Image(filename=str(ROOT / "docs" / "results" / "plots" / name)))
+
+# %% [markdown]
+# ## 5. Your turn
+#
+# Change the cell below and run it (and the one after). It trains `RECIPE_TO_CHANGE` with your overrides
+# next to the recipe as written, in both frameworks. Any spec field can be overridden by its dotted path:
+# `optimizer.lr`, `optimizer.momentum`, `batch_size`, `output` (`"logits"` or `"softmax"`), ...
+#
+# What to expect: with `{"optimizer.lr": 0.01}` the seed's softmax-inside-forward network, ten times the seed's
+# learning rate, leaves its slow start within the first epoch; `{"optimizer.momentum": 0.0}` makes it slower
+# still; `{"output": "logits"}` is the fix. Whatever you change, the two frameworks stay on top of each other:
+# they compute the same function.
+
+# %% tags=["student"]
+RECIPE_TO_CHANGE = "seed-torch"
+OVERRIDES = {"optimizer.lr": 0.01}
+
+# %% tags=["expect-output"]
+changed = spec.get_recipe(RECIPE_TO_CHANGE, OVERRIDES)
+mine = train_live({
+    f"PyTorch, {RECIPE_TO_CHANGE} as written": ("torch", spec.get_recipe(RECIPE_TO_CHANGE)),
+    f"PyTorch, with {OVERRIDES}": ("torch", changed),
+    f"MXNet, with {OVERRIDES}": ("mxnet", changed),
+}, "mnist", "your change")  # fmt: skip
+display(table(["run", f"test accuracy after {EPOCHS} epochs (%)"],
+              [[k, f"{h['test'][-1] * 100:.1f}"] for k, h in mine.items()]))  # fmt: skip

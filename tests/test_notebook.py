@@ -1,0 +1,39 @@
+"""The teaching notebook executes headless on a small subset: no error, and every cell that should show a table or
+a plot shows one. The HTML page it becomes is self-contained."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments import notebook
+
+
+@pytest.fixture(scope="module")
+def executed():
+    return notebook.execute(notebook.SMALL)
+
+
+@pytest.mark.slow
+def test_the_notebook_runs_top_to_bottom_and_every_table_and_plot_shows(executed):
+    tagged = [c for c in executed.cells if notebook.EXPECT in c.metadata.get("tags", [])]
+    assert len(tagged) >= 8
+    assert notebook.empty_cells(executed) == []
+    kinds = {kind for c in tagged for o in c.outputs for kind in o.get("data", {})}
+    assert {"image/png", "text/markdown"} <= kinds
+
+
+@pytest.mark.slow
+def test_the_page_embeds_its_plots_and_tables(executed, tmp_path):
+    page = notebook.write_html(executed, tmp_path / "page.html").read_text()
+    assert page.count("data:image/png;base64,") >= 4, "plots are embedded, not linked"
+    assert page.count("<table") >= 5
+    assert "16*4*4" in page and "committed runs" in page
+    assert 'src="http' not in page, "no image or script fetched from a server: the page opens offline"
+
+
+def test_an_empty_output_is_caught():
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell("x = 1", metadata={"tags": [notebook.EXPECT]})
+    cell.outputs = []
+    assert notebook.empty_cells(nbformat.v4.new_notebook(cells=[cell])) == [0]
