@@ -146,7 +146,7 @@ def test_record_holds_the_promised_fields(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "--backend", "jax"], "unknown backend 'jax'; valid: mxnet, script, torch"),
+        (["run", "--backend", "jax"], "unknown backend 'jax'; valid: mxnet, numpy, script, torch"),
         (["run", "--backend", "torch", "--recipes", "lenet"], "unknown recipe 'lenet'; valid: d2l, seed-mxnet"),
         (["run", "--backend", "torch", "--datasets", "cifar"], "unknown dataset 'cifar'; valid: fashion-mnist, mnist"),
         (["run", "--backend", "torch", "--mode", "fast"], "unknown mode 'fast'; valid: native, shared"),
