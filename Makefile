@@ -96,7 +96,7 @@ oracle: data
 LAB_STAMP := $(VENV)/.lab-$(PINS)
 notebook: data $(LAB_STAMP)
 	$(PY) -m experiments.notebook ipynb
-	$(VENV)/bin/jupyter lab docs/side_by_side.ipynb
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) docs/side_by_side.ipynb
 
 $(LAB_STAMP): $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check -q $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['lab']))")

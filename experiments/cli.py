@@ -74,7 +74,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", default="results", help="results directory")
     parser.add_argument("--device", default="auto", type=_choice("device", DEVICES))
     parser.add_argument("--mode", type=_choice("mode", MODES),
-                        help="default: shared for torch and mxnet, native for script (the only mode it has)")
+                        help="default: shared for the backends, native for script (the only mode it has)")
     parser.add_argument("--threads", type=positive_int,
                         help="threads per run (default: every core; with Ray: cores / workers, 1 on a cluster)")
 

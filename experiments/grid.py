@@ -120,6 +120,7 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
         return
     held: dict[RunKey, RunLock] = {}
     told: set[RunKey] = set()
+    waiting = False
     executor = make_executor()
     progress = GridProgress(len(keys), len(keys) - len(todo), executor.capacity)
     try:
@@ -144,8 +145,11 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
                 progress.start(key)
             progress.line()
             if not held:
-                if todo and told.issuperset(todo):
-                    time.sleep(1.0)  # every run left is another driver's: wait for it
+                if todo and told.issuperset(todo):  # every run left is another driver's: wait for it
+                    if not waiting:
+                        say(f"waiting for {len(todo)} run(s) another driver is training")
+                    waiting = True
+                    time.sleep(1.0)
                 continue
             for key, record in executor.wait(timeout=0.25):  # short: Ctrl-C is seen between waits
                 held.pop(key).release()

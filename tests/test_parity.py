@@ -33,7 +33,7 @@ def _models(backends, recipe, seed=0):
     return models
 
 
-@pytest.mark.parametrize("backend_name", ["torch", "mxnet"])
+@pytest.mark.parametrize("backend_name", ["torch", "mxnet", "numpy"])
 @pytest.mark.parametrize("recipe_name", RECIPES)
 def test_layer_table_from_framework_equals_spec(backend_name, recipe_name, backends):
     recipe = spec.get_recipe(recipe_name)
