@@ -355,15 +355,18 @@ class RayExecutor:
         connect(address, (workers or 1) * threads)
         import ray  # after connect(), which sets what Ray reads at import
         self.started_here = address is None
+        resources = ray.cluster_resources()
+        if settings.device == "gpu" and not resources.get("GPU"):
+            ray.shutdown()  # a task asking for a GPU would wait for one forever
+            raise UserError("DEVICE=gpu asked for, but the Ray cluster has no GPU; use DEVICE=auto or cpu")
         self.marker = uuid.uuid4().hex
         write_atomic(store.root / GRID / self.marker, socket.gethostname().encode())
         if workers:
             self.capacity = workers
         else:
-            resources = ray.cluster_resources()
             slots = int(resources.get("CPU", 1)) // threads
             if settings.device == "gpu":
-                slots = min(slots, int(resources.get("GPU", 0)))
+                slots = min(slots, int(resources["GPU"]))
             self.capacity = max(1, slots)
         self.task = ray.remote(
             num_cpus=threads, num_gpus=1 if settings.device == "gpu" else 0, max_calls=1, max_retries=RETRIES,

@@ -58,27 +58,33 @@ def same_numbers(a: dict, b: dict) -> bool:
     ]
 
 
-def ray_processes() -> list[str]:
-    """Command lines of Ray's own processes (GCS, raylet, workers) still running on this machine."""
-    found = []
+def ray_processes() -> dict[int, str]:
+    """Ray's own processes (GCS, raylet, workers) running on this machine: pid -> command line."""
+    found = {}
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "gcs_server" in cmdline or "raylet" in cmdline or cmdline.startswith("ray::"):
-            found.append(cmdline[:120])
+        if proc.name.isdigit() and ("gcs_server" in cmdline or "raylet" in cmdline or cmdline.startswith("ray::")):
+            found[int(proc.name)] = cmdline[:120]
     return found
 
 
 @pytest.fixture
 def no_ray_left():
-    """After the test, no Ray process may be left running (a local instance stops with its driver)."""
+    """After the test, no Ray process it started may be left running (a local instance stops with its driver).
+    Ray processes that were running before it (another grid on this machine) are not its own."""
+    before = set(ray_processes())
+
+    def left() -> list[str]:
+        return [cmdline for pid, cmdline in ray_processes().items() if pid not in before]
+
     yield
     deadline = time.monotonic() + 10
-    while ray_processes() and time.monotonic() < deadline:
+    while left() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert ray_processes() == []
+    assert left() == []
 
 
 @pytest.mark.slow
@@ -215,6 +221,8 @@ def test_ctrl_c_on_a_ray_driver_keeps_checkpoints_and_the_next_run_resumes(tmp_p
     ],
 )
 def test_an_unreachable_or_malformed_ray_address_fails_fast_in_one_line(address, message, tmp_path):
+    if address == "auto" and ray_processes():
+        pytest.skip("a Ray instance runs on this machine: 'auto' finds it")
     start = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "experiments", *grid_args(tmp_path)], cwd=REPO, timeout=60,
                             capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": address})  # fmt: skip
@@ -246,3 +254,13 @@ def test_a_worker_without_the_drivers_directory_checkpoints_on_its_own_disk(tmp_
     store, _ = grid.worker_store(key, str(driver.root), "not-here", shipped)
     assert store.load_checkpoint(key)[1] == ahead
     assert not list(store.root.rglob("*.driver"))
+
+
+@pytest.mark.slow
+def test_a_gpu_grid_on_a_ray_instance_without_gpus_fails_in_one_line(tmp_path, no_ray_left):
+    args = [a if a != "cpu" else "gpu" for a in grid_args(tmp_path)]
+    result = subprocess.run([sys.executable, "-m", "experiments", *args, "--workers", "1"], cwd=REPO, timeout=120,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: DEVICE=gpu asked for, but the Ray cluster has no GPU; use DEVICE=auto or cpu")
