@@ -5,10 +5,15 @@ and two sources of initial weights: NumPy's default generator drawing PyTorch's 
 with source "numpy-pcg64", what shared mode loaded before it replayed PyTorch's own generator) and PyTorch's
 own initialisers (`native_init`, as the seed's script and native mode draw them). Only the initial weights
 differ, so a difference between the arms is the initialisation's; none means a gap is the seeds'.
+A third source, `--arms mxnet`, takes MXNet's native initial weights for the seed (MXNet's initialisers set to
+the recipe's distributions, as MXNet's native mode draws them), still trained by PyTorch on the shared batches:
+it separates MXNet's weights from MXNet's batch order. The study's `torch` arm is, weights and batches, what a
+shared-mode PyTorch run of the recipe trains.
 Results go to <out>/init-<recipe>-<dataset>.json, written after every run (resumable), and the comparison
 (Welch's t-test, experiments.stats) is printed.
 
-    python -m experiments.init_study [--seeds 20] [--dataset mnist] [--out docs/studies] [--limit N]
+    python -m experiments.init_study [--seeds 20] [--dataset mnist] [--arms numpy,torch] [--out docs/studies]
+                                     [--limit N]
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import argparse
 import json
 from pathlib import Path
 
-from common.errors import run_cli
+from common.errors import run_cli, unknown_name
 from common.init import initial_weights
 from common.results import write_atomic
 from experiments import stats
 from experiments.cli import positive_int
 
-ARMS = ("numpy", "torch")  # where the initial weights come from
+ARMS = ("numpy", "torch", "mxnet")  # where the initial weights come from
+DEFAULT_ARMS = ("numpy", "torch")
 
 
 def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | None = None) -> dict:
@@ -40,6 +46,9 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
     model = backend.build_model(recipe, "cpu", seed=seed)  # PyTorch's own initialisers, seeded
     if arm == "numpy":
         backend.set_weights(model, initial_weights(recipe, seed, source="numpy-pcg64"))
+    if arm == "mxnet":  # MXNet's own initialisers for the seed, as its native mode draws them
+        mxnet = load_backend("mxnet")
+        backend.set_weights(model, mxnet.get_weights(mxnet.build_model(recipe, "cpu", seed=seed)))
     data = prepare_data(dataset, recipe, limit)
     for epoch in range(recipe.epochs):
         order = epoch_order(seed, epoch, len(data.train_labels), recipe.shuffle)
@@ -48,13 +57,14 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
     return {"seed": seed, "arm": arm, "test_accuracy": test_accuracy, "test_loss": test_loss}
 
 
-def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None) -> dict:
+def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None,
+          arms: tuple[str, ...] = DEFAULT_ARMS) -> dict:
     """Run the missing (seed, arm) pairs, seed by seed so both arms stay balanced; save after each."""
     results = json.loads(path.read_text()) if path.exists() else {"recipe": recipe, "dataset": dataset,
                                                                     "limit": limit, "runs": []}  # fmt: skip
     done = {(r["seed"], r["arm"]) for r in results["runs"]}
     for seed in range(seeds):
-        for arm in ARMS:
+        for arm in arms:
             if (seed, arm) not in done:
                 results["runs"].append(train_arm(recipe, dataset, seed, arm, limit))
                 write_atomic(path, json.dumps(results, indent=1).encode())
@@ -63,16 +73,18 @@ def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None) 
 
 
 def summary(results: dict) -> str:
-    """Each arm as mean ± std (n) with its 95% interval, and the torch − numpy comparison."""
+    """Each arm as mean ± std (n) with its 95% interval, and torch against each other arm."""
     finals = {arm: [r["test_accuracy"] for r in results["runs"] if r["arm"] == arm] for arm in ARMS}
+    finals = {arm: values for arm, values in finals.items() if values}
     lines = [f"{results['recipe']} on {results['dataset']}, same batches, initial weights from:"]
     for arm, values in finals.items():
         s = stats.summarize(values)
         lines.append(f"  {arm:<6} {s.mean * 100:.2f}% ± {s.std * 100:.2f} (n={s.n}), "
                      f"95% CI {s.low * 100:.2f} – {s.high * 100:.2f}%")  # fmt: skip
-    c = stats.welch(finals["numpy"], finals["torch"])
-    lines.append(f"  torch − numpy: {c.difference * 100:+.2f} pp, 95% CI [{c.low * 100:+.2f}, {c.high * 100:+.2f}], "
-                 f"Welch p = {c.p:.2g}")  # fmt: skip
+    for other in [arm for arm in finals if arm != "torch" and "torch" in finals]:
+        c = stats.welch(finals[other], finals["torch"])
+        lines.append(f"  torch − {other}: {c.difference * 100:+.2f} pp, 95% CI [{c.low * 100:+.2f}, "
+                     f"{c.high * 100:+.2f}], Welch p = {c.p:.2g}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -83,10 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
     parser.add_argument("--limit", type=positive_int)
+    parser.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {','.join(ARMS)}")
     args = parser.parse_args(argv)
+    arms = tuple(arm.strip() for arm in args.arms.split(",") if arm.strip())
+    for arm in arms:
+        if arm not in ARMS:
+            raise unknown_name("arm", arm, ARMS)
     suffix = f"-limit{args.limit}" if args.limit else ""
     path = Path(args.out) / f"init-{args.recipe}-{args.dataset}{suffix}.json"
-    print(summary(study(path, args.recipe, args.dataset, args.seeds, args.limit)))
+    print(summary(study(path, args.recipe, args.dataset, args.seeds, args.limit, arms)))
     return 0
 
 
