@@ -105,7 +105,7 @@ class MaxPool:
     def backward(self, dy: Array, params: dict[str, Array], grads: Grads) -> Array:
         offsets = np.arange(self.k * self.k).reshape(self.k, self.k, 1)
         winner = self.argmax[:, :, :, None, None, :] == offsets  # (N, Ho, Wo, k, k, C)
-        dwin = np.where(winner, dy[:, :, :, None, None, :], 0.0).astype(dy.dtype)
+        dwin = np.where(winner, dy[:, :, :, None, None, :], 0.0).astype(dy.dtype, copy=False)
         return scatter_windows(dwin, self.in_shape, self.k, self.stride)
 
 
@@ -143,11 +143,11 @@ class ReLU:
 
     def forward(self, x: Array, params: dict[str, Array]) -> Array:
         self.positive = x > 0
-        return np.where(self.positive, x, 0.0).astype(x.dtype)
+        return np.where(self.positive, x, 0.0).astype(x.dtype, copy=False)
 
     # dx = dy where x > 0, else 0 (at x = 0 exactly: 0, as both frameworks define it)
     def backward(self, dy: Array, params: dict[str, Array], grads: Grads) -> Array:
-        return np.where(self.positive, dy, 0.0).astype(dy.dtype)
+        return np.where(self.positive, dy, 0.0).astype(dy.dtype, copy=False)
 
 
 class Flatten:

@@ -119,6 +119,12 @@ def _timed(function) -> float:
     return time.perf_counter() - start
 
 
+def medians(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """For each side, the median of every figure over its repetitions."""
+    return {side: {key: statistics.median(r[key] for r in results) for key in results[0]}
+            for side, results in runs.items()}  # fmt: skip
+
+
 def compare(pair: Pair, steps: int, reps: int) -> dict:
     """Interleaved repetitions of both sides; medians and the speed-up."""
     runs: dict[str, list[dict]] = {"seed": [], "harness": []}
@@ -126,8 +132,7 @@ def compare(pair: Pair, steps: int, reps: int) -> dict:
         order = ("seed", "harness") if rep % 2 == 0 else ("harness", "seed")
         for side in order:
             runs[side].append(measure(side, pair, steps))
-    return {side: {key: statistics.median(r[key] for r in results) for key in results[0]}
-            for side, results in runs.items()}  # fmt: skip
+    return medians(runs)
 
 
 def compare_backends(recipe: str, dataset: str, steps: int, reps: int) -> dict[str, dict]:
@@ -137,8 +142,7 @@ def compare_backends(recipe: str, dataset: str, steps: int, reps: int) -> dict[s
     for rep in range(reps):
         for name in names[rep % len(names):] + names[: rep % len(names)]:
             runs[name].append(measure("harness", Pair(recipe, dataset, name, "", 0.0), steps))
-    return {name: {key: statistics.median(r[key] for r in results) for key in results[0]}
-            for name, results in runs.items()}  # fmt: skip
+    return medians(runs)
 
 
 def backend_lines(recipe_name: str, dataset: str, result: dict[str, dict], peak: float) -> list[str]:

@@ -157,11 +157,10 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
                 say(f"{key.label()}: {outcome(record)}")
         progress.line()
     except KeyboardInterrupt:
-        executor.close()
         say("stopped: every finished epoch is checkpointed; run the same command again to resume")
         raise SystemExit(130) from None
     finally:
-        executor.close()
+        executor.close()  # stops what still runs; its checkpoints stay
         for lock in held.values():
             lock.release()
 
@@ -291,6 +290,12 @@ def check_reachable(address: str) -> None:
                         "start one with `ray start --head`, or leave RAY_ADDRESS unset to run here") from None
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's first line of text, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def token_available() -> bool:
     """Whether this machine holds a Ray authentication token (where Ray looks for one)."""
     return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
@@ -336,8 +341,7 @@ def connect(address: str | None, cpus: int) -> None:
         if b"InvalidAuthToken" in held.read():
             raise UserError(f"the Ray cluster at {address} refused this driver's token: copy the head's "
                             "~/.ray/auth_token to this machine (or set RAY_AUTH_TOKEN)") from None  # fmt: skip
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot connect to the Ray cluster at {address}: {first}") from None
+        raise UserError(f"cannot connect to the Ray cluster at {address}: {first_line(error)}") from None
     finally:
         watchdog.cancel()
         restore()
@@ -354,7 +358,7 @@ class RayExecutor:
         threads = settings.threads or 1
         connect(address, (workers or 1) * threads)
         import ray  # after connect(), which sets what Ray reads at import
-        self.started_here = address is None
+
         resources = ray.cluster_resources()
         if settings.device == "gpu" and not resources.get("GPU"):
             ray.shutdown()  # a task asking for a GPU would wait for one forever
@@ -373,7 +377,7 @@ class RayExecutor:
             retry_exceptions=False)(train_task)  # fmt: skip
         self.running: dict[Any, RunKey] = {}
         self.data_dir = os.environ.get("LENET_DATA_DIR")
-        where = "a local Ray instance" if self.started_here else f"the Ray cluster at {address}"
+        where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
         say(f"{where}: up to {self.capacity} runs at once, {threads} thread(s) each")
 
     def submit(self, key: RunKey) -> None:
@@ -401,8 +405,7 @@ class RayExecutor:
                 raise UserError(f"{key.label()} failed: {type(cause).__name__}: {cause}; "
                                 "run the same command again to resume it") from None  # fmt: skip
             except ray.exceptions.RayError as error:
-                first = str(error).strip().splitlines()[0]
-                raise UserError(f"{key.label()} could not finish on Ray after {RETRIES} retries ({first}); "
+                raise UserError(f"{key.label()} could not finish on Ray after {RETRIES} retries ({first_line(error)}); "
                                 "run the same command again to resume it") from None  # fmt: skip
             self.store.save_record(key, record)  # already there when the worker shares the directory
             self.store.remove_checkpoint(key)
