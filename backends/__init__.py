@@ -1,23 +1,150 @@
-"""Pick a backend by name, importing only that framework (PyTorch never loads MXNet, and vice versa).
+"""The backend registry: every implementation of the spec is declared once, here, and everything else derives
+its lists of backends from it (command-line choices and errors, report columns and labels, plot styles, drift
+pairs, the oracle, the benchmarks, the notebook, the conformance suite and the test parametrisations).
 
-The three modules (PyTorch, MXNet Gluon, and NumPy by hand: the reference) expose the same functions with
-the same signatures: configure_threads, select_device, device_name, build_model, native_init, set_weights, get_weights,
-get_state, set_state, forward, loss_and_gradients, train_step, evaluate, layer_shapes, versions,
-native_order.
+A backend is a module that satisfies `backends.contract.Backend`. Two kinds of entries:
+
+* **built in**: `BUILTIN` below, one `BackendInfo` each;
+* **plug-ins**: any installed distribution that declares an entry point in the group `lenet_repro.backends`,
+  name = the backend's name, value = its module path, e.g. in its pyproject.toml
+
+      [project.entry-points."lenet_repro.backends"]
+      mycopy = "my_package.my_lenet"
+
+  A plug-in module may set `LABEL` (display name), `PACKAGES` (the framework packages it imports) and `ROLE`;
+  the registry reads them without importing the module, so the report stays framework-free.
+
+Loading a backend imports only its own framework (PyTorch never loads MXNet, and vice versa).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
-from types import ModuleType
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, cast
 
-from common.errors import unknown_name
+from common.errors import UserError, unknown_name
 
-BACKENDS = {"torch": "backends.torch_lenet", "mxnet": "backends.mxnet_lenet", "numpy": "backends.numpy_lenet"}
+if TYPE_CHECKING:
+    from backends.contract import Backend
+
+ENTRY_POINT_GROUP = "lenet_repro.backends"
+Role = Literal["framework", "reference"]
+
+# Plot colours for plug-ins, in order of registration (the built-in backends have their own).
+PALETTE = ("#e67700", "#862e9c", "#0b7285", "#c2255c", "#5c940d", "#364fc7")
+LINESTYLES = ("-.", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)))
 
 
-def load_backend(name: str) -> ModuleType:
-    """The backend module for 'torch', 'mxnet' or 'numpy'."""
-    if name not in BACKENDS:
-        raise unknown_name("backend", name, BACKENDS)
-    return importlib.import_module(BACKENDS[name])
+@dataclass(frozen=True)
+class BackendInfo:
+    """One implementation of the spec, declared once."""
+
+    name: str  # as on the command line and in records: `--backend torch`, torch-seed0.json
+    module: str  # import path of the module that satisfies backends.contract.Backend
+    label: str  # display name in tables and plots
+    role: Role  # "framework": a real framework under test; "reference": the float64 NumPy math, the oracle
+    packages: tuple[str, ...] = ()  # the framework's import names: its versions are recorded, and no other
+    #                                 backend may import them
+    style: dict[str, object] = field(default_factory=dict)  # matplotlib line style of its curves
+    plugin: bool = False  # registered by another package through the entry point group
+
+
+BUILTIN: tuple[BackendInfo, ...] = (
+    BackendInfo("torch", "backends.torch_lenet", "PyTorch", "framework", ("torch", "torchvision"),
+                {"color": "#d9480f", "linestyle": "-"}),
+    BackendInfo("mxnet", "backends.mxnet_lenet", "MXNet", "framework", ("mxnet", "d2lzh"),
+                {"color": "#1864ab", "linestyle": "--"}),
+    BackendInfo("numpy", "backends.numpy_lenet", "NumPy", "reference", (),
+                {"color": "#5f3dc4", "linestyle": ":"}),
+)  # fmt: skip
+REFERENCE = "numpy"  # the float64 reference every framework is measured against (the oracle)
+
+
+def _module_constants(module: str) -> dict[str, object]:
+    """LABEL, PACKAGES and ROLE as a plug-in module writes them, read from its source without importing it."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return {}
+    found: dict[str, object] = {}
+    for node in ast.parse(open(spec.origin, encoding="utf-8").read()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in ("LABEL", "PACKAGES", "ROLE"):
+                try:
+                    found[node.targets[0].id] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+    return found
+
+
+def _plugin(name: str, module: str, index: int) -> BackendInfo:
+    constants = _module_constants(module)
+    style = {"color": PALETTE[index % len(PALETTE)], "linestyle": LINESTYLES[index % len(LINESTYLES)]}
+    role = constants.get("ROLE", "framework")
+    return BackendInfo(name, module, str(constants.get("LABEL", name)),
+                       cast(Role, role if role in ("framework", "reference") else "framework"),
+                       tuple(cast(tuple, constants.get("PACKAGES", ()))), style, plugin=True)  # fmt: skip
+
+
+@functools.cache
+def registry() -> dict[str, BackendInfo]:
+    """Every backend by name: the built-in ones, then the installed plug-ins in name order."""
+    backends = {info.name: info for info in BUILTIN}
+    points = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda point: point.name)
+    for point in points:
+        if point.name in backends:
+            raise UserError(f"entry point {point.name} = {point.value} ({ENTRY_POINT_GROUP}) takes the name of a "
+                            f"backend already registered ({backends[point.name].module}); rename it")  # fmt: skip
+        backends[point.name] = _plugin(point.name, point.value, len(backends) - len(BUILTIN))
+    return backends
+
+
+def names() -> list[str]:
+    """The registered backends' names, built-in first."""
+    return list(registry())
+
+
+def info(name: str) -> BackendInfo:
+    """A backend's declaration; one line naming the registered backends for an unknown name."""
+    backends = registry()
+    if name not in backends:
+        raise unknown_name("backend", name, backends)
+    return backends[name]
+
+
+def frameworks() -> list[str]:
+    """The backends under test (everything but the float64 reference)."""
+    return [name for name, entry in registry().items() if entry.role == "framework"]
+
+
+def label(name: str) -> str:
+    """A backend's display name; an unregistered name (a record from a plug-in not installed here) is its own."""
+    entry = registry().get(name)
+    return entry.label if entry else name
+
+
+def order(present) -> list[str]:
+    """The names in `present` in registry order; unregistered names (records of plug-ins not installed here) last."""
+    present = set(present)
+    known = [name for name in registry() if name in present]
+    return known + sorted(present - set(known))
+
+
+def load_backend(name: str) -> Backend:
+    """The backend module for a registered name."""
+    entry = info(name)
+    try:
+        module = importlib.import_module(entry.module)
+    except ModuleNotFoundError as error:
+        if entry.plugin and error.name and entry.module.startswith(error.name):
+            raise UserError(f"backend {name!r} is registered as {entry.module}, which cannot be imported "
+                            f"({error})") from None  # fmt: skip
+        raise
+    return cast("Backend", module)

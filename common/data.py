@@ -651,16 +651,18 @@ def _for_each(datasets: Iterable[str], action: Callable[[str], None]) -> None:
         raise errors[-1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m common.data [--data-dir DIR] provision|verify|summary [DATASET ...]`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m common.data",
-        description="Provision (fetch what is missing), verify, or summarise MNIST and Fashion-MNIST.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`lenet-repro data [--data-dir DIR] provision|verify|summary [DATASET ...]`."""
     parser.add_argument("--data-dir", help=f"data folder (default: ${DATA_DIR_ENV}, else {REPO_ROOT}/data)")
-    parser.add_argument("command", choices=("provision", "verify", "summary"))
+    parser.add_argument("action", choices=("provision", "verify", "summary"),
+                        help="provision: fetch what is missing and verify; verify: check every file's sha256; "
+                        "summary: classes and counts")  # fmt: skip
     parser.add_argument("datasets", nargs="*",
                         metavar="DATASET", help=f"{', '.join(DATASETS)} (default: all)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Provision, verify or summarise the datasets named in `args` (default: all)."""
     datasets = [check_dataset(name) for name in args.datasets] or list(DATASETS)
     root = data_dir(args.data_dir)
 
@@ -674,8 +676,16 @@ def main(argv: list[str] | None = None) -> int:
 
     actions = {"provision": provision_and_verify, "verify": verify_only,
                "summary": lambda dataset: print(summary(dataset, root))}
-    _for_each(datasets, actions[args.command])
+    _for_each(datasets, actions[args.action])
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m common.data ...`, the same as `lenet-repro data ...`."""
+    parser = argparse.ArgumentParser(prog="python -m common.data",
+                                     description="Provision, verify, or summarise MNIST and Fashion-MNIST.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -39,19 +39,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from IPython.display import Image, Markdown, clear_output, display  # noqa: E402
 
-from backends import load_backend  # noqa: E402
+import backends  # noqa: E402
+from backends.oracle import relative_error  # noqa: E402
 from common import data, spec  # noqa: E402
 from common.batches import epoch_order  # noqa: E402
 from common.init import initial_weights  # noqa: E402
 from common.preprocess import prepare_images  # noqa: E402
 from common.results import RunStore  # noqa: E402
 from common.train import evaluate, train_epoch  # noqa: E402
-from experiments import report  # noqa: E402
-from experiments.oracle import relative_error  # noqa: E402
+from experiments.analysis import report  # noqa: E402
 
-LABEL = {"torch": "PyTorch", "mxnet": "MXNet", "numpy": "NumPy (float64)"}
-backends = {name: load_backend(name) for name in LABEL}
-print("loaded:", ", ".join(f"{LABEL[n]} {b.versions()}" for n, b in backends.items()))
+# Every list of backends comes from the registry (backends/__init__.py): the built-in PyTorch, MXNet and NumPy,
+# then any installed plug-in. FRAMEWORKS are the ones under test; backends.REFERENCE is the float64 NumPy math.
+FRAMEWORKS = backends.frameworks()
+LABEL = {name: backends.label(name) + (" (float64)" if backends.info(name).role == "reference" else "")
+         for name in backends.names()}  # fmt: skip
+loaded = {name: backends.load_backend(name) for name in LABEL}
+print("loaded:", ", ".join(f"{LABEL[n]} {b.versions()}" for n, b in loaded.items()))
 
 
 def table(header: list[str], rows: list[list]) -> Markdown:
@@ -94,8 +98,8 @@ display(Markdown(
 # All three start from the same initial weights (for `seed-torch` they are exactly the ones
 # `torch.manual_seed(0)` gives the seed's script) and see the same 64 real MNIST images. Each computes the
 # output, the loss and every gradient. The table gives the largest relative difference,
-# max |a − b| / max |b|. The frameworks compute in float32, NumPy in float64: the first two columns are how far
-# float32 arithmetic carries each framework from the exact math.
+# max |a − b| / max |b|. The frameworks compute in float32, NumPy in float64: the columns against NumPy are how
+# far float32 arithmetic carries each framework from the exact math.
 
 # %% tags=["expect-output"]
 mnist = data.load_dataset("mnist")
@@ -103,30 +107,31 @@ x = prepare_images(mnist.train_images[:64], recipe.preprocess)
 y = mnist.train_labels[:64].astype(np.int64)
 weights = initial_weights(recipe, 0)
 models = {}
-for name, backend in backends.items():
+for name, backend in loaded.items():
     models[name] = backend.build_model(recipe, "cpu")
     backend.set_weights(models[name], weights)
-outputs = {name: b.forward(models[name], x) for name, b in backends.items()}
+outputs = {name: b.forward(models[name], x) for name, b in loaded.items()}
 losses, grads = {}, {}
-for name, backend in backends.items():
+for name, backend in loaded.items():
     losses[name], grads[name] = backend.loss_and_gradients(models[name], x, y)
 
-pairs = [("torch", "numpy"), ("mxnet", "numpy"), ("mxnet", "torch")]
+# Each framework against the float64 reference, then each other framework against the first (PyTorch)
+pairs = [(name, backends.REFERENCE) for name in FRAMEWORKS] + [(name, FRAMEWORKS[0]) for name in FRAMEWORKS[1:]]
 quantities = [("output", outputs), ("loss", losses)] + [(f"∂loss/∂{p}", {n: grads[n][p] for n in grads})
                                                          for p in spec.parameter_shapes(recipe)]  # fmt: skip
 display(table(["quantity"] + [f"{LABEL[a]} vs {LABEL[b]}" for a, b in pairs],
               [[q] + [f"{relative_error(v[a], v[b]):.1e}" for a, b in pairs] for q, v in quantities]))
 display(Markdown(
-    f"Loss of the batch: PyTorch {losses['torch']:.7f}, MXNet {losses['mxnet']:.7f}, NumPy {losses['numpy']:.7f}. "
-    f"The first image is a {y[0]}; the three outputs for it (the seed's network ends in a softmax):"))
-display(table(["class"] + [LABEL[n] for n in backends],
-              [[k] + [f"{outputs[n][0, k]:.6f}" for n in backends] for k in range(10)]))  # fmt: skip
+    "Loss of the batch: " + ", ".join(f"{backends.label(n)} {losses[n]:.7f}" for n in loaded) + ". "
+    f"The first image is a {y[0]}; each backend's output for it (the seed's network ends in a softmax):"))
+display(table(["class"] + [LABEL[n] for n in loaded],
+              [[k] + [f"{outputs[n][0, k]:.6f}" for n in loaded] for k in range(10)]))  # fmt: skip
 
 # %% [markdown]
 # ## 3. Training live: the softmax inside `forward`, and the sigmoid plateau
 #
 # `seed-torch` returns `torch.softmax(x)` from `forward`, then `CrossEntropyLoss` applies log-softmax again.
-# `seed-torch-fixed` returns the logits: the only change. Both frameworks train both, on the first
+# `seed-torch-fixed` returns the logits: the only change. Each framework trains both, on the first
 # `EXAMPLES` MNIST images (30,000: half an epoch of the real thing, so 3 epochs here are about 1,400 steps of
 # 64), from the same weights and batches; the curves are drawn as they go (about a minute on a laptop).
 
@@ -140,9 +145,11 @@ def subset(dataset: str, recipe: spec.Recipe):
 def train_live(runs: dict[str, tuple[str, spec.Recipe]], dataset: str, title: str) -> dict[str, dict]:
     """Train every run one epoch at a time, redrawing the loss and accuracy curves after each epoch."""
     history = {label: {"steps": [], "test": []} for label in runs}
+    # each framework's line style from the registry: PyTorch solid, MXNet dashed
+    linestyle = {label: backends.info(name).style.get("linestyle", "-") for label, (name, _) in runs.items()}
     started = {}
     for label, (name, recipe) in runs.items():
-        backend = backends[name]
+        backend = loaded[name]
         model = backend.build_model(recipe, "cpu")
         backend.set_weights(model, initial_weights(recipe, 0))
         started[label] = (backend, model, subset(dataset, recipe))
@@ -153,9 +160,10 @@ def train_live(runs: dict[str, tuple[str, spec.Recipe]], dataset: str, title: st
             history[label]["test"].append(evaluate(backend, model, vx, vy)[1])
         figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
         for label, h in history.items():
-            style = "--" if "MXNet" in label else "-"
-            left.plot(h["steps"], style, label=label, linewidth=1.5)
-            right.plot(range(1, len(h["test"]) + 1), np.array(h["test"]) * 100, style, marker="o", label=label)
+            style = linestyle[label]
+            left.plot(h["steps"], linestyle=style, label=label, linewidth=1.5)
+            right.plot(range(1, len(h["test"]) + 1), np.array(h["test"]) * 100, linestyle=style, marker="o",
+                       label=label)  # fmt: skip
         left.set(xlabel="step", ylabel="training loss", title=f"{title}: loss per step")
         right.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"test accuracy, epoch {epoch + 1}/{EPOCHS}",
                   ylim=(0, 100))  # fmt: skip
@@ -168,10 +176,9 @@ def train_live(runs: dict[str, tuple[str, spec.Recipe]], dataset: str, title: st
 
 # %% tags=["expect-output"]
 quirk = train_live({
-    "PyTorch, softmax in forward (seed-torch)": ("torch", spec.get_recipe("seed-torch")),
-    "MXNet, softmax in forward (seed-torch)": ("mxnet", spec.get_recipe("seed-torch")),
-    "PyTorch, logits (seed-torch-fixed)": ("torch", spec.get_recipe("seed-torch-fixed")),
-    "MXNet, logits (seed-torch-fixed)": ("mxnet", spec.get_recipe("seed-torch-fixed")),
+    f"{backends.label(name)}, {what} ({recipe_name})": (name, spec.get_recipe(recipe_name))
+    for recipe_name, what in [("seed-torch", "softmax in forward"), ("seed-torch-fixed", "logits")]
+    for name in FRAMEWORKS
 }, "mnist", "softmax inside forward vs the fix")  # fmt: skip
 final = {label: h["test"][-1] * 100 for label, h in quirk.items()}
 display(table(["run", f"test accuracy after {EPOCHS} epochs (%)"], [[k, f"{v:.1f}"] for k, v in final.items()]))
@@ -186,8 +193,7 @@ display(table(["run", f"test accuracy after {EPOCHS} epochs (%)"], [[k, f"{v:.1f
 
 # %% tags=["expect-output"]
 plateau = train_live({
-    "PyTorch, d2l (sigmoid, lr 0.9)": ("torch", spec.get_recipe("d2l")),
-    "MXNet, d2l (sigmoid, lr 0.9)": ("mxnet", spec.get_recipe("d2l")),
+    f"{backends.label(name)}, d2l (sigmoid, lr 0.9)": (name, spec.get_recipe("d2l")) for name in FRAMEWORKS
 }, "fashion-mnist", "the sigmoid plateau")  # fmt: skip
 steps = np.array(next(iter(plateau.values()))["steps"])
 smooth = np.convolve(steps, np.ones(5) / 5, mode="valid")  # running mean of 5 steps
@@ -208,8 +214,12 @@ store = RunStore(ROOT / "docs" / "results")
 groups = report.group_records(store.records("shared"))
 rows = report.side_by_side_rows(groups)
 display(Markdown(f"**{len(store.records())} committed runs.** Shared mode, mean ± std over seeds (n), final "
-                 "test accuracy after 10 epochs, and the paired difference between the frameworks:"))
+                 "test accuracy after 10 epochs of each backend that ran "
+                 f"({', '.join(map(report.label, report.present_backends(rows)))}), and whether each reaches the "
+                 "same result as the baseline:"))
 display(Markdown(report.markdown_table(rows)))
+display(Markdown("The paired difference from the baseline, with its 95% interval:"))
+display(Markdown(report.differences_table(rows)))
 
 # %% tags=["expect-output"]
 display(Markdown("Seed by seed (final test accuracy; in brackets the epochs that ended below 20%, on a plateau):"))
@@ -217,12 +227,12 @@ display(Markdown(report.seed_table(report.backend_entries(rows))))
 
 
 # %% tags=["expect-output"]
-def mean_accuracy(recipe: str, dataset: str, backend: str = "torch") -> float:
+def mean_accuracy(recipe: str, dataset: str, backend: str = FRAMEWORKS[0]) -> float:
     return float(np.mean(groups[("shared", dataset, recipe)][backend].finals("test_accuracy"))) * 100
 
 
-def plateau_epochs(recipe: str, dataset: str) -> list[int]:
-    runs = groups[("shared", dataset, recipe)]["torch"].complete
+def plateau_epochs(recipe: str, dataset: str, backend: str = FRAMEWORKS[0]) -> list[int]:
+    runs = groups[("shared", dataset, recipe)][backend].complete
     return [sum(e["test_accuracy"] < report.PLATEAU_ACCURACY for e in r["epochs"]) for r in runs]
 
 
@@ -250,12 +260,12 @@ for name in ("shared_mnist_seed-torch.png", "shared_fashion-mnist_d2l.png"):
 # ## 5. Your turn
 #
 # Change the cell below and run it (and the one after). It trains `RECIPE_TO_CHANGE` with your overrides
-# next to the recipe as written, in both frameworks. Any spec field can be overridden by its dotted path:
+# next to the recipe as written, in every framework. Any spec field can be overridden by its dotted path:
 # `optimizer.lr`, `optimizer.momentum`, `batch_size`, `output` (`"logits"` or `"softmax"`), ...
 #
 # What to expect: with `{"optimizer.lr": 0.01}`, ten times the seed's learning rate, the seed's
 # softmax-inside-forward network reaches about 85% in these three epochs, where at the seed's 0.001 it is still
-# at 10%; `{"output": "logits"}` is the fix (about 89%, as in section 3). Whatever you change, PyTorch and MXNet
+# at 10%; `{"output": "logits"}` is the fix (about 89%, as in section 3). Whatever you change, the frameworks
 # stay close: they compute the same function.
 
 # %% tags=["student"]
@@ -265,9 +275,9 @@ OVERRIDES = {"optimizer.lr": 0.01}
 # %% tags=["expect-output"]
 changed = spec.get_recipe(RECIPE_TO_CHANGE, OVERRIDES)
 mine = train_live({
-    f"PyTorch, {RECIPE_TO_CHANGE} as written": ("torch", spec.get_recipe(RECIPE_TO_CHANGE)),
-    f"PyTorch, with {OVERRIDES}": ("torch", changed),
-    f"MXNet, with {OVERRIDES}": ("mxnet", changed),
+    f"{backends.label(FRAMEWORKS[0])}, {RECIPE_TO_CHANGE} as written": (FRAMEWORKS[0],
+                                                                        spec.get_recipe(RECIPE_TO_CHANGE)),
+    **{f"{backends.label(name)}, with {OVERRIDES}": (name, changed) for name in FRAMEWORKS},
 }, "mnist", "your change")  # fmt: skip
 display(table(["run", f"test accuracy after {EPOCHS} epochs (%)"],
               [[k, f"{h['test'][-1] * 100:.1f}"] for k, h in mine.items()]))  # fmt: skip

@@ -1,6 +1,5 @@
-"""`python -m experiments ...`: the reproduction's command line."""
+"""`python -m experiments ...`: the same command line as `lenet-repro ...`."""
 
-from common.errors import run_cli
-from experiments.cli import main
+from experiments.cli import entry
 
-run_cli(main)
+entry()

@@ -1,33 +1,45 @@
-"""The thin command line over experiments.runs and experiments.report (the Make targets call it).
+"""`lenet-repro`: one command line for every job (the Make targets call it).
 
-    python -m experiments run --backend torch|mxnet|numpy|script [--recipes a,b] [--datasets ...] [--seeds N]
-                              [--epochs E] [--limit N] [--results DIR] [--device auto|cpu|gpu]
-                              [--mode shared|native] [--threads T] [--workers N] [--ray-address HOST:PORT]
-    (--workers: up to N runs at once on a local Ray instance; --ray-address, or RAY_ADDRESS: an existing cluster)
-    (backend 'script': the seed's own scripts, for seed-torch and seed-mxnet, always in native mode)
-    python -m experiments compare [--results DIR] [--mode shared|native]
-    python -m experiments layers RECIPE [--backend spec|torch|mxnet|numpy]
+    lenet-repro run --backend NAME [--recipes a,b] [--datasets ...] [--seeds N] [--epochs E] [--limit N]
+                    [--results DIR] [--device auto|cpu|gpu] [--mode shared|native] [--threads T] [--workers N]
+                    [--ray-address HOST:PORT]
+    lenet-repro compare [--results DIR] [--mode shared|native]
+    lenet-repro layers [RECIPE ...] [--backend spec|NAME]
+    lenet-repro backends                       the registered backends (built in and plug-ins)
+    lenet-repro conformance [--backend NAME]   the conformance suite against one or every backend
+    lenet-repro data provision|verify|summary [DATASET ...]
+    lenet-repro oracle [--results DIR]         each framework against the float64 reference
+    lenet-repro bench [--backends]             speed, side by side in one run
+    lenet-repro notebook ipynb|html|check      the teaching notebook
+    lenet-repro init-study [--seeds N] ...     the crossed initialisation study
+
+Backend names come from the registry (backends/__init__.py), plug-ins included; `script` runs the seed's own
+scripts. `python -m experiments ...` is the same command. Every command has `--help`; a bad argument is one
+line and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 
+import backends
 from common import data, spec
-from common.errors import UserError, unknown_name
+from common.errors import UserError, run_cli, unknown_name
 from common.results import MODES, SCRIPT_BACKEND, RunKey, RunStore, variant_name
 
-BACKEND_NAMES = ("torch", "mxnet", "numpy", SCRIPT_BACKEND)
 DEVICES = ("auto", "cpu", "gpu")
+PROG = "lenet-repro"
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad command line as one UserError line instead of usage text."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see `python -m experiments {self.prog.split()[-1]} --help`)")
+        command = self.prog.removeprefix(PROG).strip()
+        raise UserError(f"{message} (see `{PROG} {command + ' ' if command else ''}--help`)")
 
 
 def _names(kind: str, text: str | None, valid) -> list[str]:
@@ -52,7 +64,7 @@ def positive_int(text: str) -> int:
 
 
 def _ray_address(text: str) -> str:
-    from experiments.grid import host_port
+    from experiments.running.grid import host_port
 
     host_port(text)  # a UserError (one line) for a malformed address
     return text
@@ -60,28 +72,36 @@ def _ray_address(text: str) -> str:
 
 def _choice(kind: str, valid):
     def check(text: str) -> str:
-        if text not in valid:
-            raise unknown_name(kind, text, valid)
+        if text not in valid():
+            raise unknown_name(kind, text, valid())
         return text
 
     return check
 
 
+def run_backends() -> list[str]:
+    """What `run --backend` takes: every registered backend, and the seed's scripts."""
+    return [*backends.names(), SCRIPT_BACKEND]
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", required=True, type=_choice("backend", BACKEND_NAMES))
+    parser.add_argument("--backend", required=True, type=_choice("backend", run_backends),
+                        help=f"a registered backend ({', '.join(backends.names())}) or {SCRIPT_BACKEND} "
+                        "(the seed's own scripts)")  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, help="override every recipe's number of epochs")
     parser.add_argument("--limit", type=positive_int, help="use only the first N training and N test examples")
     parser.add_argument("--results", default="results", help="results directory")
-    parser.add_argument("--device", default="auto", type=_choice("device", DEVICES))
-    parser.add_argument("--mode", type=_choice("mode", MODES),
+    parser.add_argument("--device", default="auto", type=_choice("device", lambda: DEVICES))
+    parser.add_argument("--mode", type=_choice("mode", lambda: MODES),
                         help="default: shared for the backends, native for script (the only mode it has)")
     parser.add_argument("--threads", type=positive_int,
                         help="threads per run (default: every core; with Ray: cores / workers, 1 on a cluster)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m experiments", description="lenet-repro: train and compare LeNet recipes")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(prog=PROG, description="lenet-repro: one LeNet spec, trained and compared across frameworks",
+                     epilog="Each command has its own --help.")  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     run = commands.add_parser("run", help="train recipes x datasets x seeds with one backend (resumable)")
     _add_run_options(run)
@@ -93,20 +113,66 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, type=_ray_address,
                      help="an existing Ray cluster, host:port or 'auto' (default: $RAY_ADDRESS)")
 
-    one = commands.add_parser("run-one", help="train one run in this process (used by `run`)")
+    one = commands.add_parser("run-one", help="train one run in this process (what `run` starts for each run)")
     _add_run_options(one)
-    one.add_argument("--recipe", required=True, type=_choice("recipe", spec.RECIPES))
-    one.add_argument("--dataset", required=True, type=_choice("dataset", data.DATASETS))
+    one.add_argument("--recipe", required=True, type=_choice("recipe", lambda: spec.RECIPES))
+    one.add_argument("--dataset", required=True, type=_choice("dataset", lambda: data.DATASETS))
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--locked", action="store_true", help=argparse.SUPPRESS)  # the driver holds the run's lock
 
     compare = commands.add_parser("compare", help="build report.md, report.csv and plots from existing runs")
     compare.add_argument("--results", default="results")
-    compare.add_argument("--mode", default=None, type=_choice("mode", MODES), help="default: every mode present")
+    compare.add_argument("--mode", default=None, type=_choice("mode", lambda: MODES),
+                         help="default: every mode present")
 
-    layers = commands.add_parser("layers", help="print a recipe's per-layer table")
+    layers = commands.add_parser("layers", help="print recipes' per-layer tables (shapes, parameters, FLOPs)")
     layers.add_argument("recipes", nargs="*", help="default: all recipes")
-    layers.add_argument("--backend", default="spec", type=_choice("table source", ("spec", "torch", "mxnet", "numpy")))
+    layers.add_argument("--backend", default="spec", type=_choice("table source", lambda: ["spec", *backends.names()]),
+                        help="spec (default) or a registered backend, whose built network is measured")
+
+    commands.add_parser("backends", help="list the registered backends (built in and plug-ins)")
+
+    conformance = commands.add_parser("conformance", help="run the backend conformance suite (pytest)")
+    conformance.add_argument("--backend", action="append", type=_choice("backend", backends.names),
+                             help="a registered backend (repeatable; default: every registered backend)")
+    conformance.add_argument("--fast", action="store_true", help="leave out the slow items (the 50 SGD steps, 96x96)")
+    conformance.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest (after --)")
+
+    data_command = commands.add_parser("data", help="provision, verify or summarise MNIST and Fashion-MNIST")
+    data.add_arguments(data_command)
+
+    oracle = commands.add_parser("oracle", help="each framework against the float64 reference, into DIR/oracle.json")
+    oracle.add_argument("--results", default="results", help="directory to write oracle.json into")
+    oracle.add_argument("--recipes", help=f"comma-separated, default all: {','.join(spec.RECIPES)}")
+    oracle.add_argument("--steps", type=positive_int, default=50)
+
+    bench = commands.add_parser("bench", help="time the seed's scripts against the harness, or the backends "
+                                "(--backends), side by side in one run")  # fmt: skip
+    bench.add_argument("--reps", type=positive_int, default=5)
+    bench.add_argument("--torch-steps", type=positive_int, default=600)
+    bench.add_argument("--mxnet-steps", type=positive_int, default=30)
+    bench.add_argument("--backends", action="store_true", help="time every registered backend side by side")
+    bench.add_argument("--child", choices=("seed", "harness"), help=argparse.SUPPRESS)
+    bench.add_argument("--recipe", help=argparse.SUPPRESS)
+    bench.add_argument("--dataset", help=argparse.SUPPRESS)
+    bench.add_argument("--backend", help=argparse.SUPPRESS)
+    bench.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+
+    notebook = commands.add_parser("notebook", help="the teaching notebook: pair a .ipynb, or execute it headless")
+    notebook.add_argument("action", choices=("ipynb", "html", "check"),
+                          help="ipynb: docs/side_by_side.ipynb from the script; html: execute it into "
+                          "build/side_by_side.html; check: execute it on a small subset")  # fmt: skip
+
+    study = commands.add_parser("init-study", help="the crossed initialisation study (same batches, weights from "
+                                "several generators)")  # fmt: skip
+    study.add_argument("--seeds", type=positive_int, default=20)
+    study.add_argument("--recipe", default="seed-torch", type=_choice("recipe", lambda: spec.RECIPES))
+    study.add_argument("--dataset", default="mnist", type=_choice("dataset", lambda: data.DATASETS))
+    study.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
+    study.add_argument("--limit", type=positive_int)
+    study.add_argument("--arms", default="numpy,torch",
+                       help="comma-separated: numpy (NumPy's PCG64 draw of the spec's distribution) or a registered "
+                       "framework (its own initialisers)")  # fmt: skip
     return parser
 
 
@@ -116,10 +182,10 @@ def _mode(args: argparse.Namespace) -> str:
 
 
 def run_grid(args: argparse.Namespace) -> int:
-    """Every unfinished run, sequentially or on Ray (experiments.grid), then the side-by-side table of what exists."""
-    from experiments.grid import RunSettings, default_threads, make_executor, run_keys
-    from experiments.report import summary_table
-    from experiments.seed_scripts import SCRIPTS
+    """Every unfinished run, sequentially or on Ray (experiments.running.grid), then the side-by-side table."""
+    from experiments.analysis.report import summary_table
+    from experiments.running.grid import RunSettings, default_threads, make_executor, run_keys
+    from experiments.running.seed_scripts import SCRIPTS
 
     store = RunStore(args.results)
     args.mode = _mode(args)
@@ -137,7 +203,7 @@ def run_grid(args: argparse.Namespace) -> int:
 
 
 def run_one(args: argparse.Namespace) -> int:
-    from experiments.runs import Progress, train_run, use_threads
+    from experiments.running.runs import Progress, train_run, use_threads
 
     use_threads(args.threads)  # before the framework is imported
     key = RunKey(args.backend, args.dataset, args.recipe, args.seed, _mode(args), args.limit, args.epochs)
@@ -156,7 +222,7 @@ def run_one(args: argparse.Namespace) -> int:
 
 
 def print_layers(args: argparse.Namespace) -> int:
-    from experiments.layers import framework_layer_rows
+    from backends.layers import framework_layer_rows
 
     for name in args.recipes or list(spec.RECIPES):
         recipe = spec.get_recipe(name)
@@ -166,15 +232,68 @@ def print_layers(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "run":
-        return run_grid(args)
-    if args.command == "run-one":
-        return run_one(args)
-    if args.command == "compare":
-        from experiments.report import write_report
+def list_backends(args: argparse.Namespace) -> int:
+    rows = [("name", "label", "role", "module", "framework packages", "from")]
+    for entry in backends.registry().values():
+        rows.append((entry.name, entry.label, entry.role, entry.module, ",".join(entry.packages) or "—",
+                     f"plug-in ({backends.ENTRY_POINT_GROUP})" if entry.plugin else "built in"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
 
-        print(write_report(RunStore(args.results), args.mode))
-        return 0
-    return print_layers(args)
+
+def conformance(args: argparse.Namespace) -> int:
+    """The conformance suite (backends/conformance), shipped in the package, run by pytest in a child process."""
+    names = args.backend or backends.names()
+    extra = [arg for arg in args.pytest_args if arg != "--"]
+    command = [sys.executable, "-m", "pytest", "--pyargs", "backends.conformance", "-p", "no:cacheprovider",
+               *(["-m", "not slow"] if args.fast else []), *extra]  # fmt: skip
+    env = {**os.environ, "LENET_REPRO_BACKENDS": ",".join(names)}
+    print(f"conformance suite for {', '.join(names)}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    return subprocess.run(command, env=env).returncode
+
+
+def _study(module: str):
+    """A job's `run(args)`, imported only when its command is chosen."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return importlib.import_module(module).run(args)
+
+    return run
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from experiments.analysis.report import write_report
+
+    print(write_report(RunStore(args.results), args.mode))
+    return 0
+
+
+COMMANDS = {
+    "run": run_grid,
+    "run-one": run_one,
+    "compare": _compare,
+    "layers": print_layers,
+    "backends": list_backends,
+    "conformance": conformance,
+    "data": data.run,
+    "oracle": _study("experiments.studies.oracle"),
+    "bench": _study("experiments.studies.bench"),
+    "notebook": _study("experiments.notebook"),
+    "init-study": _study("experiments.studies.init_study"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # named after the subcommand they were given to, not the top-level parser
+        raise UserError(f"unrecognized arguments: {' '.join(unknown)} (see `{PROG} {args.command} --help`)")
+    return COMMANDS[args.command](args) or 0
+
+
+def entry() -> None:
+    """The `lenet-repro` console script."""
+    run_cli(main)

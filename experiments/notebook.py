@@ -1,8 +1,8 @@
 """The teaching notebook (docs/side_by_side.py, a jupytext percent script): build, execute headless, export HTML.
 
-    python -m experiments.notebook ipynb     # docs/side_by_side.ipynb from the script (paired: JupyterLab keeps both)
-    python -m experiments.notebook html      # execute it and write build/side_by_side.html, self-contained
-    python -m experiments.notebook check     # execute it on a small subset; fail on an error or an empty output
+    lenet-repro notebook ipynb     # docs/side_by_side.ipynb from the script (paired: JupyterLab keeps both)
+    lenet-repro notebook html      # execute it and write build/side_by_side.html, self-contained
+    lenet-repro notebook check     # execute it on a small subset; fail on an error or an empty output
 
 Cells tagged `expect-output` must show something (a table, a plot, text) once executed: `check` and the test suite
 fail on one that stays empty.
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.errors import UserError, run_cli
+from common.errors import UserError
 from common.results import write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,10 +93,8 @@ def write_html(notebook, path: Path = PAGE) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.notebook", description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=("ipynb", "html", "check"))
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """`lenet-repro notebook ipynb|html|check`."""
     if args.action == "ipynb":
         print(f"wrote {write_ipynb()}")
         return 0
@@ -110,6 +108,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {write_html(notebook)} (open it in any browser)")
     return 0
 
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from common.results import RunKey, RunStore, record_json, write_atomic
-from experiments import grid
+from experiments.running import grid
 
 REPO = Path(__file__).resolve().parent.parent
 TIMING = ("seconds", "train_seconds", "examples_per_second")
@@ -165,7 +165,8 @@ def test_a_run_held_by_another_driver_is_skipped_then_taken_up_or_left_finished(
         time.sleep(0.05)
     assert store.load_record(keys[0]) is None and driver.poll() is None, "the driver waits for held runs"
     # The other driver "finishes" seed 1: a complete record (copied from seed 2's, marked as seed 1), then lets go.
-    time.sleep(1.0)
+    while store.load_record(keys[2])["status"] != "complete" and time.monotonic() < deadline:
+        time.sleep(0.02)  # the record exists after the epoch; the run's last write marks it complete
     finished = {**store.load_record(keys[2]), "seed": 1}
     write_atomic(store.record_path(keys[1]), record_json(finished).encode())
     held[1].release()

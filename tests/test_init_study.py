@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from experiments import init_study
+from experiments.studies import init_study
 from tests.test_seed_scripts import require_real
 
 

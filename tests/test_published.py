@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from common.results import RunStore
-from experiments.report import write_report
+from experiments.analysis.report import write_report
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "docs" / "results"
 
@@ -54,12 +54,12 @@ def test_readme_results_table_is_the_committed_report_table():
     )
 
 
-def test_readme_fidelity_table_is_the_committed_report_table():
+def test_docs_fidelity_table_is_the_committed_report_table():
     report = PUBLISHED / "report.md"
     header = "| recipe | dataset | run by |"
     if not report.exists() or header not in report.read_text():
         pytest.skip(f"no published fidelity table under {PUBLISHED} yet")
-    readme = (PUBLISHED.parent.parent / "README.md").read_text().splitlines()
-    assert _table(readme, header) == _table(report.read_text().splitlines(), header), (
-        "README.md's fidelity table differs from the one in docs/results/report.md: copy it over"
+    fidelity = (PUBLISHED.parent / "fidelity.md").read_text().splitlines()
+    assert _table(fidelity, header) == _table(report.read_text().splitlines(), header), (
+        "docs/fidelity.md's fidelity table differs from the one in docs/results/report.md: copy it over"
     )

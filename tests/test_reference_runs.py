@@ -18,7 +18,7 @@ import pytest
 from common.errors import run_cli
 from common.results import RunKey, RunStore
 from experiments import cli
-from experiments.runs import train_run
+from experiments.running.runs import train_run
 from tests.test_seed_scripts import require_real
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,8 +17,9 @@ import pytest
 from common import spec
 from common.errors import UserError
 from common.results import RunKey, RunStore, write_atomic
-from experiments import cli, grid
-from experiments.runs import train_run
+from experiments import cli
+from experiments.running import grid
+from experiments.running.runs import train_run
 
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ["torch", "mxnet"]
@@ -143,34 +144,9 @@ def test_record_holds_the_promised_fields(tmp_path):
     assert len(record["step_losses"]) == 2 and np.isfinite(record["step_losses"]).all()
 
 
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["run", "--backend", "jax"], "unknown backend 'jax'; valid: mxnet, numpy, script, torch"),
-        (["run", "--backend", "torch", "--recipes", "lenet"], "unknown recipe 'lenet'; valid: d2l, seed-mxnet"),
-        (["run", "--backend", "torch", "--datasets", "cifar"], "unknown dataset 'cifar'; valid: fashion-mnist, mnist"),
-        (["run", "--backend", "torch", "--mode", "fast"], "unknown mode 'fast'; valid: native, shared"),
-        (["run", "--backend", "torch", "--epochs", "0"], "expected a positive integer, got '0'"),
-        (["run", "--backend", "torch", "--colour"], "unrecognized arguments: --colour"),
-        (["run", "--backend", "torch", "--workers", "0"], "argument --workers: expected a positive integer, got '0'"),
-        (["run", "--backend", "torch", "--workers", "two"], "argument --workers: expected a positive integer"),
-        (["run", "--backend", "torch", "--threads", "-1"], "argument --threads: expected a positive integer"),
-        (["run", "--backend", "torch", "--ray-address", "nohost"], "RAY_ADDRESS 'nohost' is not host:port"),
-        (["layers", "lenet"], "unknown recipe 'lenet'"),
-    ],
-)
-def test_bad_command_lines_get_one_line_and_exit_2(argv, message, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "experiments", *argv, "--results", str(tmp_path)]
-                            if argv[0] == "run" else [sys.executable, "-m", "experiments", *argv],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-
-
 def test_a_shared_run_made_with_other_initial_weights_is_refused(tmp_path):
     """Shared seed-torch runs from before the weights replayed PyTorch's generator must not pass for new ones."""
-    from experiments.runs import check_same_run
+    from experiments.running.runs import check_same_run
 
     key = RunKey("torch", "mnist", "seed-torch", 0, "shared", 256, 1)
     record = train_run(key, RunStore(tmp_path), "cpu")

@@ -156,7 +156,7 @@ def test_torch_default_weights_are_the_seed_scripts_own_bit_for_bit(seed):
     """Shared mode's seed-torch weights for seed k are those of `torch.manual_seed(k); LeNet()` in the seed's script."""
     import torch
 
-    from experiments.seed_scripts.seed_torch import LeNet
+    from experiments.running.seed_scripts.seed_torch import LeNet
 
     torch.manual_seed(seed)
     script = {name.replace("fc", "dense"): p.detach().numpy() for name, p in LeNet().named_parameters()}

@@ -1,4 +1,4 @@
-"""experiments.stats against SciPy's reference tests, and the verdict rule on cases that must go each way."""
+"""experiments.analysis.stats against SciPy's reference tests, and the verdict rule on cases that must go each way."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from experiments import stats
+from experiments.analysis import stats
 
 
 def test_summary_interval_is_the_t_interval_of_the_mean():

@@ -28,7 +28,7 @@ from common.preprocess import Images, resized
 from common.results import SCRIPT_BACKEND, RunKey, RunStore
 from common.train import EpochOutcome, evaluate, train_epoch, training_order
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ class HarnessSession:
 def open_session(key: RunKey, recipe: spec.Recipe, device: str) -> Session:
     """The harness for 'torch' and 'mxnet'; the seed's own script for 'script'."""
     if key.backend == SCRIPT_BACKEND:
-        from experiments.seed_scripts import open_reference_run
+        from experiments.running.seed_scripts import open_reference_run
 
         return open_reference_run(key, device)
     return HarnessSession(key, recipe, device)

@@ -6,11 +6,11 @@ sides time the same number of optimiser steps of the same batch size, training o
 script runs train_ch5 with its test pass switched off); one-time set-up (building datasets, resizing) is
 timed apart. The machine's peak FLOP/s is taken from a float32 GEMM measured in the same run.
 
-    python -m experiments.bench [--reps 5] [--torch-steps 600] [--mxnet-steps 30]
+    lenet-repro bench [--reps 5] [--torch-steps 600] [--mxnet-steps 30]
 
-`--backends` (`make bench-backends`) times the three backends instead, PyTorch, MXNet and the float64 NumPy
-reference, on the harness's own loop for the same recipes and steps, in fresh processes, interleaved, and prints
-each one's seconds per epoch and NumPy's cost relative to the frameworks.
+`--backends` (`make bench-backends`) times every registered backend instead (the frameworks and the float64
+NumPy reference), on the harness's own loop for the same recipes and steps, in fresh processes, interleaved, and
+prints each one's seconds per epoch and its cost relative to the first framework.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backends import label, names
 from common import spec
 from common.batches import epoch_order, steps_per_epoch
-from experiments.cli import positive_int
 
 TRAIN_EXAMPLES = 60_000
 
@@ -46,12 +46,11 @@ class Pair:
 
 
 PAIRS = (
-    Pair("seed-torch", "mnist", "torch", "experiments.seed_scripts.seed_torch", 3.0),
-    Pair("seed-mxnet", "fashion-mnist", "mxnet", "experiments.seed_scripts.seed_mxnet", 1.5),
+    Pair("seed-torch", "mnist", "torch", "experiments.running.seed_scripts.seed_torch", 3.0),
+    Pair("seed-mxnet", "fashion-mnist", "mxnet", "experiments.running.seed_scripts.seed_mxnet", 1.5),
 )
-# --backends: (recipe, dataset, steps timed) for the three backends side by side
+# --backends: (recipe, dataset, steps timed) for every registered backend side by side
 BACKEND_RECIPES = (("seed-torch-fixed", "mnist", 200), ("d2l", "mnist", 40), ("seed-mxnet", "fashion-mnist", 4))
-BACKEND_LABELS = {"torch": "PyTorch", "mxnet": "MXNet", "numpy": "NumPy (float64)"}
 
 
 def peak_rss_mb() -> float:
@@ -64,7 +63,7 @@ def harness_side(pair: Pair, steps: int) -> dict:
     from backends import load_backend
     from common.results import RunKey
     from common.train import train_epoch
-    from experiments.runs import prepare_data, start_model
+    from experiments.running.runs import prepare_data, start_model
 
     start = time.perf_counter()
     recipe = spec.get_recipe(pair.recipe)
@@ -94,7 +93,7 @@ def seed_side(pair: Pair, steps: int) -> dict:
 
 def measure(side: str, pair: Pair, steps: int) -> dict:
     """One measurement in a fresh process."""
-    command = [sys.executable, "-m", "experiments.bench", "--child", side, "--recipe", pair.recipe,
+    command = [sys.executable, "-m", "experiments", "bench", "--child", side, "--recipe", pair.recipe,
                "--steps", str(steps)]  # fmt: skip
     if not pair.seed_module:  # a backend timed on its own (--backends)
         command += ["--dataset", pair.dataset, "--backend", pair.backend]
@@ -137,10 +136,10 @@ def compare(pair: Pair, steps: int, reps: int) -> dict:
 
 def compare_backends(recipe: str, dataset: str, steps: int, reps: int) -> dict[str, dict]:
     """The harness's training steps for each backend, fresh processes, rotating the order; medians."""
-    names = list(BACKEND_LABELS)
-    runs: dict[str, list[dict]] = {name: [] for name in names}
+    timed = names()
+    runs: dict[str, list[dict]] = {name: [] for name in timed}
     for rep in range(reps):
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
+        for name in timed[rep % len(timed):] + timed[: rep % len(timed)]:
             runs[name].append(measure("harness", Pair(recipe, dataset, name, "", 0.0), steps))
     return medians(runs)
 
@@ -156,10 +155,11 @@ def backend_lines(recipe_name: str, dataset: str, result: dict[str, dict], peak:
     for name, r in result.items():
         epoch[name] = r["seconds"] / r["steps"] * per_epoch_steps
         rate = r["examples"] / r["seconds"]
-        lines.append(f"  {BACKEND_LABELS[name]:<16} {epoch[name]:8.1f} s/epoch  {rate:9.0f} examples/s  "
+        lines.append(f"  {label(name):<16} {epoch[name]:8.1f} s/epoch  {rate:9.0f} examples/s  "
                      f"{r['threads']:.0f} threads  {training_flops * rate / peak:6.1%} of peak FLOP/s")  # fmt: skip
-    lines.append(f"  NumPy takes {epoch['numpy'] / epoch['torch']:.1f}x PyTorch's time and "
-                 f"{epoch['numpy'] / epoch['mxnet']:.1f}x MXNet's per epoch")  # fmt: skip
+    first = next(iter(epoch))
+    lines += [f"  {label(name)} takes {epoch[name] / epoch[first]:.1f}x {label(first)}'s time per epoch"
+              for name in epoch if name != first]  # fmt: skip
     return lines
 
 
@@ -170,12 +170,12 @@ def report_lines(pair: Pair, result: dict, peak: float) -> list[str]:
     training_flops = spec.flops_per_example(recipe)[1]
     lines = [f"{pair.recipe} on {pair.dataset} ({pair.backend}), {int(result['seed']['steps'])} steps of "
              f"{recipe.batch_size}, median of the repetitions:"]  # fmt: skip
-    for side, label in (("seed", "seed script"), ("harness", "harness")):
+    for side, side_label in (("seed", "seed script"), ("harness", "harness")):
         r = result[side]
         per_step = r["seconds"] / r["steps"]
         rate = r["examples"] / r["seconds"]
         lines.append(
-            f"  {label:<12} {per_step * per_epoch_steps:8.1f} s/epoch  {rate:9.0f} examples/s  "
+            f"  {side_label:<12} {per_step * per_epoch_steps:8.1f} s/epoch  {rate:9.0f} examples/s  "
             f"peak memory {r['peak_rss_mb']:6.0f} MB  set-up {r['setup_seconds']:5.1f} s  "
             f"{training_flops * rate / peak:6.1%} of peak FLOP/s"
         )
@@ -185,18 +185,8 @@ def report_lines(pair: Pair, result: dict, peak: float) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=positive_int, default=5)
-    parser.add_argument("--torch-steps", type=positive_int, default=600)
-    parser.add_argument("--mxnet-steps", type=positive_int, default=30)
-    parser.add_argument("--backends", action="store_true", help="time PyTorch, MXNet and NumPy side by side")
-    parser.add_argument("--child", choices=("seed", "harness"), help=argparse.SUPPRESS)
-    parser.add_argument("--recipe", help=argparse.SUPPRESS)
-    parser.add_argument("--dataset", help=argparse.SUPPRESS)
-    parser.add_argument("--backend", help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """`lenet-repro bench`: the seed's scripts against the harness, or (--backends) every backend."""
     if args.child and args.backend:
         print(json.dumps(harness_side(Pair(args.recipe, args.dataset, args.backend, "", 0.0), args.steps)))
         return 0
@@ -221,8 +211,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench finished in {time.perf_counter() - started:.0f} s")
     return 0
 
-
-if __name__ == "__main__":
-    from common.errors import run_cli
-
-    run_cli(main)

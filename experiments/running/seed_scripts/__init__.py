@@ -14,7 +14,7 @@ from common.errors import UserError
 from common.results import RunKey
 
 # The recipe each script is the reference for, and the module that holds it.
-SCRIPTS = {"seed-torch": "experiments.seed_scripts.seed_torch", "seed-mxnet": "experiments.seed_scripts.seed_mxnet"}
+SCRIPTS = {"seed-torch": f"{__name__}.seed_torch", "seed-mxnet": f"{__name__}.seed_mxnet"}
 
 
 def open_reference_run(key: RunKey, device: str):

@@ -17,7 +17,7 @@ evaluated after each epoch outside train_ch5, beside the test accuracy train_ch5
 MXNet reads its thread settings (OMP_NUM_THREADS, MXNET_CPU_WORKER_NTHREADS) when it is imported, so there is
 no `threads` argument: set those variables before starting Python.
 
-CLI: `python -m experiments.seed_scripts.seed_mxnet [--epochs N] [--max-steps S] [--no-evaluate] [--verbose]`.
+CLI: `python -m experiments.running.seed_scripts.seed_mxnet [--epochs N] [--max-steps S] [--no-evaluate] [--verbose]`.
 """
 
 from __future__ import annotations
@@ -377,8 +377,8 @@ class ReferenceRun:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m experiments.seed_scripts.seed_mxnet`: run the seed script and print the result as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.seed_scripts.seed_mxnet",
+    """`python -m experiments.running.seed_scripts.seed_mxnet`: run the seed script and print the result as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.running.seed_scripts.seed_mxnet",
                                      description="The seed's MXNet Gluon LeNet on local Fashion-MNIST, timed.")
     parser.add_argument("--epochs", type=int, default=10, help="epochs (the seed: 10)")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in all")

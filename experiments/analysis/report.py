@@ -17,15 +17,38 @@ from typing import Any
 
 import numpy as np
 
+import backends
+from backends.oracle import OracleFigures
 from common import spec
 from common.results import SCRIPT_BACKEND, RunStore, variant_name, write_atomic
-from experiments import stats as st
-from experiments.oracle import OracleFigures, oracle_markdown, read_oracle
+from experiments.analysis import stats as st
+from experiments.analysis.oracle_figures import oracle_markdown, read_oracle
 
-BACKEND_ORDER = ("torch", "mxnet", "numpy")  # numpy: the float64 reference (backends/numpy_lenet.py)
-BACKEND_LABEL = {"torch": "PyTorch", "mxnet": "MXNet", "numpy": "NumPy", SCRIPT_BACKEND: "the seed's script"}
-# Pairs whose per-step losses the drift table follows (first is the reference of the relative gap).
-DRIFT_PAIRS = (("torch", "mxnet"), ("numpy", "torch"), ("numpy", "mxnet"))
+
+def label(name: str) -> str:
+    """A backend's display name from the registry; the seed's scripts are "the seed's script"."""
+    return "the seed's script" if name == SCRIPT_BACKEND else backends.label(name)
+
+
+def is_reference(name: str) -> bool:
+    """Whether a backend is the float64 reference (an unregistered name counts as a framework)."""
+    entry = backends.registry().get(name)
+    return entry is not None and entry.role == "reference"
+
+
+def backend_order(present) -> list[str]:
+    """The backends (not the seed's script) among `present`, in registry order."""
+    return backends.order(set(present) - {SCRIPT_BACKEND})
+
+
+def drift_pairs(present) -> list[tuple[str, str]]:
+    """Pairs whose per-step losses the drift table follows (the first is the reference of the relative gap): the
+    first framework against each other framework, and the float64 reference against each framework."""
+    names = backend_order(present)
+    frameworks = [name for name in names if not is_reference(name)]
+    references = [name for name in names if is_reference(name)]
+    return [(frameworks[0], other) for other in frameworks[1:]] + [(r, f) for r in references for f in frameworks]
+
 # The accuracy whose first epoch the report states, per dataset.
 TARGET_ACCURACY = {"mnist": 0.98, "fashion-mnist": 0.80}
 # Below this test accuracy a 10-class network is still on its plateau (predicting one class or near it).
@@ -146,18 +169,19 @@ def _status_note(stats: dict[str, Any]) -> str:
 
 
 def side_by_side_rows(groups) -> list[dict[str, Any]]:
-    """One row per (variant, dataset, recipe) with both backends' stats and their difference."""
+    """One row per (variant, dataset, recipe) with every backend's stats, and each backend compared with the
+    row's first framework (the baseline: PyTorch where it ran)."""
     rows = []
     for (variant, dataset, recipe), by_backend in groups.items():
-        stats = {name: group_stats(by_backend[name]) for name in BACKEND_ORDER if name in by_backend}
-        if not stats:
+        names = backend_order(by_backend)
+        if not names:
             continue  # only the seed's script ran here: the fidelity table shows it
-        row: dict[str, Any] = {"variant": variant, "dataset": dataset, "recipe": recipe, "stats": stats,
-                               "groups": {name: by_backend[name] for name in BACKEND_ORDER if name in by_backend}}
-        if {"torch", "mxnet"} <= set(stats):
-            t, m = stats["torch"], stats["mxnet"]
-            row["test_accuracy_difference"] = m["test_accuracy_mean"] - t["test_accuracy_mean"]
-            row["comparison"] = backend_comparison(variant, by_backend["torch"], by_backend["mxnet"])
+        baseline = next((name for name in names if not is_reference(name)), names[0])
+        row: dict[str, Any] = {"variant": variant, "dataset": dataset, "recipe": recipe, "baseline": baseline,
+                               "stats": {name: group_stats(by_backend[name]) for name in names},
+                               "groups": {name: by_backend[name] for name in names}}  # fmt: skip
+        row["comparisons"] = {name: backend_comparison(variant, by_backend[baseline], by_backend[name])
+                              for name in names if name != baseline}  # fmt: skip
         rows.append(row)
     return rows
 
@@ -211,8 +235,7 @@ def _cells(stats: dict[str, Any] | None, columns: list[str]) -> list[str]:
     return [text[column] for column in columns]
 
 
-MAIN_COLUMNS = ["test acc", "final train loss", "s/epoch"]
-DETAIL_COLUMNS = ["train acc", "best test acc", "epochs to target"]
+DETAIL_COLUMNS = ["test acc", "final train loss", "train acc", "best test acc", "epochs to target", "s/epoch"]
 
 
 def _markdown(header: list[str], body: list[list[str]]) -> str:
@@ -222,31 +245,56 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
 
 
 def present_backends(rows: list[dict[str, Any]]) -> list[str]:
-    """The backends that have runs in these rows, in BACKEND_ORDER (the NumPy reference only where it ran)."""
-    return [name for name in BACKEND_ORDER if any(name in row["stats"] for row in rows)]
+    """The backends that have runs in these rows, in registry order (each only where it ran)."""
+    return backend_order({name for row in rows for name in row["stats"]})
 
 
-def markdown_table(rows: list[dict[str, Any]], columns: list[str] = MAIN_COLUMNS, difference: bool = True) -> str:
-    """A side-by-side Markdown table: recipe x dataset rows, the columns for PyTorch, MXNet, then NumPy."""
-    backends = present_backends(rows)
-    header = ["recipe", "dataset"] + [f"{BACKEND_LABEL[b]} {c}" for b in backends for c in columns]
-    if difference:
-        header += ["MXNet − PyTorch test acc [95% CI]", "same result"]
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The side-by-side table, readable at any number of backends: recipe x dataset rows, one test accuracy
+    column per backend, and one column saying which backends reach the baseline's result (details: the
+    differences table and the per-backend table)."""
+    names = present_backends(rows)
+    common_baseline = names and all(row["baseline"] == names[0] for row in rows)
+    header = ["recipe", "dataset", *[f"{label(name)} test acc" for name in names],
+              f"same result as {label(names[0]) if common_baseline else 'the baseline'}"]
     body = []
     for row in rows:
-        cells = [f"`{row['recipe']}`", row["dataset"]]
-        for name in backends:
-            cells += _cells(row["stats"].get(name), columns)
-        if difference:
-            cells += [_difference(row.get("comparison")), _verdict(row.get("comparison"))]
+        cells = [f"`{row['recipe']}`", row["dataset"], *[_cells(row["stats"].get(name), ["test acc"])[0]
+                                                         for name in names]]  # fmt: skip
+        verdicts = [f"{label(name)} {_verdict(c)}" for name, c in row["comparisons"].items()]
+        baseline = "" if common_baseline else f" (as {label(row['baseline'])})"
+        cells.append(", ".join(verdicts) + baseline if verdicts else "—")
         body.append(cells)
     return _markdown(header, body)
 
 
+def differences_table(rows: list[dict[str, Any]]) -> str:
+    """Each backend against the row's baseline in final test accuracy: the difference with its 95% interval, the
+    test and the verdict, one line per recipe, dataset and backend."""
+    body = []
+    for row in rows:
+        for name, comparison in row["comparisons"].items():
+            test = comparison.test + (f" ({comparison.pairs} seeds)" if comparison.test == "paired" else "")
+            p_value = test + ("" if math.isnan(comparison.p) else f", {comparison.p:.2g}")
+            body.append([f"`{row['recipe']}`", row["dataset"], f"{label(name)} − {label(row['baseline'])}",
+                         _difference(comparison), p_value, _verdict(comparison)])  # fmt: skip
+    return _markdown(["recipe", "dataset", "backends", "test acc difference [95% CI]", "test, p", "same result"],
+                     body)
+
+
 def backend_entries(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, Group]]:
-    """(recipe, dataset, label, group) for each backend of each row, PyTorch then MXNet."""
-    return [(row["recipe"], row["dataset"], BACKEND_LABEL[name], row["groups"][name])
-            for row in rows for name in BACKEND_ORDER if name in row["groups"]]  # fmt: skip
+    """(recipe, dataset, label, group) for each backend of each row, in registry order."""
+    return [(row["recipe"], row["dataset"], label(name), row["groups"][name])
+            for row in rows for name in row["groups"]]  # fmt: skip
+
+
+def detail_table(rows: list[dict[str, Any]]) -> str:
+    """Every figure of every backend, one line per recipe, dataset and backend."""
+    by_label = {(row["recipe"], row["dataset"], label(name)): row["stats"][name] for row in rows
+                for name in row["stats"]}  # fmt: skip
+    return _backend_table(backend_entries(rows), DETAIL_COLUMNS,
+                          lambda group: _cells(by_label[(group.recipe, group.dataset, label(group.backend))],
+                                               DETAIL_COLUMNS))  # fmt: skip
 
 
 def _backend_table(entries: list[tuple[str, str, str, Group]], columns: list[str],
@@ -308,13 +356,13 @@ def fidelity_rows(groups) -> list[dict[str, Any]]:
         if script is None or not script.complete:
             continue
         overrides = variant.removeprefix("native")  # "", or "-epochs2-limit512": compare like with like
-        entries = [(BACKEND_LABEL[SCRIPT_BACKEND], script, None)]
+        entries = [(label(SCRIPT_BACKEND), script, None)]
         for mode in ("shared", "native"):
             others = groups.get((mode + overrides, dataset, recipe), {})
-            for name in BACKEND_ORDER:
-                if name in others and others[name].complete:
+            for name in backend_order(others):
+                if others[name].complete:
                     group = others[name]
-                    entries.append((f"{BACKEND_LABEL[name]}, {mode}", group,
+                    entries.append((f"{label(name)}, {mode}", group,
                                     script_comparison(recipe, mode, name, script, group)))
         rows.append({"variant": variant, "dataset": dataset, "recipe": recipe, "entries": entries})
     return sorted(rows, key=lambda row: (row["variant"], recipe_rank.get(row["recipe"], 99), row["dataset"] != "mnist"))
@@ -367,15 +415,16 @@ def _seed_cell(record: dict[str, Any]) -> str:
 
 
 def drift_table(rows: list[dict[str, Any]]) -> str:
-    """How far apart two backends' per-step losses move, seed by seed (runs paired by seed): PyTorch against
-    MXNet, and each framework against the float64 NumPy reference where it ran. A column names the pair only
-    when the NumPy reference is among the runs, so the two-framework table reads as before."""
-    with_numpy = "numpy" in present_backends(rows)
-    header = ["recipe", "dataset", *(["pair"] if with_numpy else []), "seeds", "steps", "median relative gap",
+    """How far apart two backends' per-step losses move, seed by seed (runs paired by seed): the first framework
+    against each other one, and each framework against the float64 reference where it ran. A column names the
+    pair only when there is more than one pair."""
+    pairs = drift_pairs(present_backends(rows))
+    named = len(pairs) > 1
+    header = ["recipe", "dataset", *(["pair"] if named else []), "seeds", "steps", "median relative gap",
               "largest relative gap", "first step with gap > 1e-5", "first step with gap > 1e-3"]  # fmt: skip
     body = []
     for row in rows:
-        for pair in DRIFT_PAIRS:
+        for pair in pairs:
             if set(pair) - set(row["groups"]):
                 continue
             by_seed = [{r["seed"]: r for r in row["groups"][b].complete} for b in pair]
@@ -385,8 +434,8 @@ def drift_table(rows: list[dict[str, Any]]) -> str:
             gaps = [_relative_gap(by_seed[0][s]["step_losses"], by_seed[1][s]["step_losses"]) for s in seeds]
             firsts = [_first_above(gaps, threshold) for threshold in (1e-5, 1e-3)]
             gap_cells = [f"{np.median(np.concatenate(gaps)):.1e}", f"{max(g.max() for g in gaps):.1e}", *firsts]
-            label = [f"{BACKEND_LABEL[pair[1]]} vs {BACKEND_LABEL[pair[0]]}"] if with_numpy else []
-            body.append([f"`{row['recipe']}`", row["dataset"], *label, str(len(seeds)), str(len(gaps[0])),
+            pair_cell = [f"{label(pair[1])} vs {label(pair[0])}"] if named else []
+            body.append([f"`{row['recipe']}`", row["dataset"], *pair_cell, str(len(seeds)), str(len(gaps[0])),
                          *gap_cells])  # fmt: skip
     return _markdown(header, body)
 
@@ -406,9 +455,8 @@ def summary_table(store: RunStore, variant: str | None = None) -> str:
     groups = group_records(store.records(variant))
     if not groups:
         return f"no runs yet under {store.root}"
-    present = {name for by_backend in groups.values() for name in by_backend}
-    names = [name for name in BACKEND_ORDER if name in present or name in ("torch", "mxnet")] + [SCRIPT_BACKEND]
-    labels = [f"{BACKEND_LABEL[name]} test acc" for name in names[:-1]] + ["seed script test acc"]
+    names = backend_order({name for by_backend in groups.values() for name in by_backend}) + [SCRIPT_BACKEND]
+    labels = [f"{label(name)} test acc" for name in names[:-1]] + ["seed script test acc"]
     lines = [f"{'variant':<28}{'recipe':<18}{'dataset':<15}" + "".join(f"{label:>26}" for label in labels)]
     for (row_variant, dataset, recipe), by_backend in groups.items():
         cells = []
@@ -437,7 +485,7 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 def write_report(store: RunStore, mode: str | None = None) -> str:
     """Write report.md, report.csv and one PNG per (variant, dataset, recipe) into the results directory."""
-    from experiments.plots import plot_group
+    from experiments.analysis.plots import plot_group
 
     records = [r for r in store.records() if mode is None or r.get("mode", "shared") == mode]
     groups = group_records(records)
@@ -462,9 +510,11 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int,
            "Test accuracy and losses are those after the last epoch; training loss and accuracy are measured during "
            "the epoch, as d2lzh's `train_ch5` reports them. \"Epochs to target\": first epoch whose test accuracy "
            "reaches the stated value, averaged over the seeds that reach it. Seconds per epoch: the median over "
-           "every epoch of every seed, test evaluation included. \"Same result\": MXNet − PyTorch in final test "
-           "accuracy, paired by seed in shared mode (same weights and batches) and by Welch's t-test in native "
-           f"mode; verdict: {st.RULE}.",
+           "every epoch of every seed, test evaluation included. \"Same result\": each backend − the baseline (the "
+           "first framework that ran the recipe, PyTorch here) in final test accuracy, paired by seed in shared mode "
+           "(same weights and batches) and by Welch's t-test in native mode; verdict: "
+           f"{st.RULE}. Each variant's first table gives one test accuracy column per backend; the tables below it "
+           "give the differences with their intervals and every other figure.",
            ""]  # fmt: skip
     out += fidelity_section(fidelity or [])
     for row in fidelity or []:
@@ -474,20 +524,20 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int,
     for variant in dict.fromkeys(row["variant"] for row in rows):
         variant_rows = [row for row in rows if row["variant"] == variant]
         out += [f"## {variant}", "", _variant_note(variant), "", markdown_table(variant_rows), "",
-                "More figures for the same runs:", "", markdown_table(variant_rows, DETAIL_COLUMNS, False), "",
+                "Each backend against the baseline, final test accuracy:", "", differences_table(variant_rows), "",
+                "More figures for the same runs:", "", detail_table(variant_rows), "",
                 "Test accuracy (%) after each epoch, mean over seeds:", "", epoch_table(variant_rows), "",
                 f"Each seed's test accuracy after the last epoch (in brackets: how many epochs ended below "
                 f"{PLATEAU_ACCURACY:.0%} test accuracy, i.e. on the plateau):", "",
                 seed_table(backend_entries(variant_rows)), ""]
-        if variant.startswith("shared") and "numpy" in present_backends(variant_rows):
+        present = present_backends(variant_rows)
+        references = [label(name) for name in present if is_reference(name)]
+        if variant.startswith("shared") and len(present) > 1:
             out += ["How far the backends' per-step training losses move apart from the same weights and batches "
-                    "(relative gap |B − A| / A for the pair \"B vs A\", per step, runs paired by seed; NumPy is the "
-                    "float64 reference, so \"PyTorch vs NumPy\" is how far float32 arithmetic carries PyTorch from "
-                    "the exact math):", "", drift_table(variant_rows), ""]  # fmt: skip
-        elif variant.startswith("shared"):
-            out += ["How far the two backends' per-step training losses move apart from the same weights and "
-                    "batches (relative gap |PyTorch − MXNet| / PyTorch, per step, runs paired by seed):", "",
-                    drift_table(variant_rows), ""]  # fmt: skip
+                    "(relative gap |B − A| / A for the pair \"B vs A\", per step, runs paired by seed"
+                    + (f"; {references[0]} is the float64 reference, so \"{label(present[0])} vs {references[0]}\" "
+                       f"is how far float32 arithmetic carries {label(present[0])} from the exact math" if references
+                       else "") + "):", "", drift_table(variant_rows), ""]  # fmt: skip
         for row in variant_rows:
             key = (row["variant"], row["dataset"], row["recipe"])
             out += [f"![{row['recipe']} on {row['dataset']} ({variant})]({plots[key].as_posix()})", ""]
@@ -505,9 +555,11 @@ def oracle_section(figures: list[OracleFigures]) -> list[str]:
     if not figures:
         return []
     f = figures[0]
+    source = backends.info(backends.REFERENCE).module.replace(".", "/") + ".py"
     return ["## The oracle: each framework against the float64 math", "",
-            "The NumPy backend (`backends/numpy_lenet.py`: every forward and backward written out, float64, itself "
-            "checked against central finite differences) is the reference. From the same initial weights, each "
+            f"The {label(backends.REFERENCE)} backend (`{source}`: "
+            "every forward and backward written out, float64, itself checked against central finite differences) is "
+            "the reference. From the same initial weights, each "
             f"implementation computes the output, loss and gradients of one batch of {f.examples} real examples, then "
             f"{f.steps} SGD steps (batches of up to {f.step_batch}). Each cell: the largest relative error against "
             "the float64 reference, max |x − x₆₄| / max |x₆₄| (per layer: its weight or bias, whichever is larger). "
@@ -520,11 +572,11 @@ def _variant_note(variant: str) -> str:
     mode = variant.split("-")[0]
     limit = variant.partition("-limit")[2]
     text = {
-        "shared": "Both backends start each seed from the same initial weights (made in NumPy; for `seed-torch` and "
-        "`seed-torch-fixed` they are PyTorch's own for that seed, as the seed's script draws them) and see the same "
+        "shared": "Every backend starts each seed from the same initial weights (made in NumPy; for `seed-torch` and "
+        "`seed-torch-fixed` they are PyTorch's own for that seed, as the seed's script draws them) and sees the same "
         "batches in the same order: their curves differ only by the frameworks' arithmetic.",
         "native": "Each framework uses its own initialisers and its own shuffling, as two independent scripts would "
-        "(same distributions, each framework's own random numbers): the two backends' curves differ as two "
-        "independent runs do. The seed's own scripts, where they ran, are native runs too.",
+        "(same distributions, each framework's own random numbers): the backends' curves differ as independent "
+        "runs do. The seed's own scripts, where they ran, are native runs too.",
     }[mode]
     return text + (f" Data subset: the first {limit} training and test examples." if limit else "")

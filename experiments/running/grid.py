@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from common.errors import UserError
 from common.results import RunKey, RunLock, RunStore, read_checkpoint, write_atomic
-from experiments.runs import REPO, check_same_run, format_seconds
+from experiments.running.runs import check_same_run, format_seconds
 
 GRID = ".grid"  # under the results directory: one marker file per Ray driver, to detect shared storage
 CONNECT_SECONDS = 25  # an unreachable cluster is reported within this many seconds
@@ -188,7 +188,7 @@ class SubprocessExecutor:
     def submit(self, key: RunKey) -> None:
         # the environment too: NumPy's BLAS reads its thread count only there, when NumPy is imported
         env = {**os.environ, "OMP_NUM_THREADS": str(self.settings.threads)} if self.settings.threads else None
-        self.children[key] = subprocess.Popen(run_one_command(key, self.store.root, self.settings), cwd=REPO, env=env)
+        self.children[key] = subprocess.Popen(run_one_command(key, self.store.root, self.settings), env=env)
 
     def wait(self, timeout: float) -> list[tuple[RunKey, dict[str, Any]]]:
         deadline = time.monotonic() + timeout
@@ -255,7 +255,7 @@ def train_task(key: RunKey, results: str, marker: str, settings: RunSettings, ch
     """
     import ray
 
-    from experiments.runs import Progress, train_run, use_threads
+    from experiments.running.runs import Progress, train_run, use_threads
 
     use_threads(settings.threads)
     if data_dir and Path(data_dir).is_dir():
@@ -305,8 +305,8 @@ def token_available() -> bool:
 def connect(address: str | None, cpus: int) -> None:
     """Connect to the cluster at `address`, or start a local instance with `cpus` CPUs (stopped in close())."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every per-epoch line reaches the driver
-    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}}
-    options: dict[str, Any] = {"runtime_env": env, "logging_level": logging.WARNING, "log_to_driver": True}
+    # Workers import the project from the environment it is installed in (`pip install -e .`), as the driver does.
+    options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
     if address is None:
         import ray
 

@@ -10,10 +10,9 @@ the recipe's distributions, as MXNet's native mode draws them), still trained by
 it separates MXNet's weights from MXNet's batch order. The study's `torch` arm is, weights and batches, what a
 shared-mode PyTorch run of the recipe trains.
 Results go to <out>/init-<recipe>-<dataset>.json, written after every run (resumable), and the comparison
-(Welch's t-test, experiments.stats) is printed.
+(Welch's t-test, experiments.analysis.stats) is printed.
 
-    python -m experiments.init_study [--seeds 20] [--dataset mnist] [--arms numpy,torch] [--out docs/studies]
-                                     [--limit N]
+    lenet-repro init-study [--seeds 20] [--dataset mnist] [--arms numpy,torch] [--out docs/studies] [--limit N]
 """
 
 from __future__ import annotations
@@ -22,14 +21,19 @@ import argparse
 import json
 from pathlib import Path
 
-from common.errors import run_cli, unknown_name
+from backends import frameworks
+from common.errors import unknown_name
 from common.init import initial_weights
 from common.results import write_atomic
-from experiments import stats
-from experiments.cli import positive_int
+from experiments.analysis import stats
 
-ARMS = ("numpy", "torch", "mxnet")  # where the initial weights come from
-DEFAULT_ARMS = ("numpy", "torch")
+PCG64 = "numpy"  # the arm whose weights are NumPy's PCG64 draw of the spec's distribution
+DEFAULT_ARMS = (PCG64, "torch")
+
+
+def arms() -> tuple[str, ...]:
+    """Where the initial weights can come from: NumPy's PCG64 draw, or any registered framework's initialisers."""
+    return (PCG64, *frameworks())
 
 
 def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | None = None) -> dict:
@@ -38,17 +42,17 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
     from common import spec
     from common.batches import epoch_order
     from common.train import evaluate, train_epoch
-    from experiments.runs import prepare_data
+    from experiments.running.runs import prepare_data
 
     backend = load_backend("torch")
     backend.configure_threads()
     recipe = spec.get_recipe(recipe_name)
     model = backend.build_model(recipe, "cpu", seed=seed)  # PyTorch's own initialisers, seeded
-    if arm == "numpy":
+    if arm == PCG64:
         backend.set_weights(model, initial_weights(recipe, seed, source="numpy-pcg64"))
-    if arm == "mxnet":  # MXNet's own initialisers for the seed, as its native mode draws them
-        mxnet = load_backend("mxnet")
-        backend.set_weights(model, mxnet.get_weights(mxnet.build_model(recipe, "cpu", seed=seed)))
+    elif arm != "torch":  # another framework's own initialisers for the seed, as its native mode draws them
+        other = load_backend(arm)
+        backend.set_weights(model, other.get_weights(other.build_model(recipe, "cpu", seed=seed)))
     data = prepare_data(dataset, recipe, limit)
     for epoch in range(recipe.epochs):
         order = epoch_order(seed, epoch, len(data.train_labels), recipe.shuffle)
@@ -74,7 +78,8 @@ def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None,
 
 def summary(results: dict) -> str:
     """Each arm as mean ± std (n) with its 95% interval, and torch against each other arm."""
-    finals = {arm: [r["test_accuracy"] for r in results["runs"] if r["arm"] == arm] for arm in ARMS}
+    present = dict.fromkeys(r["arm"] for r in results["runs"])
+    finals = {arm: [r["test_accuracy"] for r in results["runs"] if r["arm"] == arm] for arm in present}
     finals = {arm: values for arm, values in finals.items() if values}
     lines = [f"{results['recipe']} on {results['dataset']}, same batches, initial weights from:"]
     for arm, values in finals.items():
@@ -88,24 +93,14 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.init_study", description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=positive_int, default=20)
-    parser.add_argument("--recipe", default="seed-torch")
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
-    parser.add_argument("--limit", type=positive_int)
-    parser.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {','.join(ARMS)}")
-    args = parser.parse_args(argv)
-    arms = tuple(arm.strip() for arm in args.arms.split(",") if arm.strip())
-    for arm in arms:
-        if arm not in ARMS:
-            raise unknown_name("arm", arm, ARMS)
+def run(args: argparse.Namespace) -> int:
+    """`lenet-repro init-study`: run the missing (seed, arm) pairs, then print the comparison."""
+    chosen = tuple(arm.strip() for arm in args.arms.split(",") if arm.strip())
+    for arm in chosen:
+        if arm not in arms():
+            raise unknown_name("arm", arm, arms())
     suffix = f"-limit{args.limit}" if args.limit else ""
     path = Path(args.out) / f"init-{args.recipe}-{args.dataset}{suffix}.json"
-    print(summary(study(path, args.recipe, args.dataset, args.seeds, args.limit, arms)))
+    print(summary(study(path, args.recipe, args.dataset, args.seeds, args.limit, chosen)))
     return 0
 
-
-if __name__ == "__main__":
-    run_cli(main)

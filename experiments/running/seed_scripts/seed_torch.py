@@ -12,7 +12,8 @@ loop, one epoch per call, on MNIST or Fashion-MNIST (torchvision's FashionMNIST 
 nothing else changed), with a forward hook on the criterion recording each step's loss and the test set
 evaluated after each epoch outside the loop.
 
-CLI: `python -m experiments.seed_scripts.seed_torch [--epochs N] [--max-steps S] [--verbose]` prints one JSON line.
+CLI: `python -m experiments.running.seed_scripts.seed_torch [--epochs N] [--max-steps S] [--verbose]` prints one
+JSON line.
 """
 
 from __future__ import annotations
@@ -319,8 +320,8 @@ class ReferenceRun:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m experiments.seed_scripts.seed_torch`: run the seed script and print the result as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.seed_scripts.seed_torch",
+    """`python -m experiments.running.seed_scripts.seed_torch`: run the seed script and print the result as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.running.seed_scripts.seed_torch",
                                      description="The seed's PyTorch LeNet on local MNIST, timed.")
     parser.add_argument("--epochs", type=int, default=10, help="epochs (the seed: 10)")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in all")

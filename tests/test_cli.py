@@ -1,0 +1,171 @@
+"""The `lenet-repro` command line: every job a subcommand, each with --help, bad arguments as one line and exit 2,
+imports that do not depend on the working directory, and plug-in backends through the entry point group."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import backends
+from experiments import cli
+
+LENET_REPRO = Path(sys.executable).parent / "lenet-repro"  # the console script `pip install -e .` made
+
+
+def lenet_repro(*argv: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
+    return subprocess.run([str(LENET_REPRO), *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def test_the_console_script_is_installed():
+    assert LENET_REPRO.exists(), f"{LENET_REPRO} is missing: `make venv` installs the project with `pip install -e .`"
+
+
+def test_help_lists_every_subcommand_from_any_directory(tmp_path):
+    result = lenet_repro("--help", cwd=tmp_path)  # not the repository: imports come from the installed package
+    assert result.returncode == 0, result.stderr
+    for command in cli.COMMANDS:
+        assert f"    {command}" in result.stdout, f"`lenet-repro --help` does not list {command}"
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: lenet-repro {command}" in capsys.readouterr().out
+
+
+def _unknown_backend() -> str:
+    return f"unknown backend 'nosuch'; valid: {', '.join(sorted(cli.run_backends()))}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "the following arguments are required: COMMAND (see `lenet-repro --help`)"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["run", "--backend", "nosuch"], _unknown_backend()),
+        (["run", "--backend", "torch", "--recipes", "lenet"], "unknown recipe 'lenet'; valid: d2l, seed-mxnet"),
+        (["run", "--backend", "torch", "--datasets", "cifar"], "unknown dataset 'cifar'; valid: fashion-mnist, mnist"),
+        (["run", "--backend", "torch", "--mode", "fast"], "unknown mode 'fast'; valid: native, shared"),
+        (["run", "--backend", "torch", "--epochs", "0"], "expected a positive integer, got '0'"),
+        (["run", "--backend", "torch", "--colour"], "unrecognized arguments: --colour (see `lenet-repro run --help`)"),
+        (["run", "--backend", "torch", "--workers", "0"], "argument --workers: expected a positive integer, got '0'"),
+        (["run", "--backend", "torch", "--workers", "two"], "argument --workers: expected a positive integer"),
+        (["run", "--backend", "torch", "--threads", "-1"], "argument --threads: expected a positive integer"),
+        (["run", "--backend", "torch", "--ray-address", "nohost"], "RAY_ADDRESS 'nohost' is not host:port"),
+        (["run-one", "--backend", "torch", "--recipe", "d2l"], "the following arguments are required: --dataset"),
+        (["compare", "--mode", "fast"], "unknown mode 'fast'; valid: native, shared"),
+        (["layers", "lenet"], "unknown recipe 'lenet'"),
+        (["layers", "--backend", "nosuch"], "unknown table source 'nosuch'; valid: "),
+        (["conformance", "--backend", "nosuch"], "unknown backend 'nosuch'"),
+        (["data", "frobnicate"], "argument action: invalid choice: 'frobnicate'"),
+        (["data", "verify", "cifar"], "unknown dataset 'cifar'"),
+        (["oracle", "--recipes", "lenet"], "unknown recipe 'lenet'"),
+        (["oracle", "--steps", "0"], "expected a positive integer, got '0'"),
+        (["bench", "--reps", "0"], "expected a positive integer, got '0'"),
+        (["notebook", "pdf"], "argument action: invalid choice: 'pdf'"),
+        (["init-study", "--arms", "numpy,nosuch"], "unknown arm 'nosuch'"),
+        (["init-study", "--dataset", "cifar"], "unknown dataset 'cifar'"),
+    ],
+)
+def test_bad_command_lines_get_one_line_and_exit_2(argv, message, tmp_path):
+    extra = ["--results", str(tmp_path)] if argv[:1] in (["run"], ["run-one"], ["oracle"]) else []
+    result = lenet_repro(*argv, *extra, cwd=tmp_path)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_python_dash_m_experiments_is_the_same_command(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "experiments", "run", "--backend", "nosuch"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2 and result.stderr.strip() == f"error: {_unknown_backend()}"
+
+
+def test_backends_lists_the_registry(tmp_path):
+    result = lenet_repro("backends", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    listed = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert listed == backends.names()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A plug-in: a package made outside the repository registers an existing backend module under a new name.
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory) -> dict[str, str]:
+    """`pip install` a tiny package whose entry point in lenet_repro.backends is `mycopy = backends.numpy_lenet`,
+    into a folder of its own (so the project's environment is left as it was); the environment to see it."""
+    root = tmp_path_factory.mktemp("plugin")
+    source = root / "mycopy-plugin"
+    source.mkdir()
+    (source / "pyproject.toml").write_text(textwrap.dedent(f"""\
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "mycopy-plugin"
+        version = "0.1"
+
+        [project.entry-points."{backends.ENTRY_POINT_GROUP}"]
+        mycopy = "backends.numpy_lenet"
+
+        [tool.setuptools]
+        py-modules = []
+        """))
+    target = root / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(source)], check=True, capture_output=True,
+                   timeout=300)  # fmt: skip
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
+
+
+def test_a_plugin_backend_runs_through_the_harness_and_the_report(plugin, tmp_path):
+    listed = lenet_repro("backends", cwd=tmp_path, env=plugin)
+    assert "mycopy" in listed.stdout and "plug-in (lenet_repro.backends)" in listed.stdout, listed
+    results = tmp_path / "R"
+    run = lenet_repro("run", "--backend", "mycopy", "--recipes", "d2l", "--datasets", "mnist", "--epochs", "1",
+                      "--limit", "256", "--results", str(results), cwd=tmp_path, env=plugin)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    (path,) = results.glob("**/mycopy-seed0.json")
+    record = json.loads(path.read_text())
+    assert record["backend"] == "mycopy" and record["status"] == "complete"
+    compare = lenet_repro("compare", "--results", str(results), cwd=tmp_path, env=plugin)
+    assert compare.returncode == 0, compare.stderr
+    assert "| recipe | dataset | mycopy test acc |" in (results / "report.md").read_text()
+    # without the plug-in installed, its records still make a report (the name stands for its label)
+    assert lenet_repro("compare", "--results", str(results), cwd=tmp_path).returncode == 0
+
+
+def test_a_plugin_named_like_a_builtin_backend_is_refused_in_one_line(tmp_path):
+    dist = tmp_path / "clash-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: clash\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{backends.ENTRY_POINT_GROUP}]\ntorch = backends.numpy_lenet\n")
+    result = lenet_repro("backends", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: entry point torch = backends.numpy_lenet ({backends.ENTRY_POINT_GROUP}) takes the name of a backend "
+        "already registered (backends.torch_lenet); rename it"
+    ]
+
+
+def test_a_plugin_whose_module_is_missing_is_one_line(tmp_path):
+    dist = tmp_path / "gone-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gone\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{backends.ENTRY_POINT_GROUP}]\ngone = no_such_package.lenet\n")
+    result = lenet_repro("layers", "d2l", "--backend", "gone", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: backend 'gone' is registered as no_such_package.lenet, which cannot be imported")
