@@ -16,6 +16,7 @@ import backends
 from experiments import cli
 
 LENET_REPRO = Path(sys.executable).parent / "lenet-repro"  # the console script `pip install -e .` made
+REFERENCE_MODULE = backends.info(backends.REFERENCE).module
 
 
 def lenet_repro(*argv: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120):
@@ -103,8 +104,9 @@ def test_backends_lists_the_registry(tmp_path):
 
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory) -> dict[str, str]:
-    """`pip install` a tiny package whose entry point in lenet_repro.backends is `mycopy = backends.numpy_lenet`,
-    into a folder of its own (so the project's environment is left as it was); the environment to see it."""
+    """`pip install` a tiny package whose entry point in lenet_repro.backends names the reference backend's module
+    under a new name, `mycopy`, into a folder of its own (so the project's environment is left as it was); the
+    environment to see it."""
     root = tmp_path_factory.mktemp("plugin")
     source = root / "mycopy-plugin"
     source.mkdir()
@@ -118,7 +120,7 @@ def plugin(tmp_path_factory) -> dict[str, str]:
         version = "0.1"
 
         [project.entry-points."{backends.ENTRY_POINT_GROUP}"]
-        mycopy = "backends.numpy_lenet"
+        mycopy = "{REFERENCE_MODULE}"
 
         [tool.setuptools]
         py-modules = []
@@ -151,12 +153,13 @@ def test_a_plugin_named_like_a_builtin_backend_is_refused_in_one_line(tmp_path):
     dist = tmp_path / "clash-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: clash\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[{backends.ENTRY_POINT_GROUP}]\ntorch = backends.numpy_lenet\n")
+    taken = backends.names()[0]
+    (dist / "entry_points.txt").write_text(f"[{backends.ENTRY_POINT_GROUP}]\n{taken} = {REFERENCE_MODULE}\n")
     result = lenet_repro("backends", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: entry point torch = backends.numpy_lenet ({backends.ENTRY_POINT_GROUP}) takes the name of a backend "
-        "already registered (backends.torch_lenet); rename it"
+        f"error: entry point {taken} = {REFERENCE_MODULE} ({backends.ENTRY_POINT_GROUP}) takes the name of a backend "
+        f"already registered ({backends.info(taken).module}); rename it"
     ]
 
 

@@ -258,9 +258,9 @@ class ReferenceRun:
         self.threads = torch.get_num_threads()
 
     def versions(self) -> dict[str, str]:
-        from backends import torch_lenet  # the versions the PyTorch backend records, recorded the same way
+        from backends import load_backend  # the versions the PyTorch backend records, recorded the same way
 
-        return torch_lenet.versions()
+        return load_backend("torch").versions()
 
     def device_name(self) -> str:
         return "cpu"
