@@ -116,9 +116,14 @@ def build_model(recipe: spec.Recipe, device: str = "auto", seed: int = 0, hybrid
     net.initialize(ctx=context)
     opt = recipe.optimizer
     # Gluon's 'sgd': mom = m*mom - lr*(rescale*g + wd*w); w += mom (PyTorch's update for a constant lr).
-    trainer = gluon.Trainer(
-        net.collect_params(), "sgd", {"learning_rate": opt.lr, "momentum": opt.momentum, "wd": opt.weight_decay}
-    )
+    # The trainer's saved state (get_state) is keyed by each parameter's index in its list, so the list has a fixed
+    # order: per layer, bias then weight. Given a ParameterDict, Gluon sorts the global names instead (conv0_bias,
+    # conv0_weight, ...), which gives this same order only while the name counters stay below 10: the fourth network
+    # built in a process has dense9..dense11, sorted dense10, dense11, dense9, and a state saved from another network
+    # would give each layer another layer's momentum.
+    layers = dict.fromkeys(name.rsplit(".", 1)[0] for name in params)
+    ordered = [params[f"{layer}.{kind}"] for layer in layers for kind in ("bias", "weight")]
+    trainer = gluon.Trainer(ordered, "sgd", {"learning_rate": opt.lr, "momentum": opt.momentum, "wd": opt.weight_decay})
     model = Model(recipe, net, trainer, context, params, gluon.loss.SoftmaxCrossEntropyLoss())
     native_init(model, seed)
     if hybridize:

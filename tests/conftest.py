@@ -42,14 +42,3 @@ def mxnet_backend():
     from backends import load_backend
 
     return load_backend("mxnet")
-
-
-# Tables that tests measured and want shown at the end of the run (the oracle's figures), in order.
-SUMMARY_TABLES: list[tuple[str, str]] = []
-
-
-def pytest_terminal_summary(terminalreporter):
-    for title, table in SUMMARY_TABLES:
-        terminalreporter.section(title)
-        for line in table.splitlines():
-            terminalreporter.write_line(line)

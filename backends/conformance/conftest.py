@@ -1,0 +1,30 @@
+"""The conformance suite's pytest settings: the `slow` marker (the suite also runs outside this project's
+configuration, with `--pyargs`), the choice of backends (LENET_REPRO_BACKENDS) checked up front, and the oracle's
+figures printed at the end of the run."""
+
+from __future__ import annotations
+
+import pytest
+
+from backends import conformance
+from common.errors import UserError
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: longer integration tests on real data subsets (`-m 'not slow'` leaves them out)"
+    )
+    try:
+        conformance.selected()
+    except UserError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def pytest_terminal_summary(terminalreporter):
+    from backends.oracle import oracle_markdown
+
+    figures = conformance.measured_figures()
+    if figures:
+        terminalreporter.section("oracle: largest relative error against the float64 NumPy reference")
+        for line in oracle_markdown(figures).splitlines():
+            terminalreporter.write_line(line)
