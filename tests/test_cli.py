@@ -47,39 +47,59 @@ def _unknown_backend() -> str:
     return f"unknown backend 'nosuch'; valid: {', '.join(sorted(cli.run_backends()))}"
 
 
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        ([], "the following arguments are required: COMMAND (see `lenet-repro --help`)"),
-        (["frobnicate"], "invalid choice: 'frobnicate'"),
-        (["run", "--backend", "nosuch"], _unknown_backend()),
-        (["run", "--backend", "torch", "--recipes", "lenet"], "unknown recipe 'lenet'; valid: d2l, seed-mxnet"),
-        (["run", "--backend", "torch", "--datasets", "cifar"], "unknown dataset 'cifar'; valid: fashion-mnist, mnist"),
-        (["run", "--backend", "torch", "--mode", "fast"], "unknown mode 'fast'; valid: native, shared"),
-        (["run", "--backend", "torch", "--epochs", "0"], "expected a positive integer, got '0'"),
-        (["run", "--backend", "torch", "--colour"], "unrecognized arguments: --colour (see `lenet-repro run --help`)"),
-        (["run", "--backend", "torch", "--workers", "0"], "argument --workers: expected a positive integer, got '0'"),
-        (["run", "--backend", "torch", "--workers", "two"], "argument --workers: expected a positive integer"),
-        (["run", "--backend", "torch", "--threads", "-1"], "argument --threads: expected a positive integer"),
-        (["run", "--backend", "torch", "--ray-address", "nohost"], "RAY_ADDRESS 'nohost' is not host:port"),
-        (["run-one", "--backend", "torch", "--recipe", "d2l"], "the following arguments are required: --dataset"),
-        (["compare", "--mode", "fast"], "unknown mode 'fast'; valid: native, shared"),
-        (["layers", "lenet"], "unknown recipe 'lenet'"),
-        (["layers", "--backend", "nosuch"], "unknown table source 'nosuch'; valid: "),
-        (["conformance", "--backend", "nosuch"], "unknown backend 'nosuch'"),
-        (["data", "frobnicate"], "argument action: invalid choice: 'frobnicate'"),
-        (["data", "verify", "cifar"], "unknown dataset 'cifar'"),
-        (["oracle", "--recipes", "lenet"], "unknown recipe 'lenet'"),
-        (["oracle", "--steps", "0"], "expected a positive integer, got '0'"),
-        (["bench", "--reps", "0"], "expected a positive integer, got '0'"),
-        (["notebook", "pdf"], "argument action: invalid choice: 'pdf'"),
-        (["init-study", "--arms", "numpy,nosuch"], "unknown arm 'nosuch'"),
-        (["init-study", "--dataset", "cifar"], "unknown dataset 'cifar'"),
-    ],
-)
-def test_bad_command_lines_get_one_line_and_exit_2(argv, message, tmp_path):
-    extra = ["--results", str(tmp_path)] if argv[:1] in (["run"], ["run-one"], ["oracle"]) else []
-    result = lenet_repro(*argv, *extra, cwd=tmp_path)
+BAD_COMMAND_LINES = [
+    ([], "the following arguments are required: COMMAND (see `lenet-repro --help`)"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["run", "--backend", "nosuch"], _unknown_backend()),
+    (["run", "--backend", "torch", "--recipes", "lenet"], "unknown recipe 'lenet'; valid: d2l, seed-mxnet"),
+    (["run", "--backend", "torch", "--datasets", "cifar"], "unknown dataset 'cifar'; valid: fashion-mnist, mnist"),
+    (["run", "--backend", "torch", "--mode", "fast"], "unknown mode 'fast'; valid: native, shared"),
+    (["run", "--backend", "torch", "--epochs", "0"], "expected a positive integer, got '0'"),
+    (["run", "--backend", "torch", "--colour"], "unrecognized arguments: --colour (see `lenet-repro run --help`)"),
+    (["run", "--backend", "torch", "--workers", "0"], "argument --workers: expected a positive integer, got '0'"),
+    (["run", "--backend", "torch", "--workers", "two"], "argument --workers: expected a positive integer"),
+    (["run", "--backend", "torch", "--threads", "-1"], "argument --threads: expected a positive integer"),
+    (["run", "--backend", "torch", "--ray-address", "nohost"], "RAY_ADDRESS 'nohost' is not host:port"),
+    (["run-one", "--backend", "torch", "--recipe", "d2l"], "the following arguments are required: --dataset"),
+    (["compare", "--mode", "fast"], "unknown mode 'fast'; valid: native, shared"),
+    (["layers", "lenet"], "unknown recipe 'lenet'"),
+    (["layers", "--backend", "nosuch"], "unknown table source 'nosuch'; valid: "),
+    (["conformance", "--backend", "nosuch"], "unknown backend 'nosuch'"),
+    (["data", "frobnicate"], "argument action: invalid choice: 'frobnicate'"),
+    (["data", "verify", "cifar"], "unknown dataset 'cifar'"),
+    (["oracle", "--recipes", "lenet"], "unknown recipe 'lenet'"),
+    (["oracle", "--steps", "0"], "expected a positive integer, got '0'"),
+    (["bench", "--reps", "0"], "expected a positive integer, got '0'"),
+    (["notebook", "pdf"], "argument action: invalid choice: 'pdf'"),
+    (["init-study", "--arms", "numpy,nosuch"], "unknown arm 'nosuch'"),
+    (["init-study", "--dataset", "cifar"], "unknown dataset 'cifar'"),
+]
+
+
+def _results_in(argv: list[str], tmp_path: Path) -> list[str]:
+    """A --results folder in tmp_path for the commands that write results."""
+    return ["--results", str(tmp_path)] if argv[:1] in (["run"], ["run-one"], ["oracle"]) else []
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_COMMAND_LINES)
+def test_bad_command_lines_get_one_line_and_exit_2(argv, message, tmp_path, monkeypatch, capsys):
+    """In this process, through the console script's own entry function."""
+    monkeypatch.setattr(sys, "argv", ["lenet-repro", *argv, *_results_in(argv, tmp_path)])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.entry()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("argv", "message"), BAD_COMMAND_LINES)
+def test_the_installed_command_gives_the_same_one_line_errors(argv, message, tmp_path):
+    """The same command lines through the installed `lenet-repro`: nothing else (a warning from a framework
+    imported on the way) may reach stderr."""
+    result = lenet_repro(*argv, *_results_in(argv, tmp_path), cwd=tmp_path)
     assert result.returncode == 2, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -132,6 +152,7 @@ def plugin(tmp_path_factory) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
 
 
+@pytest.mark.slow
 def test_a_plugin_backend_runs_through_the_harness_and_the_report(plugin, tmp_path):
     listed = lenet_repro("backends", cwd=tmp_path, env=plugin)
     assert "mycopy" in listed.stdout and "plug-in (lenet_repro.backends)" in listed.stdout, listed

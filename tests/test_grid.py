@@ -118,6 +118,7 @@ def test_a_worker_killed_mid_run_is_retried_and_ends_with_the_uninterrupted_numb
     deadline = time.monotonic() + 120
     while not store.checkpoint_path(key).exists() and time.monotonic() < deadline:  # the first epoch is done
         time.sleep(0.02)
+    assert store.checkpoint_path(key).exists(), "no checkpoint of the first epoch within 120 s"
     workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _is_training_worker(p)]
     assert workers, "no Ray worker was training"
     for pid in workers:
@@ -153,6 +154,7 @@ def test_two_drivers_on_one_results_directory_train_each_run_once(tmp_path, no_r
         assert len(record["meta"]["attempts"]) == 1
 
 
+@pytest.mark.slow
 def test_a_run_held_by_another_driver_is_skipped_then_taken_up_or_left_finished(tmp_path):
     """Deterministic: this test holds two runs' locks like another driver would, then lets them go."""
     store = RunStore(tmp_path)
@@ -163,10 +165,12 @@ def test_a_run_held_by_another_driver_is_skipped_then_taken_up_or_left_finished(
     deadline = time.monotonic() + 120
     while not store.record_path(keys[2]).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert store.record_path(keys[2]).exists(), "the driver wrote no record of the free run within 120 s"
     assert store.load_record(keys[0]) is None and driver.poll() is None, "the driver waits for held runs"
     # The other driver "finishes" seed 1: a complete record (copied from seed 2's, marked as seed 1), then lets go.
     while store.load_record(keys[2])["status"] != "complete" and time.monotonic() < deadline:
         time.sleep(0.02)  # the record exists after the epoch; the run's last write marks it complete
+    assert store.load_record(keys[2])["status"] == "complete", "the free run did not finish within 120 s"
     finished = {**store.load_record(keys[2]), "seed": 1}
     write_atomic(store.record_path(keys[1]), record_json(finished).encode())
     held[1].release()
@@ -201,6 +205,7 @@ def test_ctrl_c_on_a_ray_driver_keeps_checkpoints_and_the_next_run_resumes(tmp_p
     deadline = time.monotonic() + 120
     while not store.checkpoint_path(key).exists() and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert store.checkpoint_path(key).exists(), "no checkpoint of the first epoch within 120 s"
     os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
     _, err = driver.communicate(timeout=60)
     assert driver.returncode == 130, err
@@ -216,8 +221,11 @@ def test_ctrl_c_on_a_ray_driver_keeps_checkpoints_and_the_next_run_resumes(tmp_p
 @pytest.mark.parametrize(
     ("address", "message"),
     [
-        ("127.0.0.1:1", "error: no Ray cluster answers at 127.0.0.1:1 (Connection refused); start one with"),
-        ("auto", "error: cannot connect to the Ray cluster at auto: Could not find any running Ray instance"),
+        # these two import Ray and try to connect: seconds each
+        pytest.param("127.0.0.1:1", "error: no Ray cluster answers at 127.0.0.1:1 (Connection refused); start one "
+                     "with", marks=pytest.mark.slow),
+        pytest.param("auto", "error: cannot connect to the Ray cluster at auto: Could not find any running Ray "
+                     "instance", marks=pytest.mark.slow),
         ("nohost", "error: RAY_ADDRESS 'nohost' is not host:port"),
     ],
 )
@@ -245,12 +253,13 @@ def test_a_worker_without_the_drivers_directory_checkpoints_on_its_own_disk(tmp_
     store, shared = grid.worker_store(key, str(driver.root), "marker", None)
     assert shared and store.root == driver.root
     # Another node: no marker there. It starts from the driver's checkpoint unless its own is further on.
-    ahead = {"epochs": [{}, {}]}
-    driver.save_checkpoint(key, {"w": np.ones(2)}, {"epochs": [{}]})
+    one_epoch = {"epochs": [{}], "step_losses": [1.0], "meta": {}}
+    ahead = {"epochs": [{}, {}], "step_losses": [1.0, 0.5], "meta": {}}
+    driver.save_checkpoint(key, {"w": np.ones(2)}, one_epoch)
     shipped = driver.checkpoint_path(key).read_bytes()
     store, shared = grid.worker_store(key, str(driver.root), "not-here", shipped)
     assert not shared and store.root != driver.root and str(store.root).startswith(str(tmp_path / "node-tmp"))
-    assert store.load_checkpoint(key)[1] == {"epochs": [{}]}
+    assert store.load_checkpoint(key)[1] == one_epoch
     store.save_checkpoint(key, {"w": np.zeros(2)}, ahead)
     store, _ = grid.worker_store(key, str(driver.root), "not-here", shipped)
     assert store.load_checkpoint(key)[1] == ahead

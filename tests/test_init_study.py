@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from experiments.studies import init_study
 from tests.test_seed_scripts import require_real
 
 
+@pytest.mark.slow
 def test_study_runs_both_arms_seed_by_seed_and_resumes(tmp_path, capsys):
     require_real("mnist")
     path = tmp_path / "init.json"

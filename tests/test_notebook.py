@@ -31,9 +31,23 @@ def test_the_page_embeds_its_plots_and_tables(executed, tmp_path):
     assert 'src="http' not in page, "no image or script fetched from a server: the page opens offline"
 
 
-def test_an_empty_output_is_caught():
+def test_an_empty_output_is_caught_and_only_that():
     import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 
-    cell = nbformat.v4.new_code_cell("x = 1", metadata={"tags": [notebook.EXPECT]})
-    cell.outputs = []
-    assert notebook.empty_cells(nbformat.v4.new_notebook(cells=[cell])) == [0]
+    def cell(*outputs, tagged=True):
+        made = new_code_cell("x = 1", metadata={"tags": [notebook.EXPECT]} if tagged else {})
+        made.outputs = list(outputs)
+        return made
+
+    cells = [
+        cell(),  # 0: tagged, no output at all
+        cell(new_output("display_data", data={"image/png": "iVBORw0KGgo="})),  # a plot
+        cell(tagged=False),  # untagged cells may stay silent
+        cell(new_output("stream", name="stdout", text="  \n")),  # 3: only whitespace printed
+        cell(new_output("stream", name="stdout", text="done\n")),
+        cell(new_output("execute_result", data={"text/markdown": ""}, execution_count=1)),  # 5: an empty table
+        cell(new_output("execute_result", data={"text/markdown": "| a |"}, execution_count=1)),
+        new_markdown_cell("prose", metadata={"tags": [notebook.EXPECT]}),  # not code: nothing to run
+    ]
+    assert notebook.empty_cells(nbformat.v4.new_notebook(cells=cells)) == [0, 3, 5]

@@ -13,6 +13,7 @@ from experiments.analysis.report import write_report
 PUBLISHED = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 
+@pytest.mark.slow
 def test_committed_report_matches_committed_runs(tmp_path):
     store = RunStore(PUBLISHED)
     records = store.records()

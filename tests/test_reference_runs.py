@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from common.errors import run_cli
@@ -33,6 +34,7 @@ def _without_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
+@pytest.mark.slow
 def test_torch_script_on_fashion_mnist_resumes_to_identical_numbers(tmp_path):
     require_real("fashion-mnist")
     key = RunKey("script", "fashion-mnist", "seed-torch", 2, "native", 1024, 3)
@@ -59,6 +61,7 @@ def test_torch_script_on_fashion_mnist_resumes_to_identical_numbers(tmp_path):
     assert _without_timing(resumed["epochs"]) == _without_timing(whole["epochs"])
 
 
+@pytest.mark.slow
 def test_torch_script_seeds_differ_and_repeat(tmp_path):
     require_real("mnist")
     records = [train_run(RunKey("script", "mnist", "seed-torch", seed, "native", 256, 1), RunStore(tmp_path / str(i)),
@@ -75,6 +78,7 @@ def _run_one(results: Path, *extra: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
+@pytest.mark.slow
 def test_mxnet_script_on_mnist_killed_resumes_to_identical_numbers(tmp_path):
     require_real("mnist")
     key = RunKey("script", "mnist", "seed-mxnet", 1, "native", 512, 2)
@@ -93,6 +97,7 @@ def test_mxnet_script_on_mnist_killed_resumes_to_identical_numbers(tmp_path):
     deadline = time.monotonic() + 300
     while not store.record_path(key).exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
+    assert store.record_path(key).exists(), f"no record of the first epoch (exit code {process.poll()})"
     os.killpg(process.pid, signal.SIGKILL)  # the run and its loader workers, with no chance to clean up
     process.wait()
     killed = store.load_record(key)
@@ -102,6 +107,40 @@ def test_mxnet_script_on_mnist_killed_resumes_to_identical_numbers(tmp_path):
     resumed = store.load_record(key)
     assert resumed["step_losses"] == whole["step_losses"]
     assert _without_timing(resumed["epochs"]) == _without_timing(whole["epochs"])
+
+
+def test_seed_recipes_train_with_the_settings_the_seed_scripts_set_up():
+    """The recipes' optimiser, batch size, loss and preprocessing against the objects the seed's scripts build
+    (their networks are compared layer for layer in test_spec.py)."""
+    require_real("mnist")
+    require_real("fashion-mnist")
+    from common import data, spec
+    from common.preprocess import prepare_images
+    from experiments.running.seed_scripts import seed_mxnet, seed_torch
+
+    recipe = spec.get_recipe("seed-torch")
+    run = seed_torch.ReferenceRun("mnist", 0, limit=8, device="cpu")
+    (group,) = run.optimizer.param_groups
+    settings = recipe.optimizer.lr, recipe.optimizer.momentum, recipe.optimizer.weight_decay
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == settings
+    assert run.trainloader.batch_size == recipe.batch_size
+    assert (run.criterion.reduction, recipe.loss.normalisation) == ("mean", "mean")
+    images = data.load_split("mnist", "train")[0][:8]
+    script_inputs = np.stack([run.trainloader.dataset[i][0].numpy() for i in range(8)])  # ToTensor, Normalize
+    np.testing.assert_array_equal(script_inputs, prepare_images(images, recipe.preprocess))
+
+    recipe = spec.get_recipe("seed-mxnet")
+    run = seed_mxnet.ReferenceRun("fashion-mnist", 0, limit=256, device="cpu")
+    try:
+        optimizer = run.trainer._optimizer
+        settings = recipe.optimizer.lr, recipe.optimizer.momentum, recipe.optimizer.weight_decay
+        assert (run.trainer.learning_rate, optimizer.momentum, optimizer.wd) == settings
+        assert run.train_iter._batch_sampler._batch_size == recipe.batch_size
+        images = data.load_split("fashion-mnist", "test")[0][:8]
+        script_inputs = np.stack([run.test_iter._dataset[i][0].asnumpy() for i in range(8)])  # Resize, ToTensor
+        np.testing.assert_array_equal(script_inputs, prepare_images(images, recipe.preprocess))
+    finally:
+        seed_mxnet.shutdown(run.train_iter, run.test_iter)
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ def store(tmp_path_factory):
     return store
 
 
+@pytest.mark.slow
 def test_report_puts_both_backends_side_by_side_for_both_datasets(store):
     message = write_report(store)
     assert "16 runs" in message and "4 plots" in message
@@ -43,6 +44,7 @@ def test_report_puts_both_backends_side_by_side_for_both_datasets(store):
     assert len(drift) == 4 and all(line.split(" | ")[2] == "2" for line in drift)  # 2 seeds paired per row
 
 
+@pytest.mark.slow
 def test_shared_mode_backends_agree_in_the_report(store):
     write_report(store)
     rows = list(csv.DictReader(io.StringIO((store.root / "report.csv").read_text())))
@@ -54,6 +56,7 @@ def test_shared_mode_backends_agree_in_the_report(store):
             assert float(torch_row["train_loss_mean"]) == pytest.approx(float(mxnet_row["train_loss_mean"]), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_plots_are_valid_pngs(store):
     write_report(store)
     plots = sorted((store.root / "plots").glob("*.png"))
@@ -67,6 +70,7 @@ def test_plots_are_valid_pngs(store):
     assert all(f"plots/{path.name}" in report for path in plots)
 
 
+@pytest.mark.slow
 def test_report_is_a_pure_function_of_the_runs(store):
     write_report(store)
     first = (store.root / "report.md").read_bytes(), (store.root / "report.csv").read_bytes()
@@ -74,6 +78,7 @@ def test_report_is_a_pure_function_of_the_runs(store):
     assert ((store.root / "report.md").read_bytes(), (store.root / "report.csv").read_bytes()) == first
 
 
+@pytest.mark.slow
 def test_summary_table_lists_each_recipe_and_dataset(store):
     text = summary_table(store)
     assert text.count("shared-epochs2-limit256") == 4 and "PyTorch" in text and "MXNet" in text

@@ -124,6 +124,7 @@ def test_torch_dataset_is_the_verified_mnist(tmp_path, no_network):
     assert tuple(image.shape) == (1, 28, 28) and -1.0 <= float(image.min()) < float(image.max()) <= 1.0
 
 
+@pytest.mark.slow
 def test_torch_run_counts_steps_and_is_repeatable(no_network):
     require_real("mnist")
     from experiments.running.seed_scripts import seed_torch
@@ -159,6 +160,7 @@ def test_torch_loop_limits_steps_across_epochs():
     assert counted(1, 100) == (3, 15)
 
 
+@pytest.mark.slow
 def test_torch_cli():
     require_real("mnist")
     result = run_cli("experiments.running.seed_scripts.seed_torch", "--max-steps", "5", "--threads", "1")
@@ -189,6 +191,7 @@ def test_mxnet_dataset_is_the_verified_fashion_mnist(tmp_path, no_network):
         assert dataset._label.dtype == np.int32 and np.array_equal(dataset._label, labels)
 
 
+@pytest.mark.slow
 def test_mxnet_seed_loaders_read_the_local_files(no_network):
     require_real("fashion-mnist")
     from experiments.running.seed_scripts import seed_mxnet
@@ -208,6 +211,7 @@ def test_mxnet_seed_loaders_read_the_local_files(no_network):
     assert multiprocessing.active_children() == []
 
 
+@pytest.mark.slow
 def test_mxnet_run_counts_steps_and_stops_workers():
     # In a fresh process: the seed script must run with MXNet's default engine, and this test process may
     # already have imported MXNet through our backend (which picks the NaiveEngine).
