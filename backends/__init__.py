@@ -59,6 +59,8 @@ BUILTIN: tuple[BackendInfo, ...] = (
                 {"color": "#d9480f", "linestyle": "-"}),
     BackendInfo("mxnet", "backends.mxnet_lenet", "MXNet", "framework", ("mxnet", "d2lzh"),
                 {"color": "#1864ab", "linestyle": "--"}),
+    BackendInfo("jax", "backends.jax_lenet", "JAX", "framework", ("jax", "jaxlib", "flax", "optax"),
+                {"color": "#f08c00", "linestyle": "-."}),
     BackendInfo("numpy", "backends.numpy_lenet", "NumPy", "reference", (),
                 {"color": "#5f3dc4", "linestyle": ":"}),
 )  # fmt: skip

@@ -44,6 +44,10 @@ from common.errors import UserError
 ENV = "LENET_REPRO_BACKENDS"
 RECIPES = list(spec.RECIPES)
 SLOW_RECIPES = {"seed-mxnet"}  # 96x96: the float64 reference takes seconds per batch
+# The fast tier (`make test-fast`, `lenet-repro conformance --fast`) checks the costlier per-recipe items on one recipe
+# only, the one with the most layer kinds to get wrong (padding, sigmoid, average pooling, mean loss); `make test`
+# checks every recipe.
+FAST_RECIPE = "d2l"
 
 # Floors of the largest relative error a float32 framework may show against the float64 math. A framework may
 # also land as far as 10x what float32 arithmetic alone does (the NumPy backend in float32, same sequence):

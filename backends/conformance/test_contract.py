@@ -15,6 +15,7 @@ import pytest
 
 from backends import REFERENCE, info, names, oracle
 from backends.conformance import (
+    FAST_RECIPE,
     INIT_SEEDS,
     MEASURED,
     RECIPES,
@@ -44,10 +45,14 @@ from common.init import bias_bound, weight_bound
 BACKENDS = selected()
 
 
-def _by_recipe(slow_recipes=frozenset(), slow=False) -> list:
-    marks = [pytest.mark.slow] if slow else []
-    return [pytest.param(name, recipe, id=f"{name}-{recipe}",
-                         marks=marks or ([pytest.mark.slow] if recipe in slow_recipes else []))
+def _by_recipe(slow_recipes=frozenset(), slow=False, fast_one=False) -> list:
+    """(backend, recipe) parameters; `slow_recipes` and, with `fast_one`, every recipe but FAST_RECIPE are marked
+    slow (left out of the fast tier)."""
+
+    def is_slow(recipe: str) -> bool:
+        return slow or recipe in slow_recipes or (fast_one and recipe != FAST_RECIPE)
+
+    return [pytest.param(name, recipe, id=f"{name}-{recipe}", marks=[pytest.mark.slow] if is_slow(recipe) else [])
             for name in BACKENDS for recipe in RECIPES]  # fmt: skip
 
 
@@ -124,7 +129,7 @@ def _beyond(quantity: str, error: float, float32_error: float, label: str | None
 TOLERANCE = "relative error beyond max(floor, 10 x float32 NumPy's) against the float64 reference: "
 
 
-@pytest.mark.parametrize(("name", "recipe_name"), _by_recipe(SLOW_RECIPES))
+@pytest.mark.parametrize(("name", "recipe_name"), _by_recipe(SLOW_RECIPES, fast_one=True))
 def test_oracle(name, recipe_name):
     """One real batch from the spec's initial weights: the output, the loss and every parameter's gradient."""
     _skip_the_oracle_itself(name)
@@ -171,7 +176,7 @@ RESUME_OVERRIDES = {"optimizer.lr": 0.01, "optimizer.momentum": 0.9}
 RESUME_BATCH, RESUME_STEPS = 4, 2
 
 
-@pytest.mark.parametrize(("name", "recipe_name"), _by_recipe())
+@pytest.mark.parametrize(("name", "recipe_name"), _by_recipe(fast_one=True))
 def test_resume(name, recipe_name):
     """Train, get_state, set_state into a fresh model, train on: exactly as a model never interrupted."""
     backend = require("resume", name, "build_model", "train_step", "get_state", "set_state", "get_weights")
@@ -331,6 +336,7 @@ print(json.dumps(found))
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing the framework: seconds each
 @pytest.mark.parametrize("name", BACKENDS)
 def test_imports(name):
     """In a fresh interpreter, importing the backend (then building a model and training one step) loads no
