@@ -72,6 +72,10 @@ test-fast: data
 conformance: data
 	$(CLI) conformance $(if $(BACKEND),--backend $(BACKEND))
 
+# Type-check every registered backend against the contract (backends/contract.py's Protocol) with mypy.
+typecheck: data
+	$(CLI) conformance -- -k test_typed
+
 # Lint with ruff.
 lint: $(STAMP)
 	$(PY) -m ruff check .

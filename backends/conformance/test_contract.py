@@ -386,3 +386,37 @@ def test_devices(name):
             assert _one_line(error), f"select_device('gpu') raised UserError, but not in one line: {str(error)!r}"
         described_device = backend.device_name(backend.build_model(spec.get_recipe("d2l"), "cpu"))
         assert "cpu" in described_device, f"a model built with device 'cpu' is recorded as {described_device!r}"
+
+
+# ---- typed --------------------------------------------------------------------------------------------------
+
+
+def _source_root(module: str) -> str:
+    """The folder that holds a module's top-level package (what a type checker needs on its search path)."""
+    import importlib.util
+
+    top = importlib.util.find_spec(module.split(".")[0])
+    location = list(top.submodule_search_locations or [])[:1] or [os.path.dirname(top.origin or "")]
+    return os.path.dirname(location[0]) if top.submodule_search_locations else location[0]
+
+
+@pytest.mark.slow  # mypy reads the backend and the project: seconds each
+@pytest.mark.parametrize("name", BACKENDS)
+def test_typed(name, tmp_path):
+    """A type checker (mypy) reads the same contract: the module, assigned to a `Backend`, has every member with
+    parameter and return types compatible with the Protocol's. The frameworks themselves are not type-checked."""
+    module = info(name).module
+    frameworks = sorted({package for other in names() for package in info(other).packages} | {"chex"})
+    (tmp_path / "mypy.ini").write_text(
+        "[mypy]\nfollow_imports = silent\nignore_missing_imports = True\n"
+        f"cache_dir = {tmp_path / 'cache'}\n[mypy-{','.join(f'{p}.*' for p in frameworks)}]\nfollow_imports = skip\n")
+    (tmp_path / "check.py").write_text(f"import {module} as candidate\nfrom backends.contract import Backend\n\n"
+                                       "backend: Backend = candidate\n")  # fmt: skip
+    roots = dict.fromkeys([_source_root("backends"), _source_root(module)])
+    result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(tmp_path / "mypy.ini"),
+                             "--no-error-summary", str(tmp_path / "check.py")], capture_output=True, text=True,
+                            env={**os.environ, "MYPYPATH": os.pathsep.join(roots)}, cwd=tmp_path,
+                            timeout=600)  # fmt: skip
+    found = [line.split(": ", 1)[1] for line in result.stdout.splitlines() if "check.py" in line]
+    assert result.returncode == 0, (f"contract item 'typed': {module_of(name)} (backend {name}) is not a "
+                                    f"backends.contract.Backend for mypy: " + "; ".join(found))  # fmt: skip
