@@ -72,12 +72,16 @@ def harness_side(pair: Pair, steps: int) -> dict:
     prepared = prepare_data(pair.dataset, recipe, None)  # the whole dataset, decoded and preprocessed once
     model = start_model(backend, RunKey(pair.backend, pair.dataset, pair.recipe, 0, "shared"), recipe, "cpu")
     order = epoch_order(0, 0, len(prepared.train_labels))[: steps * recipe.batch_size]
-    warm = order[: 2 * recipe.batch_size]  # first calls build oneDNN primitives / Gluon's cached graph
+    # The first calls build oneDNN primitives, Gluon's cached graph, or compile XLA's step (JAX's jit): timed apart.
+    warm = order[: 2 * recipe.batch_size]
+    warm_start = time.perf_counter()
     train_epoch(backend, model, prepared.train_images, prepared.train_labels, warm)
     setup = time.perf_counter() - start
+    warmup = time.perf_counter() - warm_start
     outcome = train_epoch(backend, model, prepared.train_images, prepared.train_labels, order)
     return {"seconds": outcome.seconds, "steps": len(outcome.step_losses), "examples": outcome.examples,
-            "setup_seconds": setup, "threads": threads, "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+            "setup_seconds": setup, "warmup_seconds": warmup, "threads": threads,
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
 
 
 def seed_side(pair: Pair, steps: int) -> dict:
@@ -156,7 +160,8 @@ def backend_lines(recipe_name: str, dataset: str, result: dict[str, dict], peak:
         epoch[name] = r["seconds"] / r["steps"] * per_epoch_steps
         rate = r["examples"] / r["seconds"]
         lines.append(f"  {label(name):<16} {epoch[name]:8.1f} s/epoch  {rate:9.0f} examples/s  "
-                     f"{r['threads']:.0f} threads  {training_flops * rate / peak:6.1%} of peak FLOP/s")  # fmt: skip
+                     f"{r['threads']:.0f} threads  {training_flops * rate / peak:6.1%} of peak FLOP/s  "
+                     f"first 2 steps (compile, warm-up) {r['warmup_seconds']:5.2f} s")  # fmt: skip
     first = next(iter(epoch))
     lines += [f"  {label(name)} takes {epoch[name] / epoch[first]:.1f}x {label(first)}'s time per epoch"
               for name in epoch if name != first]  # fmt: skip
