@@ -29,7 +29,8 @@ def _objective(model, x: np.ndarray, y: np.ndarray) -> float:
     return float(losses.sum()) / nl.loss_normaliser(model, len(y))
 
 
-@pytest.mark.parametrize("recipe_name", RECIPES)
+@pytest.mark.parametrize("recipe_name", [pytest.param(name, marks=[pytest.mark.slow] if name == "seed-mxnet" else [])
+                                         for name in RECIPES])  # fmt: skip  (96x96 in float64: seconds a difference)
 def test_numpy_gradients_equal_central_finite_differences(recipe_name):
     """Calculus, not a framework, checks the oracle: (f(w+h) - f(w-h)) / 2h for entries of every parameter."""
     recipe = spec.get_recipe(recipe_name)
