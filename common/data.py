@@ -15,7 +15,6 @@ import http.client
 import json
 import math
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from common.atomic import atomic_file
 from common.errors import UserError, run_cli, unknown_name
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -249,17 +249,6 @@ def _expected_shape(dataset: str, name: str) -> tuple[int, ...]:
     return (size - 8,)
 
 
-def _create_temp(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]:
-    """A new empty file beside its final place, so that os.replace into that place is atomic."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        temp = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
-        try:  # unlike tempfile.mkstemp (mode 0600), honour the umask: data folders may be shared
-            return os.open(temp, flags, 0o644), temp
-        except FileExistsError:
-            continue
-
-
 def _cache_path(root: Path, dataset: str, name: str, source: Path) -> Path:
     """Where the verified array of `source` is cached; any change to the source changes the name."""
     stat = source.stat()  # taken BEFORE reading, so a change during the read can only cause a re-check
@@ -285,14 +274,8 @@ def _read_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 def _write_cache(path: Path, array: np.ndarray) -> None:
     """Store a verified array atomically, dropping older entries for its source; failures cost only speed."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = _create_temp(path.parent, ".tmp-", ".npz")
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                np.savez(stream, data=array)
-            os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
+        with atomic_file(path) as staged:
+            np.savez(staged.stream, data=array)
         source_name = path.name.rsplit("--", 1)[0]
         for stale in path.parent.glob(f"{source_name}--*.npz"):
             if stale != path:
@@ -438,8 +421,8 @@ def _cached_download(target: Path, sha256: str, download: Callable[[], Path], lo
     if actual != sha256:
         raise SourceFailed(f"downloaded {fresh.name} has sha256 {actual}, expected {sha256}")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(fresh, target)  # the work folder is inside the data folder: same file system
+        with atomic_file(target) as staged, fresh.open("rb") as source:
+            shutil.copyfileobj(source, staged.stream, 1 << 20)
     except OSError as error:
         log(f"  could not keep {fresh.name} in {target.parent} ({error}); it will be downloaded again")
         return fresh
@@ -559,24 +542,22 @@ SOURCES: dict[str, tuple[Source, ...]] = {
 
 
 def _install(candidate: Path, folder: Path, dataset: str, name: str) -> Path | None:
-    """Copy a fetched file to a temp name beside its destination, verify it, then move it into place."""
+    """Copy a fetched file to a temp name beside its destination, verify it, then link it into place."""
     suffix = ".gz" if candidate.name.endswith(".gz") else ""
     destination = folder / f"{name}{suffix}"
-    # The temp name keeps the .gz ending, which is how verification knows to decompress it.
-    fd, temp = _create_temp(folder, f".{name}.", f".part{suffix}")
-    try:
-        with os.fdopen(fd, "wb") as out, candidate.open("rb") as source:
-            shutil.copyfileobj(source, out, 1 << 20)
+    # The temp name keeps the .gz ending, which is how verification knows to decompress it. Publishing is
+    # create-exclusive (common.atomic): a file that appeared under that name meanwhile is never replaced.
+    with atomic_file(destination, exclusive=True, suffix=suffix) as staged:
+        with candidate.open("rb") as source:
+            shutil.copyfileobj(source, staged.stream, 1 << 20)
+        staged.stream.flush()
         try:
-            verify_file(temp, dataset, name, shown=f"fetched {candidate.name}")
+            verify_file(staged.temp, dataset, name, shown=f"fetched {candidate.name}")
         except DataFileError as error:
             raise SourceFailed(error.problem) from None
-        if find_file(dataset, name, folder.parent) is not None:
-            return None  # someone placed it meanwhile: never overwrite a file that is there
-        os.replace(temp, destination)
-    finally:
-        temp.unlink(missing_ok=True)
-    return destination
+        # someone placed it (or its other form, gzipped or not) meanwhile: never overwrite a file that is there
+        staged.discard = find_file(dataset, name, folder.parent) is not None
+    return destination if staged.published else None
 
 
 def _provision_from(source: Source, dataset: str, names: list[str], root: Path, log: Log) -> None:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
+
+# OSErrors a user causes and can fix (a read-only or full disk, a file size limit, permissions): wherever one
+# escapes without a message of its own, it is still one line naming the file.
+USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", 0)}
 
 
 class UserError(Exception):
@@ -16,11 +22,19 @@ def unknown_name(kind: str, name: object, valid: Iterable[str]) -> UserError:
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a command-line `main`, turning UserError and Ctrl-C into one line and an exit code."""
+    """Run a command-line `main`, turning UserError, an OSError the user can fix, and Ctrl-C into one line and an
+    exit code."""
     try:
         code = main(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:
+        if error.errno not in USER_ERRNOS or not error.filename:
+            raise
+        from common.atomic import advice
+
+        print(f"error: {error.filename}: {error.strerror}; {advice(error, Path(error.filename))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: finished work is saved; run the same command again to resume", file=sys.stderr)

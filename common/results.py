@@ -4,24 +4,35 @@ that carries both the training state and the run record, so an interrupted run r
 Layout under the results directory:
     <variant>/<dataset>/<recipe>/<backend>-seed<k>.json      the run record (committed when published)
     .checkpoints/<variant>/<dataset>/<recipe>/<backend>-seed<k>.npz   state after the last finished epoch
-    .locks/<variant>/<dataset>/<recipe>/<backend>-seed<k>.lock        held by the driver training that run
+    .checkpoints/<variant>/<dataset>/<recipe>/<backend>-seed<k>.prev.npz   the epoch before: the fallback
+    .locks/<variant>/<dataset>/<recipe>/<backend>-seed<k>.lock        held by the driver that schedules that run
+    .locks/<variant>/<dataset>/<recipe>/<backend>-seed<k>.train.lock  held by the process that trains it
 where <variant> is the mode ("shared" or "native"), with "-epochs<E>" and "-limit<N>" appended for runs that
 override the recipe's epochs or use a data subset, so that they never mix with full runs.
+
+Every file is written through common.atomic (never half-written). A damaged checkpoint or run record is set
+aside as `<name>.damaged` by the process that trains the run, with one line saying so, and the run goes on from
+the previous epoch's checkpoint or from the start (docs/faults.md).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import json
 import os
-import tempfile
+import stat
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from common.atomic import move_aside, write_error
+from common.atomic import write_atomic as _write_atomic
 from common.errors import UserError, unknown_name
 from common.spec import Recipe, get_recipe
 
@@ -32,6 +43,23 @@ SCRIPT_BACKEND = "script"
 STATUSES = ("complete", "diverged", "partial")
 CHECKPOINTS = ".checkpoints"
 LOCKS = ".locks"
+PREVIOUS = ".prev"  # <name>.prev.npz: the checkpoint of the epoch before, kept as a fallback
+DAMAGED = ".damaged"  # a damaged file is set aside under its name plus this
+BUSY_EXIT = 75  # exit code of a `run-one --locked` child that found its run's trainer lock held by another process
+RECORD_FIELDS = {"backend", "dataset", "recipe", "seed", "status", "step_losses", "epochs"}
+
+
+class DamagedFile(UserError):
+    """A checkpoint, run record or lock file whose content cannot be used (it can be set aside and redone)."""
+
+    def __init__(self, message: str, path: Path, problem: str) -> None:
+        super().__init__(message)
+        self.path, self.problem = path, problem
+
+
+def warn(text: str) -> None:
+    """One line on stderr about damage that was dealt with."""
+    print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -75,19 +103,14 @@ def variant_name(mode: str, limit: int | None = None, epochs: int | None = None)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes so that readers see the old file or the new one, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; results and pages are for reading
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write bytes so that readers see the old file or the new one, never a half-written one (common.atomic);
+    a failure is a WriteError: one line naming the file and what to do."""
+    _write_atomic(path, data)
+
+
+def set_aside(path: Path) -> Path:
+    """Move a damaged file out of the way, to `<name>.damaged` (replacing an older one), and return that name."""
+    return move_aside(path, DAMAGED)
 
 
 class RunStore:
@@ -102,8 +125,17 @@ class RunStore:
     def checkpoint_path(self, key: RunKey) -> Path:
         return self.root / CHECKPOINTS / key.relative(".npz")
 
+    def previous_checkpoint_path(self, key: RunKey) -> Path:
+        return self.root / CHECKPOINTS / key.relative(f"{PREVIOUS}.npz")
+
+    def lock_path(self, key: RunKey) -> Path:
+        return self.root / LOCKS / key.relative(".lock")
+
+    def trainer_lock_path(self, key: RunKey) -> Path:
+        return self.root / LOCKS / key.relative(".train.lock")
+
     def load_record(self, key: RunKey) -> dict[str, Any] | None:
-        """The run's JSON record, or None when the run has not been started."""
+        """The run's JSON record, or None when the run has not been started (DamagedFile for a damaged one)."""
         path = self.record_path(key)
         if not path.exists():
             return None
@@ -113,22 +145,62 @@ class RunStore:
         write_atomic(self.record_path(key), record_json(record).encode())
 
     def save_checkpoint(self, key: RunKey, state: dict[str, np.ndarray], record: dict[str, Any]) -> None:
-        """State and record together in one atomic file: they can never disagree about the epoch."""
-        buffer = io.BytesIO()
-        np.savez(buffer, __record__=np.frombuffer(json.dumps(record).encode(), dtype=np.uint8), **state)
-        write_atomic(self.checkpoint_path(key), buffer.getvalue())
+        """State and record together in one atomic file: they can never disagree about the epoch. The checkpoint
+        it replaces stays as the fallback (<name>.prev.npz), should this one ever be found damaged."""
+        _write_atomic(self.checkpoint_path(key), checkpoint_bytes(state, record),
+                      keep_previous=self.previous_checkpoint_path(key))  # fmt: skip
 
-    def load_checkpoint(self, key: RunKey) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-        """(state, record) saved after the last finished epoch, or None."""
+    def load_checkpoint(self, key: RunKey, report: Callable[[str], None] = warn
+                        ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:  # fmt: skip
+        """(state, record) saved after the last finished epoch, or None (start from scratch).
+
+        A damaged checkpoint is set aside (<name>.damaged) and the previous epoch's is used, or, if that one is
+        damaged or absent too, None; `report` gets one line saying which. Call it only while holding the run's
+        trainer lock: it moves files."""
         path = self.checkpoint_path(key)
-        return read_checkpoint(path) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return read_checkpoint(path)
+        except DamagedFile as error:
+            damaged = error
+        moved = set_aside(path)
+        what = f"checkpoint {path} is damaged ({damaged.problem}): set aside as {moved.name}; "
+        previous = self.previous_checkpoint_path(key)
+        if previous.exists():
+            try:
+                state, record = read_checkpoint(previous)
+            except DamagedFile as error:
+                set_aside(previous)
+                what += f"the previous epoch's checkpoint is damaged too ({error.problem}); "
+            else:
+                report(what + f"resuming from the previous epoch's checkpoint (epoch {len(record['epochs'])})")
+                return state, record
+        report(what + "no earlier checkpoint is left, so this run starts again from its first epoch")
+        return None
 
     def try_lock(self, key: RunKey) -> RunLock | None:
-        """The run's lock if no other process holds it (then release it when done), else None."""
-        return RunLock.try_acquire(self.root / LOCKS / key.relative(".lock"))
+        """The run's (driver's) lock if no other process holds it (then release it when done), else None."""
+        return RunLock.try_acquire(self.lock_path(key))
+
+    def try_trainer_lock(self, key: RunKey) -> RunLock | None:
+        """The lock of the process that trains the run, if no other process holds it, else None."""
+        return RunLock.try_acquire(self.trainer_lock_path(key))
+
+    def trainer_busy(self, key: RunKey) -> bool:
+        """Whether a process is training the run now (a probe: the trainer's lock is taken and let go at once)."""
+        lock = self.try_trainer_lock(key)
+        if lock is None:
+            return True
+        lock.release()
+        return False
 
     def remove_checkpoint(self, key: RunKey) -> None:
-        self.checkpoint_path(key).unlink(missing_ok=True)
+        try:
+            self.checkpoint_path(key).unlink(missing_ok=True)
+            self.previous_checkpoint_path(key).unlink(missing_ok=True)
+        except OSError as error:
+            raise write_error(error, self.checkpoint_path(key), "remove") from None
 
     def records(self, variant: str | None = None) -> list[dict[str, Any]]:
         """Every run record under the results directory (optionally one variant), sorted by path."""
@@ -138,40 +210,93 @@ class RunStore:
 
 
 class RunLock:
-    """An exclusive lock on one run, so two drivers never train it at once. It is an flock on a file under
-    .locks/: the kernel releases it when its holder exits, however it exits, so a lock is never left stale.
-    On a cluster's shared filesystem it holds across machines where that filesystem supports locks (NFSv4 does).
+    """An exclusive lock on one run. It is an flock on a file under .locks/, which belongs to the open file: it
+    lasts while any process holds that file open (a child the driver handed it to included) and the kernel
+    releases it when the last one exits, however it exits, so a lock is never left stale. Its content is never
+    read (a truncated or overwritten lock file locks as well). On a cluster's shared filesystem it holds across
+    machines where that filesystem supports locks (NFSv4 does).
     """
 
-    def __init__(self, handle) -> None:
-        self._handle = handle
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
 
     @classmethod
     def try_acquire(cls, path: Path) -> RunLock | None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a")  # noqa: SIM115 - held open for as long as the lock is held
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as error:
+            raise lock_error(path, error) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise lock_error(path, None)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.close()
+            os.close(fd)
             return None
-        return cls(handle)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd)
+
+    def fileno(self) -> int:
+        """The locked file's descriptor: a child process given it (pass_fds) holds the lock while it lives."""
+        if self._fd is None:
+            raise ValueError("the lock was released")
+        return self._fd
 
     def release(self) -> None:
-        if not self._handle.closed:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def lock_error(path: Path, error: OSError | None) -> UserError:
+    """A lock file that cannot be opened, as one line with what to do."""
+    if error is None or error.errno in (errno.EISDIR, errno.ELOOP, errno.ENXIO):
+        return DamagedFile(f"lock file {path} is not a regular file; remove it (`rm -r {path}`: it holds nothing "
+                           "but the lock) and run the same command again", path, "not a regular file")  # fmt: skip
+    return write_error(error, path, "open the lock file")
+
+
+def checkpoint_bytes(state: dict[str, np.ndarray], record: dict[str, Any]) -> bytes:
+    """A checkpoint file's content: the arrays and the record (as JSON bytes) in one .npz."""
+    buffer = io.BytesIO()
+    np.savez(buffer, __record__=np.frombuffer(json.dumps(record).encode(), dtype=np.uint8), **state)
+    return buffer.getvalue()
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """(state, record) from a checkpoint file, with a clear error for a damaged one."""
+    """(state, record) from a checkpoint file; DamagedFile (one line) for one whose content is damaged."""
     try:
-        with np.load(path) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as error:
-        raise UserError(f"checkpoint {path} is unreadable ({error}); delete it to restart that run") from None
-    record = json.loads(arrays.pop("__record__").tobytes())
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}  # reading a member checks its zip CRC-32
+    except (PermissionError, IsADirectoryError) as error:
+        raise UserError(f"cannot read checkpoint {path}: {error.strerror}; make it readable, "
+                        "then run the same command again") from None  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - a damaged zip fails in many ways (BadZipFile, EOFError, ...)
+        raise _damaged_checkpoint(path, error) from None
+    try:
+        record = json.loads(arrays.pop("__record__").tobytes())
+        if not isinstance(record, dict) or not isinstance(record.get("epochs"), list) or not arrays:
+            raise ValueError("not a checkpoint of a run")
+        if not isinstance(record.get("step_losses"), list) or not isinstance(record.get("meta"), dict):
+            raise ValueError("its record lacks step_losses or meta")
+    except Exception as error:  # noqa: BLE001 - KeyError, JSON and Unicode errors, wrong content
+        raise _damaged_checkpoint(path, error) from None
     return arrays, record
+
+
+def _problem(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _damaged_checkpoint(path: Path, error: BaseException) -> DamagedFile:
+    problem = _problem(error)
+    return DamagedFile(f"checkpoint {path} is damaged ({problem}); run the same command again: it sets the file "
+                       "aside and resumes from the previous epoch's checkpoint, or from the start", path, problem)
 
 
 def record_json(record: dict[str, Any]) -> str:
@@ -181,12 +306,27 @@ def record_json(record: dict[str, Any]) -> str:
 
 
 def read_record(path: Path) -> dict[str, Any]:
-    """Load one run record, with a clear error for a damaged file."""
+    """Load one run record; DamagedFile (one line) for one whose content is damaged."""
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UserError(f"run record {path} is unreadable ({error}); delete it to run again") from None
-    missing = {"backend", "dataset", "recipe", "seed", "status", "step_losses", "epochs"} - set(record)
+        text = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"cannot read run record {path}: {error.strerror or error}; make it readable, "
+                        "then run the same command again") from None  # fmt: skip
+    try:
+        record = json.loads(text)
+    except ValueError as error:  # JSON and Unicode errors
+        raise _damaged_record(path, _problem(error)) from None
+    if not isinstance(record, dict):
+        raise _damaged_record(path, "not a JSON object")
+    missing = RECORD_FIELDS - set(record)
     if missing:
-        raise UserError(f"run record {path} lacks {sorted(missing)}; delete it to run again")
+        raise _damaged_record(path, f"lacks {sorted(missing)}")
+    if not isinstance(record["epochs"], list) or not isinstance(record["step_losses"], list):
+        raise _damaged_record(path, "its epochs or step_losses are not lists")
     return record
+
+
+def _damaged_record(path: Path, problem: str) -> DamagedFile:
+    return DamagedFile(f"run record {path} is damaged ({problem}); run the `lenet-repro run` command that trains "
+                       "it again: it sets the file aside and trains the run again (from its checkpoint if one is "
+                       "left), or delete the file", path, problem)  # fmt: skip

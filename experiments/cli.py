@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     conformance = commands.add_parser("conformance", help="run the backend conformance suite (pytest)")
     conformance.add_argument("--backend", action="append", type=_choice("backend", backends.names),
                              help="a registered backend (repeatable; default: every registered backend)")
-    conformance.add_argument("--fast", action="store_true", help="leave out the slow items (the 50 SGD steps, 96x96)")
+    conformance.add_argument("--fast", action="store_true", help="leave out the slow items (every recipe but d2l for the costly items, 96x96, the 50 SGD steps, mypy)")
     conformance.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest (after --)")
 
     data_command = commands.add_parser("data", help="provision, verify or summarise MNIST and Fashion-MNIST")
@@ -203,19 +203,45 @@ def run_grid(args: argparse.Namespace) -> int:
 
 
 def run_one(args: argparse.Namespace) -> int:
+    """Train one run in this process, under its trainer's lock (taken first, before any framework is imported).
+
+    With --locked (a driver's child) the driver's lock on the run was handed down as an open file, so the run
+    stays locked for as long as this process lives, even if the driver dies; a run whose trainer's lock is held
+    elsewhere exits with BUSY_EXIT and no message (the driver says it), and Ctrl-C or SIGTERM end it quietly
+    (the driver says that too). Standing alone, it takes the driver's lock itself."""
+    import signal
+
+    from common.results import BUSY_EXIT
     from experiments.running.runs import Progress, train_run, use_threads
 
+    def stop(signum, frame):  # SIGTERM, from a driver that stops: unwind, so no temporary file is left behind
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     use_threads(args.threads)  # before the framework is imported
     key = RunKey(args.backend, args.dataset, args.recipe, args.seed, _mode(args), args.limit, args.epochs)
     store = RunStore(args.results)
-    lock = None if args.locked else store.try_lock(key)
-    if not args.locked and lock is None:
-        raise UserError(f"{key.label()} is being trained by another process; run it again when that one ends")
+    busy = f"{key.label()} is being trained by another process; run it again when that one ends"
+    locks = []
     try:
+        if not args.locked:
+            locks.append(store.try_lock(key))
+            if locks[-1] is None:
+                raise UserError(busy)
+        locks.append(store.try_trainer_lock(key))
+        if locks[-1] is None:
+            if args.locked:
+                return BUSY_EXIT
+            raise UserError(busy)
         record = train_run(key, store, args.device, Progress(key, key.spec().epochs))
+    except KeyboardInterrupt:
+        if not args.locked:
+            raise
+        return 130
     finally:
-        if lock is not None:
-            lock.release()
+        for lock in reversed(locks):
+            if lock is not None:
+                lock.release()
     if record["status"] == "diverged":
         print(f"[{key.label()}] diverged at step {record['diverged_at_step']} (non-finite loss)", file=sys.stderr)
     return 0

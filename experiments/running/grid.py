@@ -5,6 +5,11 @@ existing Ray cluster. The runs, their records and the report are the same either
 One scheduler serves both: it takes each run's lock (common.results.RunLock) before handing the run to an
 executor and holds it until the record is back, so two drivers on one results directory never train the same
 run at once; a run another driver holds is skipped and taken up later if it is still unfinished.
+
+The lock also outlives a driver that dies (SIGKILL, the OOM killer): the process that trains a run holds a lock
+of its own, the trainer's lock, taken before it imports a framework (`run-one`, or a Ray task in the store it
+trains in), and a sequential driver hands its own lock on the run down to its `run-one` child as an open file.
+A driver sees a run whose trainer's lock is held as another driver's: it waits for it, never trains beside it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,14 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from common.atomic import publish
 from common.errors import UserError
-from common.results import RunKey, RunLock, RunStore, read_checkpoint, write_atomic
+from common.results import BUSY_EXIT, DamagedFile, RunKey, RunLock, RunStore, read_checkpoint, write_atomic
 from experiments.running.runs import check_same_run, format_seconds
 
 GRID = ".grid"  # under the results directory: one marker file per Ray driver, to detect shared storage
 CONNECT_SECONDS = 25  # an unreachable cluster is reported within this many seconds
 LOG_GRACE = 1.0  # seconds Ray gets, before shutting down, to forward the workers' last lines
 RETRIES = 3  # times Ray runs a task again after its worker process died
+STOP_SECONDS = 30  # a child asked to stop (SIGTERM) that has not after this long is killed
 
 
 @dataclass(frozen=True)
@@ -47,14 +55,19 @@ class Executor(Protocol):
 
     capacity: int
 
-    def submit(self, key: RunKey) -> None: ...
-    def wait(self, timeout: float) -> list[tuple[RunKey, dict[str, Any]]]: ...  # finished runs and their records
+    def submit(self, key: RunKey, lock: RunLock | None = None) -> None: ...  # lock: the run's, held by the driver
+    # finished runs and their records; None for a run another process turned out to be training (taken up later)
+    def wait(self, timeout: float) -> list[tuple[RunKey, dict[str, Any] | None]]: ...
     def close(self) -> None: ...  # stop whatever still runs (its checkpoints stay) and release everything
 
 
 def finished(store: RunStore, key: RunKey) -> bool:
-    """Whether the run's record is complete or diverged (a stored run with other settings is refused)."""
-    record = store.load_record(key)
+    """Whether the run's record is complete or diverged (a stored run with other settings is refused). A damaged
+    record is not finished: the process that trains the run sets it aside, says so, and trains the run again."""
+    try:
+        record = store.load_record(key)
+    except DamagedFile:
+        return False
     if record is None:
         return False
     check_same_run(key, record, key.spec())
@@ -72,6 +85,10 @@ class GridProgress:
 
     def start(self, key: RunKey) -> None:
         self.started[key] = time.monotonic()
+
+    def requeue(self, key: RunKey) -> None:
+        """A started run went back to the waiting ones."""
+        self.started.pop(key, None)
 
     def finish(self, key: RunKey | None, trained: bool = True) -> None:
         began = self.started.pop(key, None) if key else None
@@ -112,9 +129,36 @@ def outcome(record: dict[str, Any]) -> str:
     return f"{record['status']}, {len(record['epochs'])} epochs, test acc {last['test_accuracy']:.4f}"
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, `kill`, a closed terminal
+
+
+class Stops:
+    """While the scheduler runs, Ctrl-C, SIGTERM and SIGHUP only raise a flag, which the scheduler checks between
+    its steps: a KeyboardInterrupt raised at any bytecode could leave a lock inside `subprocess` held, and the
+    driver would then hang for ever waiting for the child it is stopping."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self.saved: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            self.saved = {sig: signal.signal(sig, self._flag) for sig in STOP_SIGNALS}
+
+    def _flag(self, signum, frame) -> None:
+        self.signals.append(signum)
+
+    def check(self) -> None:
+        if self.signals:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        """The handlers there were before."""
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
 def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Executor]) -> None:
     """Train every unfinished run in `keys`, each under its lock, with an executor made only when there is work
-    (a finished run is never scheduled). Ctrl-C stops the runs and keeps their checkpoints."""
+    (a finished run is never scheduled). Ctrl-C, SIGTERM and SIGHUP stop the runs and keep their checkpoints."""
     todo = [key for key in keys if not finished(store, key)]
     if not todo:
         return
@@ -123,8 +167,10 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
     waiting = False
     executor = make_executor()
     progress = GridProgress(len(keys), len(keys) - len(todo), executor.capacity)
+    stops = Stops()
     try:
         while todo or held:
+            stops.check()
             for key in list(todo):
                 if len(held) >= executor.capacity:
                     break
@@ -134,6 +180,13 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
                         say(f"{key.label()} is being trained by another driver: skipped; taken up here if it stops")
                         told.add(key)
                     continue
+                if store.trainer_busy(key):  # a process of a driver that died (or a lone run-one) still trains it
+                    lock.release()
+                    if key not in told:
+                        say(f"{key.label()} is being trained by another process: skipped; taken up here if it "
+                            "stops")  # fmt: skip
+                        told.add(key)
+                    continue
                 todo.remove(key)
                 if finished(store, key):  # the other driver finished it meanwhile
                     lock.release()
@@ -141,7 +194,7 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
                     progress.finish(key, trained=False)
                     continue
                 held[key] = lock
-                executor.submit(key)
+                executor.submit(key, lock)
                 progress.start(key)
             progress.line()
             if not held:
@@ -149,10 +202,18 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
                     if not waiting:
                         say(f"waiting for {len(todo)} run(s) another driver is training")
                     waiting = True
-                    time.sleep(1.0)
+                    time.sleep(0.5)
                 continue
             for key, record in executor.wait(timeout=0.25):  # short: Ctrl-C is seen between waits
                 held.pop(key).release()
+                if record is None:  # another process took it up meanwhile: wait for it like another driver's
+                    progress.requeue(key)
+                    todo.append(key)
+                    if key not in told:
+                        say(f"{key.label()} is being trained by another process: skipped; taken up here if it "
+                            "stops")  # fmt: skip
+                        told.add(key)
+                    continue
                 progress.finish(key)
                 say(f"{key.label()}: {outcome(record)}")
         progress.line()
@@ -160,9 +221,12 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
         say("stopped: every finished epoch is checkpointed; run the same command again to resume")
         raise SystemExit(130) from None
     finally:
-        executor.close()  # stops what still runs; its checkpoints stay
-        for lock in held.values():
-            lock.release()
+        try:
+            executor.close()  # stops what still runs; its checkpoints stay (a second Ctrl-C meanwhile: ignored)
+        finally:
+            stops.restore()
+            for lock in held.values():
+                lock.release()
 
 
 def run_one_command(key: RunKey, results: Path, settings: RunSettings) -> list[str]:
@@ -177,7 +241,11 @@ def run_one_command(key: RunKey, results: Path, settings: RunSettings) -> list[s
 
 
 class SubprocessExecutor:
-    """The default: one run at a time, each in a child process (the two frameworks never share one)."""
+    """The default: one run at a time, each in a child process (the two frameworks never share one).
+
+    The child gets the driver's lock on its run as an open file (pass_fds): an flock belongs to the open file, so
+    the run stays locked for as long as the child trains, even if the driver is killed; and the child takes the
+    run's trainer lock itself."""
 
     capacity = 1
 
@@ -185,12 +253,19 @@ class SubprocessExecutor:
         self.store, self.settings = store, settings
         self.children: dict[RunKey, subprocess.Popen] = {}
 
-    def submit(self, key: RunKey) -> None:
+    def submit(self, key: RunKey, lock: RunLock | None = None) -> None:
         # the environment too: NumPy's BLAS reads its thread count only there, when NumPy is imported
         env = {**os.environ, "OMP_NUM_THREADS": str(self.settings.threads)} if self.settings.threads else None
-        self.children[key] = subprocess.Popen(run_one_command(key, self.store.root, self.settings), env=env)
+        # Ctrl-C is the driver's to handle (it stops the child with SIGTERM): the child starts with SIGINT blocked
+        # (a signal mask is inherited), so it never dies of it half-way through starting up, with a traceback.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.children[key] = subprocess.Popen(run_one_command(key, self.store.root, self.settings), env=env,
+                                                  pass_fds=[lock.fileno()] if lock is not None else [])  # fmt: skip
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
-    def wait(self, timeout: float) -> list[tuple[RunKey, dict[str, Any]]]:
+    def wait(self, timeout: float) -> list[tuple[RunKey, dict[str, Any] | None]]:
         deadline = time.monotonic() + timeout
         while True:
             done = [(key, child) for key, child in self.children.items() if child.poll() is not None]
@@ -200,6 +275,9 @@ class SubprocessExecutor:
         results = []
         for key, child in done:
             del self.children[key]
+            if child.returncode == BUSY_EXIT:  # another process trains the run (a driver that died left it)
+                results.append((key, None))
+                continue
             if child.returncode == 2:
                 raise SystemExit(2)  # the child already printed its one-line error
             if child.returncode != 0:
@@ -211,8 +289,12 @@ class SubprocessExecutor:
     def close(self) -> None:
         for child in self.children.values():
             if child.poll() is None:
-                child.terminate()  # the run keeps its last checkpoint
-            child.wait()
+                child.terminate()  # the child unwinds (no temporary file left); the run keeps its last checkpoint
+            try:
+                child.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                child.kill()  # its writes are atomic: a kill loses nothing finished
+                child.wait()
         self.children.clear()
 
 
@@ -226,29 +308,46 @@ def scratch_store(results: str) -> RunStore:
     return RunStore(Path(tempfile.gettempdir()) / "lenet-repro-scratch" / digest)
 
 
-def worker_store(key: RunKey, results: str, marker: str, checkpoint: bytes | None) -> tuple[RunStore, bool]:
-    """The store a worker trains `key` in, and whether it is the driver's own results directory.
-
-    Where the worker sees the driver's marker file under `results` (this machine, or a shared filesystem), it is.
-    Otherwise a scratch store on the worker's disk, given the driver's checkpoint when that one is further on.
-    """
+def worker_root(results: str, marker: str) -> tuple[RunStore, bool]:
+    """The store a worker trains in, and whether it is the driver's own results directory: it is where the worker
+    sees the driver's marker file under `results` (this machine, or a shared filesystem); otherwise a scratch
+    store on the worker's disk."""
     if (Path(results) / GRID / marker).exists():
         return RunStore(results), True
-    store = scratch_store(results)
-    if checkpoint is not None:
-        path = store.checkpoint_path(key)
-        theirs = path.with_suffix(".driver")
-        write_atomic(theirs, checkpoint)
+    return scratch_store(results), False
+
+
+def take_shipped_checkpoint(store: RunStore, key: RunKey, checkpoint: bytes) -> None:
+    """Put the driver's checkpoint in a worker's scratch store when it is further on than the worker's own (a
+    damaged one, either side, counts as none)."""
+    path = store.checkpoint_path(key)
+    theirs = path.with_suffix(".driver")
+    write_atomic(theirs, checkpoint)
+    try:
+        try:
+            ahead = len(read_checkpoint(theirs)[1]["epochs"])
+        except DamagedFile:
+            return
         mine = store.load_checkpoint(key)
-        if mine is None or len(read_checkpoint(theirs)[1]["epochs"]) > len(mine[1]["epochs"]):
-            os.replace(theirs, path)
+        if mine is None or ahead > len(mine[1]["epochs"]):
+            publish(theirs, path, keep_previous=store.previous_checkpoint_path(key))
+    finally:
         theirs.unlink(missing_ok=True)
-    return store, False
+
+
+def worker_store(key: RunKey, results: str, marker: str, checkpoint: bytes | None) -> tuple[RunStore, bool]:
+    """The store a worker trains `key` in (see `worker_root`), given the driver's checkpoint when that one is
+    further on than the worker's own scratch copy. The caller holds the run's trainer lock in that store."""
+    store, shared = worker_root(results, marker)
+    if not shared and checkpoint is not None:
+        take_shipped_checkpoint(store, key, checkpoint)
+    return store, shared
 
 
 def train_task(key: RunKey, results: str, marker: str, settings: RunSettings, checkpoint: bytes | None,
-               data_dir: str | None) -> dict[str, Any]:
-    """One run as a Ray task, in its own worker process (max_calls=1): train it, return its record.
+               data_dir: str | None) -> dict[str, Any] | None:
+    """One run as a Ray task, in its own worker process (max_calls=1): train it, return its record; None when
+    another process holds the run's trainer lock (a worker of a driver that died still trains it).
 
     Each epoch is checkpointed in the driver's results directory where the worker shares it, so a retry on any
     node resumes from there; otherwise on the worker's own disk (a retry on the same node resumes).
@@ -260,11 +359,19 @@ def train_task(key: RunKey, results: str, marker: str, settings: RunSettings, ch
     use_threads(settings.threads)
     if data_dir and Path(data_dir).is_dir():
         os.environ["LENET_DATA_DIR"] = data_dir
-    store, shared = worker_store(key, results, marker, checkpoint)
-    context = ray.get_runtime_context()
-    where = {"engine": "ray", "node_ip": ray.util.get_node_ip_address(), "node_id": context.get_node_id(),
-             "shared_storage": shared}  # fmt: skip
-    return train_run(key, store, settings.device, Progress(key, key.spec().epochs), where)
+    store, shared = worker_root(results, marker)
+    lock = store.try_trainer_lock(key)  # first: a retry or a second driver never trains beside a living worker
+    if lock is None:
+        return None
+    try:
+        if not shared and checkpoint is not None:
+            take_shipped_checkpoint(store, key, checkpoint)
+        context = ray.get_runtime_context()
+        where = {"engine": "ray", "node_ip": ray.util.get_node_ip_address(), "node_id": context.get_node_id(),
+                 "shared_storage": shared}  # fmt: skip
+        return train_run(key, store, settings.device, Progress(key, key.spec().epochs), where)
+    finally:
+        lock.release()
 
 
 def host_port(address: str) -> tuple[str, int] | None:
@@ -380,14 +487,14 @@ class RayExecutor:
         where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
         say(f"{where}: up to {self.capacity} runs at once, {threads} thread(s) each")
 
-    def submit(self, key: RunKey) -> None:
+    def submit(self, key: RunKey, lock: RunLock | None = None) -> None:
         path = self.store.checkpoint_path(key)
         checkpoint = path.read_bytes() if path.exists() else None
         ref = self.task.remote(key, str(self.store.root.resolve()), self.marker, self.settings, checkpoint,
                                self.data_dir)  # fmt: skip
         self.running[ref] = key
 
-    def wait(self, timeout: float) -> list[tuple[RunKey, dict[str, Any]]]:
+    def wait(self, timeout: float) -> list[tuple[RunKey, dict[str, Any] | None]]:
         import ray
 
         if not self.running:
@@ -407,6 +514,9 @@ class RayExecutor:
             except ray.exceptions.RayError as error:
                 raise UserError(f"{key.label()} could not finish on Ray after {RETRIES} retries ({first_line(error)}); "
                                 "run the same command again to resume it") from None  # fmt: skip
+            if record is None:  # another process holds the run's trainer lock
+                results.append((key, None))
+                continue
             self.store.save_record(key, record)  # already there when the worker shares the directory
             self.store.remove_checkpoint(key)
             results.append((key, record))

@@ -22,10 +22,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from common import data, spec
+from common.atomic import FAILPOINT_ENV, failpoint, stale_temps
 from common.errors import UserError
 from common.init import SOURCES, initial_weights
 from common.preprocess import Images, resized
-from common.results import SCRIPT_BACKEND, RunKey, RunStore
+from common.results import SCRIPT_BACKEND, DamagedFile, RunKey, RunStore, set_aside, warn
 from common.train import EpochOutcome, evaluate, train_epoch, training_order
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,7 +103,7 @@ def check_same_run(key: RunKey, record: dict[str, Any], recipe: spec.Recipe) -> 
     if fields:
         raise UserError(
             f"{key.label()} is stored with other settings ({', '.join(fields)}); "
-            "use another RESULTS= directory, or delete that run's record and its checkpoint (under .checkpoints/) "
+            "use another RESULTS= directory, or delete that run's record and its checkpoints (under .checkpoints/) "
             "to run it again"
         )
 
@@ -144,6 +145,7 @@ class HarnessSession:
     def data(self) -> PreparedData:
         """The dataset, loaded and resized on first use (after any checkpoint was read)."""
         if self._data is None:
+            failpoint("run.data")
             self._data = prepare_data(self.key.dataset, self.recipe, self.key.limit)
         return self._data
 
@@ -189,15 +191,33 @@ def train_run(key: RunKey, store: RunStore, device: str = "auto", progress: Call
 
     Each process that trains the run adds an entry to meta.attempts: its host, the epoch it started from, and
     `where` (for a Ray task: the node it ran on).
+
+    The caller holds the run's trainer lock (`RunStore.try_trainer_lock`): files of the run left by a process that
+    was killed are dealt with here. Temporary files of interrupted writes are removed; a damaged record or
+    checkpoint is set aside (<name>.damaged) with one line on stderr, and the run goes on from the last usable
+    checkpoint, or from its first epoch.
     """
     recipe = key.spec()
-    record = store.load_record(key)
+    for path in (store.record_path(key), store.checkpoint_path(key), store.previous_checkpoint_path(key)):
+        for temp in stale_temps(path):
+            temp.unlink(missing_ok=True)
+    damaged: DamagedFile | None = None
+    try:
+        record = store.load_record(key)
+    except DamagedFile as error:
+        record, damaged = None, error
     if record is not None:
         check_same_run(key, record, recipe)
         if record["status"] != "partial":
             return record
     session = open_session(key, recipe, device)
+    failpoint("run.warm-up")
     checkpoint = store.load_checkpoint(key)
+    if damaged is not None:
+        moved = set_aside(damaged.path)
+        warn(f"run record {damaged.path} is damaged ({damaged.problem}): set aside as {moved.name}; "
+             + (f"the run continues from its checkpoint (epoch {len(checkpoint[1]['epochs'])})" if checkpoint
+                else "the run is trained again from its first epoch"))  # fmt: skip
     if checkpoint is not None:
         state, record = checkpoint
         check_same_run(key, record, recipe)
@@ -208,7 +228,7 @@ def train_run(key: RunKey, store: RunStore, device: str = "auto", progress: Call
         {"host": socket.gethostname(), **(where or {}), "from_epoch": len(record["epochs"]),
          "started": datetime.now(UTC).isoformat(timespec="seconds")})  # fmt: skip
     for epoch in range(len(record["epochs"]), recipe.epochs):
-        tick = functools.partial(progress, epoch) if progress else None
+        tick = functools.partial(_step, progress, epoch) if progress or os.environ.get(FAILPOINT_ENV) else None
         outcome = session.train_epoch(epoch, tick)
         record["step_losses"] += [finite_or_none(loss) for loss in outcome.step_losses]
         if outcome.diverged:
@@ -243,6 +263,13 @@ def train_run(key: RunKey, store: RunStore, device: str = "auto", progress: Call
     store.save_record(key, record)
     store.remove_checkpoint(key)
     return record
+
+
+def _step(progress: Callable | None, epoch: int, step: int, total: int) -> None:
+    """After each training step: the progress display, and the test hook `run.step` (common.atomic.failpoint)."""
+    failpoint("run.step")
+    if progress:
+        progress(epoch, step, total)
 
 
 def finite_or_none(value: float) -> float | None:

@@ -114,15 +114,10 @@ def _idx_content(dataset: str, name: str, data_root: lenet_data.StrPath | None) 
 
 
 def _write_atomic(path: Path, content: bytes) -> None:
-    """Write `content` to a temp file beside `path`, then rename it into place (readers never see half a file)."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it 0600; a shared data folder should stay readable by others
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(content)
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
+    """Write `content` so that readers never see half a file (the project's one helper, common.atomic)."""
+    from common.atomic import write_atomic
+
+    write_atomic(path, content)
 
 
 def _fill_root(root: Path, dataset: str, data_root: lenet_data.StrPath | None) -> Path:
