@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     conformance = commands.add_parser("conformance", help="run the backend conformance suite (pytest)")
     conformance.add_argument("--backend", action="append", type=_choice("backend", backends.names),
                              help="a registered backend (repeatable; default: every registered backend)")
-    conformance.add_argument("--fast", action="store_true", help="leave out the slow items (every recipe but d2l for the costly items, 96x96, the 50 SGD steps, mypy)")
+    conformance.add_argument("--fast", action="store_true",
+                             help="leave out the slow items (the costly ones on every recipe but d2l, the 50 SGD "
+                             "steps, fresh-interpreter imports, mypy)")  # fmt: skip
     conformance.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest (after --)")
 
     data_command = commands.add_parser("data", help="provision, verify or summarise MNIST and Fashion-MNIST")
