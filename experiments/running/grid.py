@@ -164,6 +164,12 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
         return
     held: dict[RunKey, RunLock] = {}
     told: set[RunKey] = set()
+
+    def busy_elsewhere(key: RunKey) -> None:
+        """Say once that another process trains `key`; it is waited for like another driver's run."""
+        if key not in told:
+            say(f"{key.label()} is being trained by another process: skipped; taken up here if it stops")
+            told.add(key)
     waiting = False
     executor = make_executor()
     progress = GridProgress(len(keys), len(keys) - len(todo), executor.capacity)
@@ -182,10 +188,7 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
                     continue
                 if store.trainer_busy(key):  # a process of a driver that died (or a lone run-one) still trains it
                     lock.release()
-                    if key not in told:
-                        say(f"{key.label()} is being trained by another process: skipped; taken up here if it "
-                            "stops")  # fmt: skip
-                        told.add(key)
+                    busy_elsewhere(key)
                     continue
                 todo.remove(key)
                 if finished(store, key):  # the other driver finished it meanwhile
@@ -209,10 +212,7 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
                 if record is None:  # another process took it up meanwhile: wait for it like another driver's
                     progress.requeue(key)
                     todo.append(key)
-                    if key not in told:
-                        say(f"{key.label()} is being trained by another process: skipped; taken up here if it "
-                            "stops")  # fmt: skip
-                        told.add(key)
+                    busy_elsewhere(key)
                     continue
                 progress.finish(key)
                 say(f"{key.label()}: {outcome(record)}")
