@@ -92,6 +92,12 @@ class Backend(Protocol):
         """The framework's package versions, recorded with every run."""
         ...
 
+    def kernels(self) -> dict[str, Any]:
+        """The kernel libraries the framework runs on this machine and the instruction set they dispatch to, as
+        the framework exposes them (e.g. oneDNN's ISA, ATen's CPU capability, the BLAS core type), recorded with
+        every run beside `common.machine.describe()`; an empty dict is allowed where nothing is exposed."""
+        ...
+
     def native_order(self, seed: int, epoch: int, n: int) -> np.ndarray:
         """The framework's own shuffle of range(n) for an epoch (native mode), deterministic per (seed, epoch)."""
         ...

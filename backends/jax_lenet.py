@@ -379,6 +379,12 @@ def versions() -> dict[str, str]:
             "optax": optax.__version__, "numpy": np.__version__}  # fmt: skip
 
 
+def kernels() -> dict[str, Any]:
+    """XLA's platform and devices: on the CPU it compiles for the host processor with LLVM (XLA_FLAGS, if set,
+    is in the machine's record)."""
+    return {"xla_platform": jax.default_backend(), "devices": sorted({d.device_kind for d in jax.devices()})}
+
+
 def native_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """JAX's own shuffle: jax.random.permutation of range(n) with the key fold_in(PRNGKey(seed), epoch)."""
     key = jax.random.fold_in(jax.random.PRNGKey(seed), epoch)

@@ -10,6 +10,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -252,6 +253,14 @@ def versions() -> dict[str, str]:
     import d2lzh
 
     return {"mxnet": mx.__version__, "d2lzh": d2lzh.__version__, "numpy": np.__version__}
+
+
+def kernels() -> dict[str, Any]:
+    """The features MXNet was built with (oneDNN as MKLDNN, its BLAS, the CPU instruction sets compiled in);
+    MXNet 1.9 does not say at run time which ISA its oneDNN picked (DNNL_VERBOSE=1 prints it)."""
+    features = mx.runtime.Features()
+    return {"features": [name for name, feature in features.items() if feature.enabled
+                         and (name.startswith(("CPU_", "BLAS_", "CUDA", "CUDNN")) or name in ("MKLDNN", "F16C"))]}
 
 
 def native_order(seed: int, epoch: int, n: int) -> np.ndarray:

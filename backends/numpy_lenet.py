@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -384,6 +385,13 @@ def layer_shapes(model: Model) -> list[tuple[str, tuple[int, ...], int]]:
 
 def versions() -> dict[str, str]:
     return {"numpy": np.__version__}
+
+
+def kernels() -> dict[str, Any]:
+    """NumPy's SIMD dispatch on this processor and the BLAS (with its core type) behind its matrix products."""
+    from common import machine
+
+    return machine.numpy_kernels()
 
 
 def native_order(seed: int, epoch: int, n: int) -> Array:

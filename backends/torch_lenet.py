@@ -5,9 +5,11 @@ Takes NumPy batches in, gives NumPy numbers out; never imports mxnet.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -222,6 +224,32 @@ def versions() -> dict[str, str]:
     import torchvision
 
     return {"torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": np.__version__}
+
+
+@functools.cache
+def kernels() -> dict[str, Any]:
+    """ATen's CPU capability, the MKL and oneDNN builds, and what oneDNN dispatches to on this processor (its
+    verbose lines, read while one LeNet-sized convolution runs); cuDNN's version on a GPU."""
+    from common import machine
+
+    def convolution() -> None:
+        with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+            x = torch.ones(4, 6, 12, 12).to(memory_format=torch.channels_last)
+            torch.nn.functional.conv2d(x, torch.ones(16, 6, 5, 5))
+
+    libraries = [line.strip(" -") for line in torch.__config__.show().splitlines()
+                 if "Math Kernel Library" in line or "MKL-DNN" in line or "oneDNN" in line]  # fmt: skip
+    verbose = machine.captured_output(convolution) if torch.backends.mkldnn.is_available() else ""
+    out: dict[str, Any] = {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "libraries": libraries,
+        "onednn_isa": machine.onednn_isa(verbose),
+        "onednn_conv": machine.onednn_implementations(verbose),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+    if torch.cuda.is_available():
+        out["cudnn"] = torch.backends.cudnn.version()
+    return out
 
 
 def native_order(seed: int, epoch: int, n: int) -> np.ndarray:

@@ -148,6 +148,9 @@ def test_record_holds_the_promised_fields(tmp_path):
     assert meta["versions"]["mxnet"] == importlib.metadata.version("mxnet") and meta["device"] == "cpu(0)"
     assert meta["spec"] == spec.recipe_to_dict(key.spec()) and meta["started"] and meta["finished"]
     assert len(record["step_losses"]) == 2 and np.isfinite(record["step_losses"]).all()
+    assert meta["machine"]["cpu"] and isinstance(meta["machine"]["isa"], list) and meta["machine"]["cores"] >= 1
+    assert "MKLDNN" in meta["kernels"]["features"]  # what MXNet's build runs on
+    assert meta["attempts"][0]["machine"].startswith(meta["machine"]["cpu"])
 
 
 def test_a_shared_run_made_with_other_initial_weights_is_refused(tmp_path):

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from common import data, spec
+from common import data, machine, spec
 from common.atomic import FAILPOINT_ENV, failpoint, stale_temps
 from common.errors import UserError
 from common.init import SOURCES, initial_weights
@@ -83,6 +83,8 @@ def new_record(key: RunKey, recipe: spec.Recipe, session: Session) -> dict[str, 
             "threads": session.threads,
             "python": platform.python_version(),
             "host": socket.gethostname(),
+            "machine": machine.describe(),
+            "kernels": session.kernels(),
             "git_commit": git_commit(),
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "finished": None,
@@ -122,6 +124,7 @@ class Session(Protocol):
     threads: int
 
     def versions(self) -> dict[str, str]: ...
+    def kernels(self) -> dict[str, Any]: ...
     def device_name(self) -> str: ...
     def train_epoch(self, epoch: int, on_step: Callable[[int, int], None] | None) -> EpochOutcome: ...
     def evaluate(self) -> tuple[float, float]: ...  # (mean test loss, test accuracy)
@@ -151,6 +154,9 @@ class HarnessSession:
 
     def versions(self) -> dict[str, str]:
         return self.backend.versions()
+
+    def kernels(self) -> dict[str, Any]:
+        return self.backend.kernels()
 
     def device_name(self) -> str:
         return self.backend.device_name(self.model)
@@ -225,7 +231,8 @@ def train_run(key: RunKey, store: RunStore, device: str = "auto", progress: Call
     else:
         record = new_record(key, recipe, session)
     record["meta"].setdefault("attempts", []).append(
-        {"host": socket.gethostname(), **(where or {}), "from_epoch": len(record["epochs"]),
+        {"host": socket.gethostname(), "machine": machine.summary(machine.describe()), **(where or {}),
+         "from_epoch": len(record["epochs"]),
          "started": datetime.now(UTC).isoformat(timespec="seconds")})  # fmt: skip
     for epoch in range(len(record["epochs"]), recipe.epochs):
         tick = functools.partial(_step, progress, epoch) if progress or os.environ.get(FAILPOINT_ENV) else None

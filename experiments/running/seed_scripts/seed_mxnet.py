@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import d2lzh as d2l
 import d2lzh.utils as d2l_utils
@@ -297,6 +298,11 @@ class ReferenceRun:
 
     def versions(self) -> dict[str, str]:
         return {"mxnet": mx.__version__, "d2lzh": importlib.metadata.version("d2lzh"), "numpy": np.__version__}
+
+    def kernels(self) -> dict[str, Any]:
+        from backends import load_backend  # the kernels the MXNet backend records: the script runs the same framework
+
+        return load_backend("mxnet").kernels()
 
     def device_name(self) -> str:
         return str(self.ctx)

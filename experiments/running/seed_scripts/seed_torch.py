@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -256,6 +257,11 @@ class ReferenceRun:
         from backends import load_backend  # the versions the PyTorch backend records, recorded the same way
 
         return load_backend("torch").versions()
+
+    def kernels(self) -> dict[str, Any]:
+        from backends import load_backend  # the kernels the PyTorch backend records: the script runs the same framework
+
+        return load_backend("torch").kernels()
 
     def device_name(self) -> str:
         return "cpu"
