@@ -61,6 +61,8 @@ BUILTIN: tuple[BackendInfo, ...] = (
                 {"color": "#1864ab", "linestyle": "--"}),
     BackendInfo("jax", "backends.jax_lenet", "JAX", "framework", ("jax", "jaxlib", "flax", "optax"),
                 {"color": "#f08c00", "linestyle": "-."}),
+    BackendInfo("tensorflow", "backends.tensorflow_lenet", "TensorFlow", "framework", ("tensorflow", "keras"),
+                {"color": "#2b8a3e", "linestyle": (0, (5, 1))}),
     BackendInfo("numpy", "backends.numpy_lenet", "NumPy", "reference", (),
                 {"color": "#5f3dc4", "linestyle": ":"}),
 )  # fmt: skip
