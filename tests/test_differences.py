@@ -137,5 +137,5 @@ def test_unknown_backend_is_one_line():
     from backends import load_backend, names
 
     valid = ", ".join(sorted(names()))
-    with pytest.raises(UserError, match=f"^unknown backend 'tensorflow'; valid: {re.escape(valid)}$"):
-        load_backend("tensorflow")
+    with pytest.raises(UserError, match=f"^unknown backend 'pytorch'; valid: {re.escape(valid)}$"):
+        load_backend("pytorch")

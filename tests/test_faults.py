@@ -21,6 +21,7 @@ import stat
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,12 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(b"")
     elif how == "flipped":  # one bit of one byte, as bit rot does: the high bit (invalid UTF-8 in a JSON file)
         middle = len(content) // 2
+        if path.suffix == ".npz":  # in the middle of the largest array's bytes: the zip's local headers hold fields
+            # that readers take from the central directory instead (a flip there leaves every array intact)
+            with zipfile.ZipFile(path) as archive:
+                largest = max(archive.infolist(), key=lambda info: info.compress_size)
+            start = largest.header_offset + 30 + len(largest.filename.encode()) + len(largest.extra)
+            middle = start + largest.compress_size // 2
         path.write_bytes(content[:middle] + bytes([content[middle] ^ 0x80]) + content[middle + 1:])
     elif how == "garbage":
         path.write_bytes(os.urandom(len(content)))
