@@ -37,7 +37,7 @@ RUN_ARGS = $(GRID_ARGS) --mode $(MODE)
 
 
 .PHONY: help venv data test test-fast lint typecheck layers reproduce \
-	reproduce-seed-scripts compare conformance oracle notebook notebook-html bench bench-backends publish clean \
+	reproduce-seed-scripts compare conformance oracle notebook notebook-html bench bench-backends verify verify-full publish clean \
 	ray-head ray-worker ray-stop
 
 # List the targets.
@@ -121,6 +121,16 @@ bench: data
 	$(CLI) bench
 
 # Time every registered backend on the harness's loop, side by side in one run (about 10 minutes).
+# Re-run a sample of the published runs on this machine and say how close they land (docs/verify.md):
+# quick by default (the first 20 steps of seed 0 of every recipe, dataset and backend); verify-full trains
+# RUNS= (patterns, default two MNIST runs) to the end.
+verify: data
+	$(CLI) verify $(if $(RUNS),--runs $(RUNS))
+
+# Train the published runs RUNS= names to the end on this machine and compare their final test accuracy.
+verify-full: data
+	$(CLI) verify --full $(if $(RUNS),--runs $(RUNS))
+
 bench-backends: data
 	$(CLI) bench --backends --reps 3
 

@@ -12,6 +12,7 @@
     lenet-repro bench [--backends]             speed, side by side in one run
     lenet-repro notebook ipynb|html|check      the teaching notebook
     lenet-repro init-study [--seeds N] ...     the crossed initialisation study
+    lenet-repro verify [--full] [--runs ...]   re-run a sample of the published runs here: how close do they land?
 
 Backend names come from the registry (backends/__init__.py), plug-ins included; `script` runs the seed's own
 scripts. `python -m experiments ...` is the same command. Every command has `--help`; a bad argument is one
@@ -51,6 +52,16 @@ def _names(kind: str, text: str | None, valid) -> list[str]:
         if name not in valid:
             raise unknown_name(kind, name, valid)
     return names
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -159,6 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dataset", help=argparse.SUPPRESS)
     bench.add_argument("--backend", help=argparse.SUPPRESS)
     bench.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+
+    verify = commands.add_parser("verify", help="re-run a sample of the published runs on this machine and compare "
+                                 "(quick: the first steps of every recipe, dataset and backend; --full: chosen runs "
+                                 "to the end)")  # fmt: skip
+    verify.add_argument("--full", action="store_true", help="train the chosen runs (--runs) to the end")
+    verify.add_argument("--steps", type=non_negative_int, default=20,
+                        help="quick mode: steps of the first epoch to replay (0: the whole first epoch, with its "
+                             "test accuracy)")  # fmt: skip
+    verify.add_argument("--runs", help="comma-separated patterns of run names, e.g. 'shared/mnist/d2l/*-seed0' "
+                        "(full mode default: shared/mnist/seed-torch-fixed/torch-seed0,shared/mnist/d2l/torch-seed0)")
+    verify.add_argument("--backends", help="comma-separated: only these backends' runs")
+    verify.add_argument("--results", help="the published runs (default: the repository's docs/results)")
+    verify.add_argument("--json", help="also write the outcomes to this JSON file")
+    verify.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    verify.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
 
     notebook = commands.add_parser("notebook", help="the teaching notebook: pair a .ipynb, or execute it headless")
     notebook.add_argument("action", choices=("ipynb", "html", "check"),
@@ -312,6 +338,7 @@ COMMANDS = {
     "bench": _study("experiments.studies.bench"),
     "notebook": _study("experiments.notebook"),
     "init-study": _study("experiments.studies.init_study"),
+    "verify": _study("experiments.studies.verify"),
 }
 
 

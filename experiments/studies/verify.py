@@ -1,0 +1,259 @@
+"""`lenet-repro verify` (`make verify`): re-run a sample of the committed runs on this machine and say, run by run,
+how close they land: the first step whose loss differs, the largest relative step-loss difference, the test
+accuracy committed and now, and a verdict (identical / float drift / different result), naming both machines.
+
+Quick mode (the default) replays the first `--steps` steps of seed 0 of every published recipe, dataset and
+backend (shared mode, the runs behind the main table); `--steps 0` replays the whole first epoch and compares the
+test accuracy after it. Full mode (`--full`) trains chosen runs to the end in a temporary directory (nothing
+committed is touched). Each run is replayed with the thread count its record names, in a child process per
+thread count (MXNet, JAX and TensorFlow fix their threads when imported).
+
+Thresholds, from the measured drift (docs/verify.md):
+* steps: the same code, weights and batches on another processor, another thread count or another framework
+  differ by one float32 rounding or a few per step (largest relative step-loss difference over 50 steps: 3e-7
+  between frameworks, the oracle's figures); within the first few hundred steps that grows to 1e-5 at most. A
+  change of recipe, data, weights or order shows at once, at 1e-2 or more. 'different result' is a relative
+  difference above STEP_TOLERANCE (1e-3): a thousand times the drift, a tenth of the smallest real change.
+* full runs: float drift grows chaotically over thousands of steps (0.15 relative at the worst step of a whole
+  run is float drift), so the verdict rests on the final test accuracy: a run lands as a re-run with another seed
+  would, so 'different result' is a difference larger than ACC_SIGMAS standard deviations of the committed seeds
+  of the same recipe, dataset and backend (at least ACC_FLOOR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common import machine
+from common.errors import UserError
+from common.results import RunKey, RunStore
+
+QUICK_STEPS = 20
+STEP_TOLERANCE = 1e-3
+ACC_SIGMAS = 4.0
+ACC_FLOOR = 0.005
+FULL_DEFAULT = ("shared/mnist/seed-torch-fixed/torch-seed0", "shared/mnist/d2l/torch-seed0")
+MARK = "VERIFY "
+
+
+@dataclass
+class Outcome:
+    """One replayed run, compared with its committed record."""
+
+    run: str  # shared/mnist/seed-torch/torch-seed0
+    threads: int
+    steps: int
+    first_diff: int | None  # 1-based step, None when every compared step is identical
+    max_rel: float
+    acc_then: float | None
+    acc_now: float | None
+    verdict: str
+    tolerance: str
+    made_on: str
+    versions: str  # "" when the framework versions are those of the record, else "torch 2.14.0 -> 2.14.1"
+
+
+def run_name(record: dict[str, Any]) -> str:
+    return f"{record['mode']}/{record['dataset']}/{record['recipe']}/{record['backend']}-seed{record['seed']}"
+
+
+def made_on(record: dict[str, Any]) -> str:
+    """The machine a record names, or what little an older record says."""
+    recorded = record.get("meta", {}).get("machine")
+    if recorded:
+        return machine.summary(recorded)
+    return f"not recorded (host {record.get('meta', {}).get('host', '?')}; made before records named the processor)"
+
+
+def published(results: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The complete full-length runs under results/ (shared and native), by the harness's backends."""
+    from backends import names
+
+    out = []
+    for mode in ("shared", "native"):
+        for path in sorted((results / mode).glob("*/*/*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if (record.get("status") == "complete" and record.get("backend") in names() and record.get("limit") is None
+                    and record.get("epochs_override") is None):  # fmt: skip
+                out.append((path, record))
+    return out
+
+
+def quick_sample(records: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict[str, Any]]]:
+    """The lowest seed of every (recipe, dataset, backend) in shared mode."""
+    chosen: dict[tuple[str, str, str], tuple[Path, dict[str, Any]]] = {}
+    for path, record in records:
+        if record["mode"] != "shared":
+            continue
+        group = (record["recipe"], record["dataset"], record["backend"])
+        if group not in chosen or record["seed"] < chosen[group][1]["seed"]:
+            chosen[group] = (path, record)
+    return [chosen[g] for g in sorted(chosen)]
+
+
+def seed_spread(records: list[tuple[Path, dict[str, Any]]], record: dict[str, Any]) -> tuple[float, int]:
+    """(standard deviation of the final test accuracy, number of seeds) of the record's group."""
+    accs = [r["epochs"][-1]["test_accuracy"] for _, r in records
+            if (r["mode"], r["recipe"], r["dataset"], r["backend"])
+            == (record["mode"], record["recipe"], record["dataset"], record["backend"])]  # fmt: skip
+    return (float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0), len(accs)
+
+
+def compare_steps(then: list[float | None], now: list[float]) -> tuple[int | None, float]:
+    """(first differing step, 1-based, or None; largest relative difference) over the steps both have."""
+    first, worst = None, 0.0
+    for i, (a, b) in enumerate(zip(then, now, strict=False)):
+        if a is None or not math.isfinite(b):
+            return (first or i + 1), math.inf
+        if a != b:
+            first = first or i + 1
+            worst = max(worst, abs(a - b) / max(abs(a), 1e-12))
+    return first, worst
+
+
+# ---- the child: replay runs with one thread count -----------------------------------------------------------
+
+
+def replay(record: dict[str, Any], steps: int | None, full: bool) -> dict[str, Any]:
+    """Train the record's run again here: its first `steps` steps (0/None: the first epoch), or all of it."""
+    from common.train import train_epoch, training_order
+    from experiments.running.runs import HarnessSession, train_run
+
+    key = RunKey(record["backend"], record["dataset"], record["recipe"], record["seed"], record["mode"])
+    if full:
+        with tempfile.TemporaryDirectory(prefix="lenet-verify-") as tmp:
+            again = train_run(key, RunStore(Path(tmp)), "cpu")
+        return {"step_losses": again["step_losses"], "acc": again["epochs"][-1]["test_accuracy"],
+                "versions": again["meta"]["versions"]}
+    recipe = key.spec()
+    session = HarnessSession(key, recipe, "cpu")
+    data = session.data
+    order = training_order(session.backend, recipe, key.mode, key.seed, 0, len(data.train_labels))
+    whole = not steps or steps * recipe.batch_size >= len(order)
+    if not whole:
+        order = order[: steps * recipe.batch_size]
+    outcome = train_epoch(session.backend, session.model, data.train_images, data.train_labels, order)
+    return {"step_losses": outcome.step_losses, "acc": session.evaluate()[1] if whole else None,
+            "versions": session.versions()}
+
+
+def child(paths: list[str], steps: int | None, full: bool) -> int:
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        again = replay(record, steps, full)
+        print(MARK + json.dumps({"path": path, **again}), flush=True)
+    return 0
+
+
+# ---- the parent: sample, spread over children, judge, print -------------------------------------------------
+
+
+def judge(record: dict[str, Any], again: dict[str, Any], full: bool, spread: tuple[float, int]) -> Outcome:
+    then_steps = record["step_losses"][: len(again["step_losses"])]
+    first, worst = compare_steps(then_steps, again["step_losses"])
+    epoch_acc = record["epochs"][-1 if full else 0]["test_accuracy"] if (full or again["acc"] is not None) else None
+    if full:
+        limit = max(ACC_SIGMAS * spread[0], ACC_FLOOR)
+        tolerance = f"|test acc diff| <= {limit:.2%} ({ACC_SIGMAS:g} sd of {spread[1]} seeds, at least {ACC_FLOOR:.1%})"
+        same = first is None and again["acc"] == epoch_acc
+        close = abs(again["acc"] - epoch_acc) <= limit
+    else:
+        tolerance = f"step loss rel diff <= {STEP_TOLERANCE:g}"
+        same, close = first is None, worst <= STEP_TOLERANCE
+    verdict = "identical" if same else "float drift" if close else "different result"
+    then_versions = record["meta"].get("versions", {})
+    changed = ", ".join(f"{k} {then_versions.get(k)} -> {v}" for k, v in again.get("versions", {}).items()
+                        if then_versions.get(k) != v)  # fmt: skip
+    return Outcome(run_name(record), int(record["meta"].get("threads") or 1), len(again["step_losses"]), first,
+                   worst, epoch_acc, again["acc"], verdict, tolerance, made_on(record), changed)  # fmt: skip
+
+
+def _format(o: Outcome) -> str:
+    acc = "-" if o.acc_now is None else f"{o.acc_then:.2%} -> {o.acc_now:.2%}"
+    first = "-" if o.first_diff is None else f"step {o.first_diff}"
+    return f"{o.run:<46} {o.threads:>3} {o.steps:>6}  {first:<11} {o.max_rel:>9.1e}  {acc:<18} {o.verdict}"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.child:
+        return child(args.paths, args.steps, args.full)
+    from experiments.running.runs import REPO
+
+    results = Path(args.results) if args.results else REPO / "docs" / "results"
+    records = published(results)
+    if not records:
+        raise UserError(f"no complete published runs under {results}: nothing to verify")
+    patterns = args.runs.split(",") if args.runs else list(FULL_DEFAULT) if args.full else ["*"]
+    sample = [(p, r) for p, r in (records if args.full else quick_sample(records))
+              if any(fnmatch.fnmatch(run_name(r), pattern) for pattern in patterns)]  # fmt: skip
+    if args.backends:
+        wanted = set(args.backends.split(","))
+        sample = [(p, r) for p, r in sample if r["backend"] in wanted]
+    if not sample:
+        raise UserError(f"no published run under {results} matches {args.runs!r}; names look like {FULL_DEFAULT[0]}")
+    here = machine.summary(machine.describe())
+    steps = None if args.full else args.steps
+    what = ("chosen runs to the end" if args.full else
+            f"the first {'epoch' if not steps else f'{steps} steps'} of the lowest seed of every published recipe, "
+            "dataset and backend (shared mode)")  # fmt: skip
+    print(f"lenet-repro verify: {len(sample)} runs, {what}")
+    print(f"this machine: {here}")
+    for name, count in _count(made_on(r) for _, r in sample).items():
+        print(f"made on:      {name}: {count} run{'s' if count > 1 else ''}")
+    print(f"\n{'run':<46} thr  steps  first diff  max rel diff  test acc then -> now  verdict")
+    outcomes = []
+    by_threads: dict[int, list[tuple[Path, dict[str, Any]]]] = {}
+    for path, record in sample:
+        by_threads.setdefault(int(record["meta"].get("threads") or 1), []).append((path, record))
+    for threads, group in sorted(by_threads.items()):
+        wanted_paths = {str(p): r for p, r in group}
+        for again in _children(threads, list(wanted_paths), steps, args.full):
+            record = wanted_paths[again["path"]]
+            outcome = judge(record, again, args.full, seed_spread(records, record))
+            outcomes.append(outcome)
+            print(_format(outcome), flush=True)
+    for outcome in outcomes:
+        if outcome.versions:
+            print(f"note: {outcome.run} was made with other framework versions: {outcome.versions}")
+    counts = _count(o.verdict for o in outcomes)
+    print(f"\n{', '.join(f'{n} {v}' for v, n in counts.items())}; thresholds: {outcomes[0].tolerance}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"this_machine": here, "outcomes": [asdict(o) for o in outcomes]},
+                                              indent=1))  # fmt: skip
+    return 1 if counts.get("different result") else 0
+
+
+def _count(items) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return out
+
+
+def _children(threads: int, paths: list[str], steps: int | None, full: bool):
+    """Replay `paths` in a child process with `threads` threads; yields each run's result as it lands."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "experiments", "verify", "--child", "--steps", str(steps or 0),
+               *(["--full"] if full else []), *paths]  # fmt: skip
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith(MARK):
+                yield json.loads(line[len(MARK):])
+    if process.returncode:
+        raise UserError(f"replaying runs with {threads} thread(s) failed (exit {process.returncode}); see above")
