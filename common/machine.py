@@ -23,7 +23,7 @@ KERNEL_ISA = ("sse4_2", "avx", "fma", "avx2", "avx_vnni", "avx512f", "avx512bw",
               "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd", "sve")  # fmt: skip
 
 # Environment variables that pin or change the kernels a framework picks (recorded when set).
-KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "MKL_CBWR",
+KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "ATEN_CPU_CAPABILITY", "MKL_CBWR",
               "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE", "OPENBLAS_CORETYPE", "OPENBLAS_VERBOSE",
               "NPY_DISABLE_CPU_FEATURES", "XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS",
               "MXNET_MKLDNN_ENABLED", "MXNET_ENGINE_TYPE", "OMP_NUM_THREADS", "MKL_NUM_THREADS",

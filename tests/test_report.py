@@ -196,3 +196,17 @@ def test_shared_mode_backends_are_compared_seed_by_seed():
     assert row["comparisons"]["mxnet"].test == "paired" and row["comparisons"]["mxnet"].verdict == "yes"
     # The seeds' spread (10 points) would swamp an unpaired test; pairing removes it.
     assert row["comparisons"]["mxnet"].high - row["comparisons"]["mxnet"].low < 0.001
+
+
+def test_the_report_says_which_machine_made_the_runs():
+    from experiments.analysis.report import machines_table
+
+    xeon = {"cpu": "Intel(R) Xeon(R)", "family_model_stepping": "6/143/8", "isa": ["avx2", "avx512f"], "cores": 2,
+            "env": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}  # fmt: skip
+    records = [{"backend": "torch", "meta": {"host": "vm", "started": "2026-11-30T04:25:34+00:00"}},
+               {"backend": "torch", "meta": {"machine": xeon, "started": "2026-12-02T08:00:00+00:00"}},
+               {"backend": "jax", "meta": {"machine": xeon, "started": "2026-12-03T08:00:00+00:00"}}]  # fmt: skip
+    table = machines_table(records)
+    assert "| Intel(R) Xeon(R) (6/143/8) AVX-512 2 cores ONEDNN_MAX_CPU_ISA=AVX2 | JAX 1, PyTorch 1 | " \
+           "2026-12-02 to 2026-12-03 |" in table
+    assert "| not recorded (host vm) | PyTorch 1 | 2026-11-30 to 2026-11-30 |" in table

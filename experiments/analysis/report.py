@@ -496,14 +496,36 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
         write_atomic(store.root / path, plot_group(key, by_backend))
         plots[key] = path
     fidelity = fidelity_rows(groups)
-    text = report_markdown(rows, plots, len(records), fidelity, read_oracle(store.root))
+    text = report_markdown(rows, plots, len(records), fidelity, read_oracle(store.root), machines_table(records))
     write_atomic(store.root / "report.md", text.encode())
     write_atomic(store.root / "report.csv", csv_text(rows).encode())
     return f"wrote {store.root / 'report.md'}, report.csv and {len(plots)} plots from {len(records)} runs"
 
 
+def machines_table(records: list[dict[str, Any]]) -> str:
+    """How many runs of each backend each machine made (records name the processor since 2026-12-02; older
+    ones only their host name)."""
+    from common.machine import summary
+
+    counts: dict[str, dict[str, int]] = {}
+    dates: dict[str, list[str]] = {}
+    for record in records:
+        meta = record.get("meta", {})
+        where = (summary(meta["machine"]) if meta.get("machine")
+                 else f"not recorded (host {meta.get('host', '?')})")  # fmt: skip
+        counts.setdefault(where, {}).setdefault(label(record["backend"]), 0)
+        counts[where][label(record["backend"])] += 1
+        dates.setdefault(where, []).append(str(meta.get("started") or "")[:10])
+    body = [[where, ", ".join(f"{name} {n}" for name, n in sorted(by.items())),
+             f"{min([d for d in dates[where] if d], default='?')} to {max(dates[where]) or '?'}"]
+            for where, by in sorted(counts.items())]  # fmt: skip
+    return _markdown(["machine (processor, family/model/stepping, widest vector ISA, cores, kernel pins)",
+                      "runs", "started"], body)  # fmt: skip
+
+
 def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int,
-                    fidelity: list[dict[str, Any]] | None = None, oracle: list[OracleFigures] | None = None) -> str:
+                    fidelity: list[dict[str, Any]] | None = None, oracle: list[OracleFigures] | None = None,
+                    machines: str | None = None) -> str:
     """The whole report as Markdown."""
     out = ["# lenet-repro report", "",
            f"Built by `make compare` from {run_count} run records. Each cell: mean ± sample std over seeds (n).",
@@ -542,6 +564,12 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int,
             key = (row["variant"], row["dataset"], row["recipe"])
             out += [f"![{row['recipe']} on {row['dataset']} ({variant})]({plots[key].as_posix()})", ""]
     out += oracle_section(oracle or [])
+    if machines:
+        out += ["## Where the runs were made", "",
+                "Float arithmetic depends on the kernels a framework picks for the processor, so runs made on "
+                "different machines drift apart by float rounding from the same weights and batches (`make verify` "
+                "measures how far; docs/verify.md). Records name the processor since 2026-12-02:", "",
+                machines, ""]  # fmt: skip
     out += ["## The recipes", ""]
     for name in dict.fromkeys([row["recipe"] for row in rows] + [row["recipe"] for row in fidelity or []]):
         recipe = spec.get_recipe(name)
