@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--dataset", default="mnist", type=_choice("dataset", lambda: data.DATASETS))
     study.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
     study.add_argument("--limit", type=positive_int)
+    study.add_argument("--independent", action="store_true",
+                       help="draw each arm's weights from its own seeds (batches stay paired)")
     study.add_argument("--arms", default="numpy,torch",
                        help="comma-separated: numpy (NumPy's PCG64 draw of the spec's distribution) or a registered "
                        "framework (its own initialisers)")  # fmt: skip

@@ -44,3 +44,19 @@ def test_numpy_arm_draws_numpy_numbers_and_torch_arm_pytorch_numbers():
         bound = weight_bound(recipe.init, weight) if name.endswith(".weight") else bias_bound(recipe.init, weight)
         for values in (native[name], shared[name]):
             assert np.abs(values).max() <= bound * (1 + 1e-6)
+
+
+def test_independent_arms_draw_from_disjoint_seeds_and_keep_the_batches_paired():
+    seeds = {arm: [init_study.weight_seed(arm, s, True) for s in range(40)] for arm in init_study.arms()}
+    flat = [s for values in seeds.values() for s in values]
+    assert len(set(flat)) == len(flat), "no two arms share a weight seed"
+    assert all(init_study.weight_seed(arm, 7, False) == 7 for arm in init_study.arms())
+
+
+@pytest.mark.slow
+def test_an_independent_study_records_each_runs_weight_seed(tmp_path):
+    require_real("mnist")
+    results = init_study.study(tmp_path / "i.json", "seed-torch", "mnist", 1, limit=128, independent=True)
+    assert results["independent"] is True
+    assert [(r["seed"], r["weight_seed"]) for r in results["runs"]] == [
+        (0, init_study.weight_seed("numpy", 0, True)), (0, init_study.weight_seed("torch", 0, True))]

@@ -12,7 +12,14 @@ shared-mode PyTorch run of the recipe trains.
 Results go to <out>/init-<recipe>-<dataset>.json, written after every run (resumable), and the comparison
 (Welch's t-test, experiments.analysis.stats) is printed.
 
+`--independent` draws each arm's weights from its own seeds (seed + WEIGHT_SEED_STRIDE x (1 + the arm's place in
+`arms()`)), so that no two arms share a seed: without it every arm draws from seeds 0..N-1, and a few unlucky
+seeds of PyTorch's own generator would weigh on the comparison of every arm alike. The batches stay paired
+(the shared order of seed 0..N-1 for every arm), so only the weights' source and seed differ. Those runs go to
+init-<recipe>-<dataset>-independent.json.
+
     lenet-repro init-study [--seeds 20] [--dataset mnist] [--arms numpy,torch] [--out docs/studies] [--limit N]
+                           [--independent]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from common.results import write_atomic
 from experiments.analysis import stats
 
 PCG64 = "numpy"  # the arm whose weights are NumPy's PCG64 draw of the spec's distribution
+WEIGHT_SEED_STRIDE = 1_000_000
 DEFAULT_ARMS = (PCG64, "torch")
 
 
@@ -36,8 +44,14 @@ def arms() -> tuple[str, ...]:
     return (PCG64, *frameworks())
 
 
-def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | None = None) -> dict:
-    """Train one (seed, arm) with the shared batch order; returns the final test accuracy and loss."""
+def weight_seed(arm: str, seed: int, independent: bool) -> int:
+    """The seed an arm's initial weights are drawn from: the run's seed, or (independent) the arm's own."""
+    return seed + WEIGHT_SEED_STRIDE * (1 + arms().index(arm)) if independent else seed
+
+
+def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | None = None,
+              independent: bool = False) -> dict:
+    """Train one (seed, arm) with the shared batch order of `seed`; returns the final test accuracy and loss."""
     from backends import load_backend
     from common import spec
     from common.batches import epoch_order
@@ -47,30 +61,32 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
     backend = load_backend("torch")
     backend.configure_threads()
     recipe = spec.get_recipe(recipe_name)
-    model = backend.build_model(recipe, "cpu", seed=seed)  # PyTorch's own initialisers, seeded
+    drawn = weight_seed(arm, seed, independent)
+    model = backend.build_model(recipe, "cpu", seed=drawn)  # PyTorch's own initialisers, seeded
     if arm == PCG64:
-        backend.set_weights(model, initial_weights(recipe, seed, source="numpy-pcg64"))
+        backend.set_weights(model, initial_weights(recipe, drawn, source="numpy-pcg64"))
     elif arm != "torch":  # another framework's own initialisers for the seed, as its native mode draws them
         other = load_backend(arm)
-        backend.set_weights(model, other.get_weights(other.build_model(recipe, "cpu", seed=seed)))
+        backend.set_weights(model, other.get_weights(other.build_model(recipe, "cpu", seed=drawn)))
     data = prepare_data(dataset, recipe, limit)
     for epoch in range(recipe.epochs):
         order = epoch_order(seed, epoch, len(data.train_labels), recipe.shuffle)
         train_epoch(backend, model, data.train_images, data.train_labels, order)
     test_loss, test_accuracy = evaluate(backend, model, data.test_images, data.test_labels)
-    return {"seed": seed, "arm": arm, "test_accuracy": test_accuracy, "test_loss": test_loss}
+    return {"seed": seed, "arm": arm, "weight_seed": drawn, "test_accuracy": test_accuracy, "test_loss": test_loss}
 
 
 def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None,
-          arms: tuple[str, ...] = DEFAULT_ARMS) -> dict:
+          arms: tuple[str, ...] = DEFAULT_ARMS, independent: bool = False) -> dict:
     """Run the missing (seed, arm) pairs, seed by seed so both arms stay balanced; save after each."""
     results = json.loads(path.read_text()) if path.exists() else {"recipe": recipe, "dataset": dataset,
-                                                                    "limit": limit, "runs": []}  # fmt: skip
+                                                                    "limit": limit, "independent": independent,
+                                                                    "runs": []}  # fmt: skip
     done = {(r["seed"], r["arm"]) for r in results["runs"]}
     for seed in range(seeds):
         for arm in arms:
             if (seed, arm) not in done:
-                results["runs"].append(train_arm(recipe, dataset, seed, arm, limit))
+                results["runs"].append(train_arm(recipe, dataset, seed, arm, limit, independent))
                 write_atomic(path, json.dumps(results, indent=1).encode())
                 print(f"seed {seed} {arm}: {results['runs'][-1]['test_accuracy']:.4f}", flush=True)
     return results
@@ -99,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
     for arm in chosen:
         if arm not in arms():
             raise unknown_name("arm", arm, arms())
-    suffix = f"-limit{args.limit}" if args.limit else ""
+    suffix = (f"-limit{args.limit}" if args.limit else "") + ("-independent" if args.independent else "")
     path = Path(args.out) / f"init-{args.recipe}-{args.dataset}{suffix}.json"
-    print(summary(study(path, args.recipe, args.dataset, args.seeds, args.limit, chosen)))
+    print(summary(study(path, args.recipe, args.dataset, args.seeds, args.limit, chosen, args.independent)))
     return 0
 
