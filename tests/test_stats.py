@@ -54,3 +54,19 @@ def test_too_few_seeds_are_undecided_and_identical_values_agree():
     assert stats.paired([0.8], [0.8]).verdict == "undecided"
     same = stats.welch([0.5, 0.5], [0.5, 0.5])
     assert (same.p, same.verdict) == (1.0, "yes")
+
+
+def _sample(mean: float, std: float, n: int) -> list[float]:
+    """n values with exactly this mean and sample standard deviation."""
+    z = np.linspace(-1, 1, n)
+    return list(mean + std * (z - z.mean()) / z.std(ddof=1))
+
+
+def test_seeds_to_decide_is_where_the_rule_first_decides():
+    # a 1-point difference with spreads 2.2 and 0.6 points (the seed-mxnet Fashion-MNIST line at 4 seeds)
+    n = stats.seeds_to_decide(_sample(0.8538, 0.022, 4), _sample(0.8634, 0.006, 4))
+    assert n is not None and 15 <= n <= 30
+    assert stats.welch(_sample(0.8538, 0.022, n), _sample(0.8634, 0.006, n)).verdict != "undecided"
+    assert stats.welch(_sample(0.8538, 0.022, n - 1), _sample(0.8634, 0.006, n - 1)).verdict == "undecided"
+    assert stats.seeds_to_decide([0.9, 0.91, 0.92], [0.9, 0.91, 0.92]) == 4  # same means, 1-point spreads
+    assert stats.seeds_to_decide([0.9], [0.9, 0.91]) is None  # one value: no spread to go by

@@ -390,6 +390,25 @@ def fidelity_table(rows: list[dict[str, Any]]) -> str:
     return _markdown(header, body)
 
 
+def decide_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """For each undecided line of the fidelity table: how many seeds would decide it at the measured spreads."""
+    notes = []
+    for row in rows:
+        script = row["entries"][0][1]
+        for name, group, comparison in row["entries"][1:]:
+            if comparison is None or comparison.verdict != "undecided":
+                continue
+            first, second = script.finals("test_accuracy"), group.finals("test_accuracy")
+            n = st.seeds_to_decide(first, second, comparison.test == "paired")
+            need = (f"about {n} seeds a side would decide it" if n else "no number of seeds up to 1,000 would "
+                    "decide it (the difference sits at the margin)")  # fmt: skip
+            notes.append(f"- `{row['recipe']}` on {row['dataset']}, {name}: undecided with {len(first)} and "
+                         f"{len(second)} seeds; if the means and spreads stay as measured, {need}.")
+    return (["Seeds that would decide each undecided line (the same test at the same level, equal seeds a side "
+             "for Welch's test, pairs for the paired one, means and standard deviations as measured):", "",
+             *notes, ""] if notes else [])  # fmt: skip
+
+
 def fidelity_section(rows: list[dict[str, Any]]) -> list[str]:
     """The report's fidelity section: the table, the rule, and each reference run seed by seed."""
     if not rows:
@@ -404,7 +423,7 @@ def fidelity_section(rows: list[dict[str, Any]]) -> list[str]:
             "script's own initial weights for their seed (`seed-torch` in shared mode, whose NumPy draw replays "
             "PyTorch's generator, and PyTorch's native mode), by Welch's t-test otherwise. Verdict: "
             f"{st.RULE}.", "",
-            fidelity_table(rows), "",
+            fidelity_table(rows), "", *decide_notes(rows),
             "Each run's test accuracy after the last epoch (in brackets: epochs that ended below "
             f"{PLATEAU_ACCURACY:.0%} test accuracy):", "", seed_table(entries, "run by"), ""]
 

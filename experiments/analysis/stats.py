@@ -103,3 +103,26 @@ def paired(first: list[float], second: list[float]) -> Comparison:
     difference, se = float(differences.mean()), float(differences.std(ddof=1)) / math.sqrt(n)
     low, high, p = _interval(difference, se, n - 1)
     return Comparison(difference, low, high, p, "paired", verdict(low, high), n)
+
+
+def seeds_to_decide(first: list[float], second: list[float], is_paired: bool = False, most: int = 1000) -> int | None:
+    """The number of seeds (a side; pairs when paired) at which the rule above would give "yes" or "no", if the
+    means and standard deviations stayed as measured; None if not within `most` (a difference at the margin)."""
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if is_paired:
+        d = b[: len(a)] - a[: len(b)]
+        difference, spread = float(d.mean()), float(d.var(ddof=1))
+    else:
+        difference, spread = float(b.mean() - a.mean()), float(a.var(ddof=1) + b.var(ddof=1))
+    va, vb = float(a.var(ddof=1)), float(b.var(ddof=1))
+    for n in range(2, most + 1):
+        if is_paired:
+            df = n - 1
+        else:
+            df = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1)) if va + vb else n - 1
+        half = float(scipy_stats.t.ppf(1 - ALPHA / 2, df)) * math.sqrt(spread / n)
+        if verdict(difference - half, difference + half) != "undecided":
+            return n
+    return None
