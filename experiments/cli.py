@@ -12,6 +12,7 @@
     lenet-repro bench [--backends]             speed, side by side in one run
     lenet-repro notebook ipynb|html|check      the teaching notebook
     lenet-repro init-study [--seeds N] ...     the crossed initialisation study
+    lenet-repro init-weights [--seeds N] ...   the initial weights of each generator, beyond their marginals
     lenet-repro verify [--full] [--runs ...]   re-run a sample of the published runs here: how close do they land?
 
 Backend names come from the registry (backends/__init__.py), plug-ins included; `script` runs the seed's own
@@ -170,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dataset", help=argparse.SUPPRESS)
     bench.add_argument("--backend", help=argparse.SUPPRESS)
     bench.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+
+    weights = commands.add_parser("init-weights", help="the initial weights each generator draws: spectra, row "
+                                  "norms, bias/row relation, against PyTorch's own draws")  # fmt: skip
+    weights.add_argument("--seeds", type=positive_int, default=200)
+    weights.add_argument("--recipe", default="seed-torch", type=_choice("recipe", lambda: spec.RECIPES))
+    weights.add_argument("--sources", default="numpy,torch,mxnet,jax,tensorflow",
+                         help="numpy (NumPy's PCG64 draw of the spec) and/or registered frameworks")
+    weights.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
 
     verify = commands.add_parser("verify", help="re-run a sample of the published runs on this machine and compare "
                                  "(quick: the first steps of every recipe, dataset and backend; --full: chosen runs "
@@ -341,6 +350,7 @@ COMMANDS = {
     "notebook": _study("experiments.notebook"),
     "init-study": _study("experiments.studies.init_study"),
     "verify": _study("experiments.studies.verify"),
+    "init-weights": _study("experiments.studies.init_weights"),
 }
 
 

@@ -60,3 +60,26 @@ def test_an_independent_study_records_each_runs_weight_seed(tmp_path):
     assert results["independent"] is True
     assert [(r["seed"], r["weight_seed"]) for r in results["runs"]] == [
         (0, init_study.weight_seed("numpy", 0, True)), (0, init_study.weight_seed("torch", 0, True))]
+
+
+def test_layer_statistics_measure_the_matrix_not_just_its_entries():
+    import numpy as np
+
+    from experiments.studies import init_weights
+
+    w = np.diag([3.0, 1.0, 1.0]).astype(np.float32)  # rows of norm 3, 1, 1; singular values 3, 1, 1
+    got = init_weights.layer_statistics({"dense1.weight": w, "dense1.bias": np.array([3.0, 1.0, 1.0])})["dense1"]
+    assert got["sigma_max"] == pytest.approx(3.0) and got["stable_rank"] == pytest.approx(11 / 9)
+    assert got["row_norm_cv"] == pytest.approx(np.std([3, 1, 1]) / np.mean([3, 1, 1]))
+    assert got["bias_row_corr"] == pytest.approx(1.0)  # bias i equals row i's sum
+
+
+def test_the_weights_study_compares_each_source_with_pytorchs_draws(tmp_path):
+    from experiments.studies import init_weights
+
+    results = init_weights.measure(tmp_path / "w.json", "seed-torch", 5, ("torch", "numpy"))
+    assert len(results["sources"]["torch"]) == len(results["sources"]["numpy"]) == 5
+    rows = init_weights.comparison(results)
+    assert {r["source"] for r in rows} == {"numpy"} and len(rows) == 5 * len(init_weights.STATISTICS)
+    assert all(0 <= r["p"] <= 1 for r in rows)
+    assert "numpy" in init_weights.summary(results) and "after Bonferroni" in init_weights.summary(results)
