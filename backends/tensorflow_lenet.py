@@ -13,7 +13,7 @@ PyTorch's layouts: images (N, C, H, W), conv weights OIHW, dense weights (out, i
 * the batch is transposed NCHW -> NHWC as the first operation of each compiled call;
 * Flatten flattens the NHWC maps as Keras does, (H, W, C) order, so feature i of the spec (c, h, w) is feature
   (h, w, c) here; instead of transposing back, the **rows of the first Dense kernel are permuted** when weights
-  cross the boundary (`FLATTEN_PERMUTATION`), so shared weights give the same network as in PyTorch;
+  cross the boundary (`flatten_order()`), so shared weights give the same network as in PyTorch;
 * get_weights/set_weights transpose conv kernels OIHW <-> HWIO and dense kernels (out, in) <-> (in, out).
 Copy PyTorch's weights naively (transpose only) and the network computes something else; `flatten_order()`
 shows the two orders, and docs/tensorflow.md shows the difference on the spec's own layer table.
@@ -123,7 +123,7 @@ def _layers(recipe: spec.Recipe) -> list[tuple[str, list[keras.layers.Layer]]]:
 
 
 def flatten_order(recipe: spec.Recipe) -> np.ndarray:
-    """FLATTEN_PERMUTATION: for each feature Keras's Flatten gives (NHWC maps, (h, w, c) order), the index of the
+    """For each feature Keras's Flatten gives (NHWC maps, (h, w, c) order), the index of the
     same number in the spec's (c, h, w) order. Row i of Keras's first Dense kernel is column order[i] of the spec's
     weight."""
     rows = spec.layer_rows(recipe)
