@@ -234,7 +234,13 @@ def run(args: argparse.Namespace) -> int:
         if outcome.versions:
             print(f"note: {outcome.run} was made with other framework versions: {outcome.versions}")
     counts = _count(o.verdict for o in outcomes)
-    print(f"\n{', '.join(f'{n} {v}' for v, n in counts.items())}; thresholds: {outcomes[0].tolerance}")
+    tolerances = dict.fromkeys(o.tolerance for o in outcomes)
+    if len(tolerances) == 1:
+        print(f"\n{', '.join(f'{n} {v}' for v, n in counts.items())}; threshold: {next(iter(tolerances))}")
+    else:
+        print(f"\n{', '.join(f'{n} {v}' for v, n in counts.items())}; thresholds:")
+        for o in outcomes:
+            print(f"  {o.run}: {o.tolerance}")
     if args.json:
         Path(args.json).write_text(json.dumps({"this_machine": here, "outcomes": [asdict(o) for o in outcomes]},
                                               indent=1))  # fmt: skip
