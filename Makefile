@@ -125,11 +125,11 @@ bench: data
 # quick by default (the first 20 steps of seed 0 of every recipe, dataset and backend); verify-full trains
 # RUNS= (patterns, default two MNIST runs) to the end.
 verify: data
-	$(CLI) verify $(if $(RUNS),--runs $(RUNS))
+	$(CLI) verify $(if $(RUNS),--runs '$(RUNS)')
 
 # Train the published runs RUNS= names to the end on this machine and compare their final test accuracy.
 verify-full: data
-	$(CLI) verify --full $(if $(RUNS),--runs $(RUNS))
+	$(CLI) verify --full $(if $(RUNS),--runs '$(RUNS)')
 
 bench-backends: data
 	$(CLI) bench --backends --reps 3
