@@ -55,6 +55,15 @@ def _names(kind: str, text: str | None, valid) -> list[str]:
     return names
 
 
+def _name_list(kind: str, valid):
+    """An argparse type: a comma-separated list of names, each checked against valid() (as _names does)."""
+
+    def check(text: str) -> tuple[str, ...]:
+        return tuple(_names(kind, text, valid())) if text.strip() else ()
+
+    return check
+
+
 def non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -177,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--seeds", type=positive_int, default=200)
     weights.add_argument("--recipe", default="seed-torch", type=_choice("recipe", lambda: spec.RECIPES))
     weights.add_argument("--sources", default="numpy,torch,mxnet,jax,tensorflow",
+                         type=_name_list("source", lambda: _study_module("init_weights").sources()),
                          help="numpy (NumPy's PCG64 draw of the spec) and/or registered frameworks")
     weights.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
 
@@ -210,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--independent", action="store_true",
                        help="draw each arm's weights from its own seeds (batches stay paired)")
     study.add_argument("--arms", default="numpy,torch",
+                       type=_name_list("arm", lambda: _study_module("init_study").arms()),
                        help="comma-separated: numpy (NumPy's PCG64 draw of the spec's distribution) or a registered "
                        "framework (its own initialisers)")  # fmt: skip
     return parser
@@ -317,6 +328,13 @@ def conformance(args: argparse.Namespace) -> int:
     env = {**os.environ, "LENET_REPRO_BACKENDS": ",".join(names)}
     print(f"conformance suite for {', '.join(names)}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     return subprocess.run(command, env=env).returncode
+
+
+def _study_module(name: str):
+    """experiments.studies.<name>, imported when a command needs it."""
+    import importlib
+
+    return importlib.import_module(f"experiments.studies.{name}")
 
 
 def _study(module: str):

@@ -29,7 +29,6 @@ import json
 from pathlib import Path
 
 from backends import frameworks
-from common.errors import unknown_name
 from common.init import initial_weights
 from common.results import write_atomic
 from experiments.analysis import stats
@@ -111,10 +110,7 @@ def summary(results: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """`lenet-repro init-study`: run the missing (seed, arm) pairs, then print the comparison."""
-    chosen = tuple(arm.strip() for arm in args.arms.split(",") if arm.strip())
-    for arm in chosen:
-        if arm not in arms():
-            raise unknown_name("arm", arm, arms())
+    chosen = args.arms  # checked by the command line against arms()
     suffix = (f"-limit{args.limit}" if args.limit else "") + ("-independent" if args.independent else "")
     path = Path(args.out) / f"init-{args.recipe}-{args.dataset}{suffix}.json"
     print(summary(study(path, args.recipe, args.dataset, args.seeds, args.limit, chosen, args.independent)))

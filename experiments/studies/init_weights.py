@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from backends import frameworks
-from common.errors import unknown_name
 from common.init import initial_weights
 from common.results import write_atomic
 from experiments.analysis import stats
@@ -112,10 +111,7 @@ def summary(results: dict, reference: str = "torch") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    chosen = tuple(s.strip() for s in args.sources.split(",") if s.strip())
-    for source in chosen:
-        if source not in sources():
-            raise unknown_name("source", source, sources())
+    chosen = args.sources  # checked by the command line against sources()
     if "torch" not in chosen:
         chosen = ("torch", *chosen)
     path = Path(args.out) / f"init-weights-{args.recipe}.json"
