@@ -32,6 +32,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
             "dataset and backend (shared mode)")  # fmt: skip
     print(f"lenet-repro verify: {len(sample)} runs, {what}")
     print(f"this machine: {here}")
-    for name, count in _count(made_on(r) for _, r in sample).items():
+    for name, count in Counter(made_on(r) for _, r in sample).items():
         print(f"made on:      {name}: {count} run{'s' if count > 1 else ''}")
     width = max(len(run_name(r)) for _, r in sample)
     print(f"\n{'run':<{width}} thr  steps  first diff  max rel diff  test acc then -> now  verdict")
@@ -233,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     for outcome in outcomes:
         if outcome.versions:
             print(f"note: {outcome.run} was made with other framework versions: {outcome.versions}")
-    counts = _count(o.verdict for o in outcomes)
+    counts = Counter(o.verdict for o in outcomes)
     tolerances = dict.fromkeys(o.tolerance for o in outcomes)
     if len(tolerances) == 1:
         print(f"\n{', '.join(f'{n} {v}' for v, n in counts.items())}; threshold: {next(iter(tolerances))}")
@@ -245,13 +246,6 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps({"this_machine": here, "outcomes": [asdict(o) for o in outcomes]},
                                               indent=1))  # fmt: skip
     return 1 if counts.get("different result") else 0
-
-
-def _count(items) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return out
 
 
 def _children(threads: int, paths: list[str], steps: int | None, full: bool):
