@@ -120,7 +120,6 @@ notebook-html: data
 bench: data
 	$(CLI) bench
 
-# Time every registered backend on the harness's loop, side by side in one run (about 10 minutes).
 # Re-run a sample of the published runs on this machine and say how close they land (docs/verify.md):
 # quick by default (the first 20 steps of seed 0 of every recipe, dataset and backend); verify-full trains
 # RUNS= (patterns, default two MNIST runs) to the end.
@@ -131,6 +130,7 @@ verify: data
 verify-full: data
 	$(CLI) verify --full $(if $(RUNS),--runs '$(RUNS)')
 
+# Time every registered backend on the harness's loop, side by side in one run (about 10 minutes).
 bench-backends: data
 	$(CLI) bench --backends --reps 3
 
@@ -141,8 +141,11 @@ bench-backends: data
 # PyTorch script at 10 seeds, 20 on Fashion-MNIST with shared mode (10 could not decide there), and its
 # MXNet script at 3 (about 15-20 minutes a run), seed by seed; MXNet's native seed-torch at 20 (10 could not
 # decide), and shared seed-torch on Fashion-MNIST to 40 seeds (is the reference a lucky set?). Then the NumPy
-# reference on seed-torch-fixed and d2l, 3 seeds, and the oracle's figures. The lines with --workers ran that
-# way, two runs at a time on a local Ray instance, one thread each.
+# reference on seed-torch-fixed and d2l, 3 seeds. Then JAX and TensorFlow: the cheap recipes at 3 seeds and
+# seed-torch on MNIST at 10, the 96x96 recipe seed by seed; the seed-mxnet Fashion-MNIST verdict to 10 seeds of
+# the script and both frameworks (docs/fidelity.md), and the oracle's figures. The lines with --workers ran that
+# way, two runs at a time on a local Ray instance, one thread each; those with --threads 1 ran two at a time
+# from two shells.
 PUBLISHED := docs/results
 CHEAP := seed-torch,seed-torch-fixed,seed-mxnet-28,d2l
 PUBLISH_RUN = $(CLI) run --results $(PUBLISHED)
@@ -169,6 +172,14 @@ publish: data
 	for seeds in 1 2 3; do \
 		$(PUBLISH_RUN) --backend script --seeds $$seeds --recipes seed-mxnet --datasets fashion-mnist,mnist || exit; done
 	$(PUBLISH_RUN) --backend numpy --seeds 3 --recipes seed-torch-fixed,d2l --workers 2 --threads 1
+	for backend in jax tensorflow; do \
+		$(PUBLISH_RUN) --backend $$backend --seeds 3 --recipes $(CHEAP) --threads 1 || exit; \
+		$(PUBLISH_RUN) --backend $$backend --seeds 10 --recipes seed-torch --datasets mnist --threads 1 || exit; done
+	for seeds in 1 2 3; do for backend in jax tensorflow; do \
+		$(PUBLISH_RUN) --backend $$backend --seeds $$seeds --recipes seed-mxnet --threads 1 || exit; done; done
+	for seeds in $$(seq 4 10); do for backend in script torch mxnet; do \
+		$(PUBLISH_RUN) --backend $$backend --seeds $$seeds --recipes seed-mxnet --datasets fashion-mnist --threads 1 \
+		|| exit; done; done
 	$(CLI) oracle --results $(PUBLISHED)
 	$(CLI) compare --results $(PUBLISHED)
 
