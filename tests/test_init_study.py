@@ -23,8 +23,19 @@ def test_study_runs_both_arms_seed_by_seed_and_resumes(tmp_path, capsys):
     second = init_study.study(path, "seed-torch", "mnist", 2, limit=128)  # only seed 1 is new
     assert [(r["seed"], r["arm"]) for r in second["runs"]][:2] == [(0, "numpy"), (0, "torch")]
     assert second["runs"][:2] == first["runs"] and len(second["runs"]) == 4
+    assert all(len(r["epoch_losses"]) == 10 and all(v > 0 for v in r["epoch_losses"]) for r in second["runs"])
     text = init_study.summary(second)
-    assert "numpy" in text and "torch − numpy" in text and "Welch p" in text
+    assert "numpy" in text and "torch − numpy" in text and "Welch p" in text and "first-epoch loss" in text
+
+
+def test_the_summary_pools_every_other_generator_against_pytorchs_own():
+    runs = [{"seed": s, "arm": arm, "test_accuracy": acc + 0.001 * s, "epoch_losses": [loss + 0.01 * s]}
+            for s in range(5) for arm, acc, loss in (("numpy", 0.70, 2.0), ("torch", 0.80, 1.5), ("mxnet", 0.70, 2.0))]
+    text = init_study.summary({"recipe": "seed-torch", "dataset": "mnist", "runs": runs})
+    assert "torch − the others pooled: +10.00 pp" in text and "first-epoch loss 1.5200" in text
+    assert "torch − the others pooled: -0.5000" in text  # the loss comparison, torch 0.5 lower
+    old = [{k: v for k, v in r.items() if k != "epoch_losses"} for r in runs]  # a study from before the losses
+    assert "first-epoch loss" not in init_study.summary({"recipe": "seed-torch", "dataset": "mnist", "runs": old})
 
 
 def test_numpy_arm_draws_numpy_numbers_and_torch_arm_pytorch_numbers():

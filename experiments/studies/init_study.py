@@ -9,8 +9,11 @@ A third source, `--arms mxnet`, takes MXNet's native initial weights for the see
 the recipe's distributions, as MXNet's native mode draws them), still trained by PyTorch on the shared batches:
 it separates MXNet's weights from MXNet's batch order. The study's `torch` arm is, weights and batches, what a
 shared-mode PyTorch run of the recipe trains.
-Results go to <out>/init-<recipe>-<dataset>.json, written after every run (resumable), and the comparison
-(Welch's t-test, experiments.analysis.stats) is printed.
+Results go to <out>/init-<recipe>-<dataset>.json, written after every run (resumable), each run with its final
+test accuracy and loss and the mean training loss of every epoch, and the comparison (Welch's t-test,
+experiments.analysis.stats) is printed: PyTorch's own draws against each other arm and against all the others
+pooled (the pattern in question is "another generator's draws land below PyTorch's"), on the final accuracy and
+on the first epoch's loss (how fast a run leaves the softmax head's plateau).
 
 `--independent` draws each arm's weights from its own seeds (seed + WEIGHT_SEED_STRIDE x (1 + the arm's place in
 `arms()`)), so that no two arms share a seed: without it every arm draws from seeds 0..N-1, and a few unlucky
@@ -68,11 +71,14 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
         other = load_backend(arm)
         backend.set_weights(model, other.get_weights(other.build_model(recipe, "cpu", seed=drawn)))
     data = prepare_data(dataset, recipe, limit)
+    epoch_losses = []  # the mean training loss of each epoch: where the first epoch leaves the plateau shows here
     for epoch in range(recipe.epochs):
         order = epoch_order(seed, epoch, len(data.train_labels), recipe.shuffle)
-        train_epoch(backend, model, data.train_images, data.train_labels, order)
+        outcome = train_epoch(backend, model, data.train_images, data.train_labels, order)
+        epoch_losses.append(outcome.loss_sum / outcome.examples)
     test_loss, test_accuracy = evaluate(backend, model, data.test_images, data.test_labels)
-    return {"seed": seed, "arm": arm, "weight_seed": drawn, "test_accuracy": test_accuracy, "test_loss": test_loss}
+    return {"seed": seed, "arm": arm, "weight_seed": drawn, "test_accuracy": test_accuracy, "test_loss": test_loss,
+            "epoch_losses": epoch_losses}
 
 
 def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None,
@@ -91,20 +97,52 @@ def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None,
     return results
 
 
+def _by_arm(results: dict, value) -> dict[str, list[float]]:
+    """`value(run)` of every run that has it, grouped by arm in the order the arms first appear."""
+    grouped: dict[str, list[float]] = {}
+    for r in results["runs"]:
+        v = value(r)
+        if v is not None:
+            grouped.setdefault(r["arm"], []).append(v)
+    return grouped
+
+
+def _versus_torch(name: str, other: list[float], torch: list[float], percent: bool) -> str:
+    """One Welch comparison, torch − other: in percentage points with the verdict (accuracy), or as is (loss)."""
+    c = stats.welch(other, torch)
+    scale, unit, digits = (100, " pp", 2) if percent else (1, "", 4)
+    text = (f"  torch − {name}: {c.difference * scale:+.{digits}f}{unit}, 95% CI [{c.low * scale:+.{digits}f}, "
+            f"{c.high * scale:+.{digits}f}], Welch p = {c.p:.2g}")
+    return text + f", {c.verdict}" if percent else text
+
+
 def summary(results: dict) -> str:
-    """Each arm as mean ± std (n) with its 95% interval, and torch against each other arm."""
-    present = dict.fromkeys(r["arm"] for r in results["runs"])
-    finals = {arm: [r["test_accuracy"] for r in results["runs"] if r["arm"] == arm] for arm in present}
-    finals = {arm: values for arm, values in finals.items() if values}
+    """Each arm as mean ± std (n) with its 95% interval; torch against each other arm and against all the other
+    generators pooled, on the final test accuracy and (where recorded) the first epoch's mean training loss."""
+    finals = _by_arm(results, lambda r: r["test_accuracy"])
+    first_epoch = _by_arm(results, lambda r: r["epoch_losses"][0] if r.get("epoch_losses") else None)
     lines = [f"{results['recipe']} on {results['dataset']}, same batches, initial weights from:"]
     for arm, values in finals.items():
         s = stats.summarize(values)
-        lines.append(f"  {arm:<6} {s.mean * 100:.2f}% ± {s.std * 100:.2f} (n={s.n}), "
-                     f"95% CI {s.low * 100:.2f} – {s.high * 100:.2f}%")  # fmt: skip
-    for other in [arm for arm in finals if arm != "torch" and "torch" in finals]:
-        c = stats.welch(finals[other], finals["torch"])
-        lines.append(f"  torch − {other}: {c.difference * 100:+.2f} pp, 95% CI [{c.low * 100:+.2f}, "
-                     f"{c.high * 100:+.2f}], Welch p = {c.p:.2g}")  # fmt: skip
+        line = (f"  {arm:<6} {s.mean * 100:.2f}% ± {s.std * 100:.2f} (n={s.n}), "
+                f"95% CI {s.low * 100:.2f} – {s.high * 100:.2f}%")  # fmt: skip
+        if arm in first_epoch:
+            e = stats.summarize(first_epoch[arm])
+            line += f"; first-epoch loss {e.mean:.4f} ± {e.std:.4f}"
+        lines.append(line)
+    others = [arm for arm in finals if arm != "torch"]
+    if "torch" not in finals or not others:
+        return "\n".join(lines)
+    for measure, grouped, percent in (("final test accuracy", finals, True), ("first-epoch loss", first_epoch, False)):
+        if "torch" not in grouped:
+            continue
+        lines.append(f"{measure}:")
+        present = [arm for arm in others if arm in grouped]
+        for other in present:
+            lines.append(_versus_torch(other, grouped[other], grouped["torch"], percent))
+        if len(present) > 1:
+            pooled = [v for arm in present for v in grouped[arm]]
+            lines.append(_versus_torch("the others pooled", pooled, grouped["torch"], percent))
     return "\n".join(lines)
 
 
