@@ -181,7 +181,7 @@ publish: data
 		$(PUBLISH_RUN) --backend $$backend --seeds $$seeds --recipes seed-mxnet --datasets fashion-mnist --threads 1 \
 		|| exit; done; done
 	$(CLI) oracle --results $(PUBLISHED)
-	$(CLI) compare --results $(PUBLISHED)
+	$(CLI) compare --results $(PUBLISHED) --sync README.md,docs/fidelity.md
 
 # Start a Ray head on this machine (RAY_PORT=6379) for RAY_ADDRESS= runs; see docs/cluster.md.
 RAY_PORT ?= 6379

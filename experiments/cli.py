@@ -26,6 +26,7 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import backends
 from common import data, spec
@@ -60,6 +61,19 @@ def _name_list(kind: str, valid):
 
     def check(text: str) -> tuple[str, ...]:
         return tuple(_names(kind, text, valid())) if text.strip() else ()
+
+    return check
+
+
+def _files(kind: str):
+    """An argparse type: a comma-separated list of existing files (a missing one is a one-line error)."""
+
+    def check(text: str) -> tuple[Path, ...]:
+        paths = tuple(Path(name.strip()) for name in text.split(",") if name.strip())
+        for path in paths:
+            if not path.is_file():
+                raise argparse.ArgumentTypeError(f"no such {kind}: {path}")
+        return paths
 
     return check
 
@@ -145,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--results", default="results")
     compare.add_argument("--mode", default=None, type=_choice("mode", lambda: MODES),
                          help="default: every mode present")
+    compare.add_argument("--sync", default=(), type=_files("document"), metavar="FILES",
+                         help="comma-separated Markdown files whose copies of the report's results and fidelity "
+                              "tables are replaced by the new ones (the published report: README.md,docs/fidelity.md)")
 
     layers = commands.add_parser("layers", help="print recipes' per-layer tables (shapes, parameters, FLOPs)")
     layers.add_argument("recipes", nargs="*", help="default: all recipes")
@@ -349,9 +366,14 @@ def _study(module: str):
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from experiments.analysis.report import write_report
+    from experiments.analysis.report import sync_tables, write_report
 
     print(write_report(RunStore(args.results), args.mode))
+    for document in args.sync:
+        synced = sync_tables(Path(args.results) / "report.md", document)
+        if not synced:
+            raise UserError(f"{document} holds none of the report's documented tables (their header rows)")
+        print(f"synced {len(synced)} table{'s' if len(synced) > 1 else ''} into {document}")
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from common.results import RunStore
-from experiments.analysis.report import write_report
+from experiments.analysis.report import DOCUMENTED_TABLES, table_span, write_report
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "docs" / "results"
 
@@ -36,31 +36,51 @@ def test_committed_report_matches_committed_runs(tmp_path):
 
 def _table(lines: list[str], header: str) -> list[str]:
     """The Markdown table that starts with `header` (the header row included)."""
-    start = next((i for i, line in enumerate(lines) if line.startswith(header)), None)
-    assert start is not None, f"no table starting with {header!r}"
-    end = start
-    while end < len(lines) and lines[end].startswith("|"):
-        end += 1
-    return lines[start:end]
+    span = table_span(lines, header)
+    assert span is not None, f"no table starting with {header!r}"
+    return lines[span[0] : span[1]]
 
 
 def test_readme_results_table_is_the_committed_report_table():
     report = PUBLISHED / "report.md"
     if not report.exists():
         pytest.skip(f"no published report under {PUBLISHED} yet")
-    header = "| recipe | dataset | PyTorch test acc |"
+    header = DOCUMENTED_TABLES[0]
     readme = (PUBLISHED.parent.parent / "README.md").read_text().splitlines()
     assert _table(readme, header) == _table(report.read_text().splitlines(), header), (
-        "README.md's results table differs from the first table of docs/results/report.md: copy it over"
+        "README.md's results table differs from the first table of docs/results/report.md: "
+        "`lenet-repro compare --results docs/results --sync README.md` copies it over"
     )
 
 
 def test_docs_fidelity_table_is_the_committed_report_table():
     report = PUBLISHED / "report.md"
-    header = "| recipe | dataset | run by |"
+    header = DOCUMENTED_TABLES[1]
     if not report.exists() or header not in report.read_text():
         pytest.skip(f"no published fidelity table under {PUBLISHED} yet")
     fidelity = (PUBLISHED.parent / "fidelity.md").read_text().splitlines()
     assert _table(fidelity, header) == _table(report.read_text().splitlines(), header), (
-        "docs/fidelity.md's fidelity table differs from the one in docs/results/report.md: copy it over"
+        "docs/fidelity.md's fidelity table differs from the one in docs/results/report.md: "
+        "`lenet-repro compare --results docs/results --sync docs/fidelity.md` copies it over"
     )
+
+
+def test_sync_replaces_only_the_documented_tables(tmp_path):
+    from experiments.analysis.report import sync_tables
+
+    report = tmp_path / "report.md"
+    report.write_text("# Report\n\n| recipe | dataset | PyTorch test acc |\n|---|---|---|\n| d2l | mnist | 98% |\n"
+                      "| seed-torch | mnist | 80% |\n\ntext\n\n"
+                      "| recipe | dataset | run by |\n|---|---|---|\n| a | b | c |\n")
+    document = tmp_path / "README.md"
+    document.write_text("intro\n\n| recipe | dataset | PyTorch test acc |\n|---|---|---|\n| d2l | mnist | 97% |\n\n"
+                        "| other | table |\n|---|---|\n\nend\n")
+    assert sync_tables(report, document) == [DOCUMENTED_TABLES[0]]
+    assert document.read_text() == ("intro\n\n| recipe | dataset | PyTorch test acc |\n|---|---|---|\n"
+                                    "| d2l | mnist | 98% |\n| seed-torch | mnist | 80% |\n\n"
+                                    "| other | table |\n|---|---|\n\nend\n")
+    before = document.stat().st_mtime_ns
+    assert sync_tables(report, document) == [DOCUMENTED_TABLES[0]] and document.stat().st_mtime_ns == before
+    plain = tmp_path / "plain.md"
+    plain.write_text("no tables\n")
+    assert sync_tables(report, plain) == [] and plain.read_text() == "no tables\n"

@@ -627,3 +627,37 @@ def _variant_note(variant: str) -> str:
         "runs do. The seed's own scripts, where they ran, are native runs too.",
     }[mode]
     return text + (f" Data subset: the first {limit} training and test examples." if limit else "")
+
+
+# The report's tables that the documentation carries verbatim (README.md the first, docs/fidelity.md the second),
+# each found by its header row's first cells; tests/test_published.py holds the copies to these.
+DOCUMENTED_TABLES = ("| recipe | dataset | PyTorch test acc |", "| recipe | dataset | run by |")
+
+
+def table_span(lines: list[str], header: str) -> tuple[int, int] | None:
+    """[start, end) of the first Markdown table whose header row starts with `header`, or None."""
+    start = next((i for i, line in enumerate(lines) if line.startswith(header)), None)
+    if start is None:
+        return None
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return start, end
+
+
+def sync_tables(report: Path, document: Path) -> list[str]:
+    """Replace each DOCUMENTED_TABLES table that `document` holds with the report's own; returns the headers of
+    the tables replaced (the document is rewritten atomically, and only if one changed)."""
+    source = report.read_text().splitlines()
+    lines = document.read_text().splitlines(keepends=True)
+    synced = []
+    for header in DOCUMENTED_TABLES:
+        theirs, ours = table_span(source, header), table_span([line.rstrip("\n") for line in lines], header)
+        if theirs is None or ours is None:
+            continue
+        lines[ours[0] : ours[1]] = [line + "\n" for line in source[theirs[0] : theirs[1]]]
+        synced.append(header)
+    text = "".join(lines)
+    if synced and text != document.read_text():
+        write_atomic(document, text.encode())
+    return synced
