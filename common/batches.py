@@ -15,6 +15,19 @@ def epoch_order(seed: int, epoch: int, n: int, shuffle: bool = True) -> np.ndarr
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def batch_order(seed: int, epoch: int, n: int, batch_size: int) -> np.ndarray:
+    """d2l-en's JAX and TensorFlow loaders (`from_tensor_slices(...).batch(b).shuffle(...)`): the batches are fixed,
+    consecutive examples in the file's order, and only their order changes from epoch to epoch.
+
+    The full batches come in the order epoch_order(seed, epoch, number of full batches); a short last batch stays
+    last (in d2l-en it takes its turn with the others), so the harness's consecutive slices of this order are
+    exactly those batches, for either last-batch policy.
+    """
+    full = n // batch_size
+    starts = epoch_order(seed, epoch, full) * batch_size
+    return np.concatenate([(starts[:, None] + np.arange(batch_size)).reshape(-1), np.arange(full * batch_size, n)])
+
+
 def batch_slices(n: int, batch_size: int, last_batch: str = "keep") -> Iterator[slice]:
     """Consecutive batches over n examples; 'keep' yields the last partial batch, 'drop' skips it."""
     stop = n if last_batch == "keep" else n - n % batch_size

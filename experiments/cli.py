@@ -13,6 +13,7 @@
     lenet-repro notebook ipynb|html|check      the teaching notebook
     lenet-repro init-study [--seeds N] ...     the crossed initialisation study
     lenet-repro init-weights [--seeds N] ...   the initial weights of each generator, beyond their marginals
+    lenet-repro order-study [--seeds N] ...    d2l-en's batch-level shuffle against the example shuffle
     lenet-repro verify [--full] [--runs ...]   re-run a sample of the published runs here: how close do they land?
 
 Backend names come from the registry (backends/__init__.py), plug-ins included; `script` runs the seed's own
@@ -240,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
                        type=_name_list("arm", lambda: _study_module("init_study").arms()),
                        help="comma-separated: numpy (NumPy's PCG64 draw of the spec's distribution) or a registered "
                        "framework (its own initialisers)")  # fmt: skip
+
+    order = commands.add_parser("order-study", help="d2l-en's batch-level shuffle against the example shuffle "
+                                "(same weights, paired by seed)")  # fmt: skip
+    order.add_argument("--seeds", type=positive_int, default=10)
+    order.add_argument("--recipe", default="d2l", type=_choice("recipe", lambda: spec.RECIPES))
+    order.add_argument("--dataset", default="mnist", type=_choice("dataset", lambda: data.DATASETS))
+    order.add_argument("--backend", default="torch", type=_choice("backend", backends.frameworks),
+                       help="the framework that trains both arms")
+    order.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
+    order.add_argument("--limit", type=positive_int)
     return parser
 
 
@@ -391,6 +402,7 @@ COMMANDS = {
     "init-study": _study("experiments.studies.init_study"),
     "verify": _study("experiments.studies.verify"),
     "init-weights": _study("experiments.studies.init_weights"),
+    "order-study": _study("experiments.studies.order_study"),
 }
 
 

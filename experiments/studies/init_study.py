@@ -28,13 +28,12 @@ init-<recipe>-<dataset>-independent.json.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from backends import frameworks
 from common.init import initial_weights
-from common.results import write_atomic
 from experiments.analysis import stats
+from experiments.studies.arms import by_arm, run_arms, train_and_test
 
 PCG64 = "numpy"  # the arm whose weights are NumPy's PCG64 draw of the spec's distribution
 WEIGHT_SEED_STRIDE = 1_000_000
@@ -57,7 +56,6 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
     from backends import load_backend
     from common import spec
     from common.batches import epoch_order
-    from common.train import evaluate, train_epoch
     from experiments.running.runs import prepare_data
 
     backend = load_backend("torch")
@@ -71,40 +69,16 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
         other = load_backend(arm)
         backend.set_weights(model, other.get_weights(other.build_model(recipe, "cpu", seed=drawn)))
     data = prepare_data(dataset, recipe, limit)
-    epoch_losses = []  # the mean training loss of each epoch: where the first epoch leaves the plateau shows here
-    for epoch in range(recipe.epochs):
-        order = epoch_order(seed, epoch, len(data.train_labels), recipe.shuffle)
-        outcome = train_epoch(backend, model, data.train_images, data.train_labels, order)
-        epoch_losses.append(outcome.loss_sum / outcome.examples)
-    test_loss, test_accuracy = evaluate(backend, model, data.test_images, data.test_labels)
-    return {"seed": seed, "arm": arm, "weight_seed": drawn, "test_accuracy": test_accuracy, "test_loss": test_loss,
-            "epoch_losses": epoch_losses}
+    order = lambda epoch: epoch_order(seed, epoch, len(data.train_labels), recipe.shuffle)  # noqa: E731
+    return {"weight_seed": drawn, **train_and_test(backend, model, data, recipe.epochs, order)}
 
 
 def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None,
           arms: tuple[str, ...] = DEFAULT_ARMS, independent: bool = False) -> dict:
-    """Run the missing (seed, arm) pairs, seed by seed so both arms stay balanced; save after each."""
-    results = json.loads(path.read_text()) if path.exists() else {"recipe": recipe, "dataset": dataset,
-                                                                    "limit": limit, "independent": independent,
-                                                                    "runs": []}  # fmt: skip
-    done = {(r["seed"], r["arm"]) for r in results["runs"]}
-    for seed in range(seeds):
-        for arm in arms:
-            if (seed, arm) not in done:
-                results["runs"].append(train_arm(recipe, dataset, seed, arm, limit, independent))
-                write_atomic(path, json.dumps(results, indent=1).encode())
-                print(f"seed {seed} {arm}: {results['runs'][-1]['test_accuracy']:.4f}", flush=True)
-    return results
-
-
-def _by_arm(results: dict, value) -> dict[str, list[float]]:
-    """`value(run)` of every run that has it, grouped by arm in the order the arms first appear."""
-    grouped: dict[str, list[float]] = {}
-    for r in results["runs"]:
-        v = value(r)
-        if v is not None:
-            grouped.setdefault(r["arm"], []).append(v)
-    return grouped
+    """Run the missing (seed, arm) pairs, seed by seed so the arms stay balanced; save after each."""
+    header = {"recipe": recipe, "dataset": dataset, "limit": limit, "independent": independent}
+    return run_arms(path, header, seeds, arms,
+                    lambda seed, arm: train_arm(recipe, dataset, seed, arm, limit, independent))  # fmt: skip
 
 
 def _versus_torch(name: str, other: list[float], torch: list[float], percent: bool) -> str:
@@ -119,8 +93,8 @@ def _versus_torch(name: str, other: list[float], torch: list[float], percent: bo
 def summary(results: dict) -> str:
     """Each arm as mean ± std (n) with its 95% interval; torch against each other arm and against all the other
     generators pooled, on the final test accuracy and (where recorded) the first epoch's mean training loss."""
-    finals = _by_arm(results, lambda r: r["test_accuracy"])
-    first_epoch = _by_arm(results, lambda r: r["epoch_losses"][0] if r.get("epoch_losses") else None)
+    finals = by_arm(results, lambda r: r["test_accuracy"])
+    first_epoch = by_arm(results, lambda r: r["epoch_losses"][0] if r.get("epoch_losses") else None)
     lines = [f"{results['recipe']} on {results['dataset']}, same batches, initial weights from:"]
     for arm, values in finals.items():
         s = stats.summarize(values)

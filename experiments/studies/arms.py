@@ -1,0 +1,54 @@
+"""What the two training studies share: runs of one recipe, seed by seed and arm by arm, where the arms differ in
+one thing only (the initial weights' source in `init-study`, the batch order in `order-study`), resumable.
+
+`run_arms` trains the (seed, arm) pairs missing from the study's JSON file, seed by seed so that the arms stay
+balanced when it is interrupted, and writes the file after every run (atomically); `by_arm` groups a measure of
+the runs by arm for the comparisons.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from common.results import write_atomic
+
+
+def run_arms(path: Path, header: dict[str, Any], seeds: int, arms: Sequence[str],
+             train: Callable[[int, str], dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """Train each (seed, arm) not yet in `path` with `train(seed, arm)`; returns the study (header + runs)."""
+    results = json.loads(path.read_text()) if path.exists() else {**header, "runs": []}
+    done = {(r["seed"], r["arm"]) for r in results["runs"]}
+    for seed in range(seeds):
+        for arm in arms:
+            if (seed, arm) not in done:
+                results["runs"].append({"seed": seed, "arm": arm, **train(seed, arm)})
+                write_atomic(path, json.dumps(results, indent=1).encode())
+                print(f"seed {seed} {arm}: {results['runs'][-1]['test_accuracy']:.4f}", flush=True)
+    return results
+
+
+def by_arm(results: dict[str, Any], value: Callable[[dict[str, Any]], float | None]) -> dict[str, list[float]]:
+    """`value(run)` of every run that has one, grouped by arm in the order the arms first appear."""
+    grouped: dict[str, list[float]] = {}
+    for run in results["runs"]:
+        v = value(run)
+        if v is not None:
+            grouped.setdefault(run["arm"], []).append(v)
+    return grouped
+
+
+def train_and_test(backend: Any, model: Any, data: Any, epochs: int,
+                   order: Callable[[int], Any]) -> dict[str, Any]:  # fmt: skip
+    """Train `model` for `epochs` epochs, epoch k in `order(k)`, then test it: the final test accuracy and loss and
+    the mean training loss of every epoch (where a run leaves a plateau shows in the first)."""
+    from common.train import evaluate, train_epoch
+
+    epoch_losses = []
+    for epoch in range(epochs):
+        outcome = train_epoch(backend, model, data.train_images, data.train_labels, order(epoch))
+        epoch_losses.append(outcome.loss_sum / outcome.examples)
+    test_loss, test_accuracy = evaluate(backend, model, data.test_images, data.test_labels)
+    return {"test_accuracy": test_accuracy, "test_loss": test_loss, "epoch_losses": epoch_losses}

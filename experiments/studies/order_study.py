@@ -1,0 +1,88 @@
+"""What does d2l-en's batch-level shuffle change? A paired study of the two training orders.
+
+d2l-en's JAX and TensorFlow loaders batch the training set before they shuffle it
+(`tf.data.Dataset.from_tensor_slices(...).batch(batch_size).shuffle(...)`): every epoch sees the same batches,
+consecutive examples in the file's order, in a new order. PyTorch's `DataLoader(shuffle=True)`, Gluon's
+`DataLoader(shuffle=True)` and this project's harness shuffle the examples, so every epoch makes new batches.
+For each seed a backend (PyTorch by default) trains the recipe twice from the same initial weights (shared
+mode's, `common.init`): once in the harness's order (arm `examples`, what a shared-mode run trains) and once
+with d2l-en's fixed batches in a seeded order (arm `batches`, `common.batches.batch_order`). Only the order
+differs, so the runs pair by seed (paired t-test, experiments.analysis.stats).
+
+Results go to <out>/order-<recipe>-<dataset>.json, written after every run (resumable).
+
+    lenet-repro order-study [--seeds 10] [--recipe d2l] [--dataset mnist] [--backend torch] [--out docs/studies]
+                            [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from experiments.analysis import stats
+from experiments.studies.arms import by_arm, run_arms, train_and_test
+
+ARMS = ("examples", "batches")
+
+
+def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, backend_name: str = "torch",
+              limit: int | None = None) -> dict:  # fmt: skip
+    """Train one (seed, arm) from shared mode's initial weights for `seed`, in the arm's order."""
+    from backends import load_backend
+    from common import spec
+    from common.batches import batch_order, epoch_order
+    from common.init import initial_weights
+    from experiments.running.runs import prepare_data
+
+    backend = load_backend(backend_name)
+    backend.configure_threads()
+    recipe = spec.get_recipe(recipe_name)
+    model = backend.build_model(recipe, "cpu", seed=seed)
+    backend.set_weights(model, initial_weights(recipe, seed))
+    data = prepare_data(dataset, recipe, limit)
+    n = len(data.train_labels)
+    if arm == "examples":
+        order = lambda epoch: epoch_order(seed, epoch, n, recipe.shuffle)  # noqa: E731
+    else:
+        order = lambda epoch: batch_order(seed, epoch, n, recipe.batch_size)  # noqa: E731
+    return train_and_test(backend, model, data, recipe.epochs, order)
+
+
+def study(path: Path, recipe: str, dataset: str, seeds: int, backend: str = "torch",
+          limit: int | None = None) -> dict:  # fmt: skip
+    """Run the missing (seed, arm) pairs, seed by seed so the arms stay balanced; save after each."""
+    header = {"recipe": recipe, "dataset": dataset, "backend": backend, "limit": limit}
+    return run_arms(path, header, seeds, ARMS, lambda seed, arm: train_arm(recipe, dataset, seed, arm, backend, limit))
+
+
+def summary(results: dict) -> str:
+    """Each arm as mean ± std (n) with its 95% interval, and the paired difference batches − examples on the final
+    test accuracy, the first epoch's and the last epoch's training loss."""
+    lines = [f"{results['recipe']} on {results['dataset']} ({results['backend']}), same initial weights, order:"]
+    finals = by_arm(results, lambda r: r["test_accuracy"])
+    for arm, values in finals.items():
+        s = stats.summarize(values)
+        lines.append(f"  {arm:<8} {s.mean * 100:.2f}% ± {s.std * 100:.2f} (n={s.n}), "
+                     f"95% CI {s.low * 100:.2f} – {s.high * 100:.2f}%")  # fmt: skip
+    pairs = {arm: {r["seed"]: r for r in results["runs"] if r["arm"] == arm} for arm in ARMS}
+    seeds = sorted(set(pairs["examples"]) & set(pairs["batches"]))
+    if len(seeds) < 2:
+        return "\n".join(lines)
+    for measure, value, scale, unit in (("final test accuracy", lambda r: r["test_accuracy"], 100, " pp"),
+                                        ("first-epoch loss", lambda r: r["epoch_losses"][0], 1, ""),
+                                        ("last-epoch loss", lambda r: r["epoch_losses"][-1], 1, "")):  # fmt: skip
+        c = stats.paired([value(pairs["examples"][s]) for s in seeds], [value(pairs["batches"][s]) for s in seeds])
+        digits = 2 if scale > 1 else 4
+        lines.append(f"  batches − examples, {measure}: {c.difference * scale:+.{digits}f}{unit}, 95% CI "
+                     f"[{c.low * scale:+.{digits}f}, {c.high * scale:+.{digits}f}], paired ({c.pairs} seeds), "
+                     f"p = {c.p:.2g}" + (f", same result: {c.verdict}" if scale > 1 else ""))  # fmt: skip
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`lenet-repro order-study`: run the missing (seed, arm) pairs, then print the comparison."""
+    suffix = f"-limit{args.limit}" if args.limit else ""
+    path = Path(args.out) / f"order-{args.recipe}-{args.dataset}{suffix}.json"
+    print(summary(study(path, args.recipe, args.dataset, args.seeds, args.backend, args.limit)))
+    return 0
