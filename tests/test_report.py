@@ -210,3 +210,12 @@ def test_the_report_says_which_machine_made_the_runs():
     assert "| Intel(R) Xeon(R) (6/143/8) AVX-512 2 cores ONEDNN_MAX_CPU_ISA=AVX2 | JAX 1, PyTorch 1 | " \
            "2026-12-02 to 2026-12-03 |" in table
     assert "| not recorded (host vm) | PyTorch 1 | 2026-11-30 to 2026-11-30 |" in table
+
+
+def test_the_report_counts_the_runs_by_status_mode_and_backend():
+    from experiments.analysis.report import runs_summary
+
+    records = [_record("torch", 0, "complete", [0.5, 0.9]), _record("jax", 0, "complete", [0.5]),
+               _record("torch", 1, "partial", [0.4]), {**_record("script", 0, "complete", [0.8]), "mode": "native"}]
+    assert runs_summary(records) == ("4 run records (3 complete, 1 partial; 0.0 hours of epochs; "
+                                     "shared: PyTorch 2, JAX 1; native: the seed's script 1)")  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -515,7 +515,8 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
         write_atomic(store.root / path, plot_group(key, by_backend))
         plots[key] = path
     fidelity = fidelity_rows(groups)
-    text = report_markdown(rows, plots, len(records), fidelity, read_oracle(store.root), machines_table(records))
+    text = report_markdown(rows, plots, runs_summary(records), fidelity, read_oracle(store.root),
+                           machines_table(records))  # fmt: skip
     write_atomic(store.root / "report.md", text.encode())
     write_atomic(store.root / "report.csv", csv_text(rows).encode())
     return f"wrote {store.root / 'report.md'}, report.csv and {len(plots)} plots from {len(records)} runs"
@@ -542,12 +543,25 @@ def machines_table(records: list[dict[str, Any]]) -> str:
                       "runs", "started"], body)  # fmt: skip
 
 
-def report_markdown(rows: list[dict[str, Any]], plots: dict, run_count: int,
+def runs_summary(records: list[dict[str, Any]]) -> str:
+    """How many runs, how they ended, the hours their epochs took, and how many of each backend in each mode."""
+    statuses = Counter(record.get("status", "?") for record in records)
+    hours = sum(epoch.get("seconds", 0.0) for record in records for epoch in record["epochs"]) / 3600
+    by_mode: dict[str, Counter] = {}
+    for record in records:
+        by_mode.setdefault(record.get("mode", "shared"), Counter())[label(record["backend"])] += 1
+    ended = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
+    modes = "; ".join(f"{mode}: " + ", ".join(f"{name} {n}" for name, n in counts.items())
+                      for mode, counts in by_mode.items())  # fmt: skip
+    return f"{len(records)} run records ({ended}; {hours:.1f} hours of epochs; {modes})"
+
+
+def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
                     fidelity: list[dict[str, Any]] | None = None, oracle: list[OracleFigures] | None = None,
                     machines: str | None = None) -> str:
     """The whole report as Markdown."""
     out = ["# lenet-repro report", "",
-           f"Built by `make compare` from {run_count} run records. Each cell: mean ± sample std over seeds (n).",
+           f"Built by `make compare` from {runs}. Each cell: mean ± sample std over seeds (n).",
            "Test accuracy and losses are those after the last epoch; training loss and accuracy are measured during "
            "the epoch, as d2lzh's `train_ch5` reports them. \"Epochs to target\": first epoch whose test accuracy "
            "reaches the stated value, averaged over the seeds that reach it. Seconds per epoch: the median over "
