@@ -548,10 +548,11 @@ def runs_summary(records: list[dict[str, Any]]) -> str:
     statuses = Counter(record.get("status", "?") for record in records)
     hours = sum(epoch.get("seconds", 0.0) for record in records for epoch in record["epochs"]) / 3600
     by_mode: dict[str, Counter] = {}
-    for record in records:
-        by_mode.setdefault(record.get("mode", "shared"), Counter())[label(record["backend"])] += 1
+    for record in sorted(records, key=lambda r: r.get("mode", "shared") != "shared"):  # shared first
+        by_mode.setdefault(record.get("mode", "shared"), Counter())[record["backend"]] += 1
     ended = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
-    modes = "; ".join(f"{mode}: " + ", ".join(f"{name} {n}" for name, n in counts.items())
+    modes = "; ".join(f"{mode}: " + ", ".join(f"{label(name)} {counts[name]}"
+                                              for name in [*backend_order(counts), SCRIPT_BACKEND] if name in counts)
                       for mode, counts in by_mode.items())  # fmt: skip
     return f"{len(records)} run records ({ended}; {hours:.1f} hours of epochs; {modes})"
 
