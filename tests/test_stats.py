@@ -70,3 +70,13 @@ def test_seeds_to_decide_is_where_the_rule_first_decides():
     assert stats.welch(_sample(0.8538, 0.022, n - 1), _sample(0.8634, 0.006, n - 1)).verdict == "undecided"
     assert stats.seeds_to_decide([0.9, 0.91, 0.92], [0.9, 0.91, 0.92]) == 4  # same means, 1-point spreads
     assert stats.seeds_to_decide([0.9], [0.9, 0.91]) is None  # one value: no spread to go by
+
+
+def test_the_detectable_difference_is_what_the_test_finds_four_times_in_five():
+    rng = np.random.default_rng(0)
+    first, second = list(rng.normal(0, 5, 40)), list(rng.normal(0, 5, 40))
+    shift = stats.detectable_difference(first, second)
+    assert 2.5 < shift < 3.6  # about 2.8 standard errors of a difference of two means of 40 at sd 5
+    found = sum(stats.welch(list(rng.normal(0, 5, 40)), list(rng.normal(shift, 5, 40))).p < 0.05 for _ in range(400))
+    assert 0.7 < found / 400 < 0.9
+    assert math.isnan(stats.detectable_difference([1.0], [1.0, 2.0]))

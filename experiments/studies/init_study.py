@@ -87,7 +87,9 @@ def _versus_torch(name: str, other: list[float], torch: list[float], percent: bo
     scale, unit, digits = (100, " pp", 2) if percent else (1, "", 4)
     text = (f"  torch − {name}: {c.difference * scale:+.{digits}f}{unit}, 95% CI [{c.low * scale:+.{digits}f}, "
             f"{c.high * scale:+.{digits}f}], Welch p = {c.p:.2g}")
-    return text + f", {c.verdict}" if percent else text
+    if not percent:
+        return text
+    return text + f", {c.verdict}; detectable at 80% power: {stats.detectable_difference(other, torch) * 100:.2f} pp"
 
 
 def summary(results: dict) -> str:
