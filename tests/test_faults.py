@@ -85,11 +85,25 @@ def _stop_what_we_started():
     STARTED.clear()
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT as a command typed at a terminal gets it. A test run started in the
+    background of a non-interactive shell (`nohup make test &`) inherits SIGINT ignored, and Python then installs
+    no KeyboardInterrupt handler, so Ctrl-C tests would test the shell instead of the command."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(argv: list[str], env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
     """`python -m experiments ...` in a new session (its own process group), stdout and stderr captured."""
+    also = popen.pop("preexec_fn", None)
+
+    def before_exec() -> None:
+        _as_from_a_terminal()
+        if also:
+            also()
+
     process = subprocess.Popen([sys.executable, "-m", "experiments", *argv], cwd=REPO, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                               env={**os.environ, **(env or {})}, **popen)  # fmt: skip
+                               preexec_fn=before_exec, env={**os.environ, **(env or {})}, **popen)  # fmt: skip
     STARTED.append(process)
     return process
 
