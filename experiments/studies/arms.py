@@ -3,7 +3,7 @@ one thing only (the initial weights' source in `init-study`, the batch order in 
 
 `run_arms` trains the (seed, arm) pairs missing from the study's JSON file, seed by seed so that the arms stay
 balanced when it is interrupted, and writes the file after every run (atomically); `by_arm` groups a measure of
-the runs by arm for the comparisons.
+the runs by arm for the comparisons; `arm_line` and `difference_text` print them alike in both studies.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common.results import write_atomic
+from experiments.analysis import stats
 
 
 def run_arms(path: Path, header: dict[str, Any], seeds: int, arms: Sequence[str],
@@ -52,3 +53,17 @@ def train_and_test(backend: Any, model: Any, data: Any, epochs: int,
         epoch_losses.append(outcome.loss_sum / outcome.examples)
     test_loss, test_accuracy = evaluate(backend, model, data.test_images, data.test_labels)
     return {"test_accuracy": test_accuracy, "test_loss": test_loss, "epoch_losses": epoch_losses}
+
+
+def arm_line(arm: str, values: list[float], width: int) -> str:
+    """One arm's final test accuracy: mean ± std (n) and the 95% interval of the mean, in percent."""
+    s = stats.summarize(values)
+    return (f"  {arm:<{width}} {s.mean * 100:.2f}% ± {s.std * 100:.2f} (n={s.n}), "
+            f"95% CI {s.low * 100:.2f} – {s.high * 100:.2f}%")  # fmt: skip
+
+
+def difference_text(c: stats.Comparison, percent: bool) -> str:
+    """A difference of means and its 95% interval: in percentage points (accuracy) or as is (loss)."""
+    scale, unit, digits = (100, " pp", 2) if percent else (1, "", 4)
+    return (f"{c.difference * scale:+.{digits}f}{unit}, 95% CI [{c.low * scale:+.{digits}f}, "
+            f"{c.high * scale:+.{digits}f}]")  # fmt: skip

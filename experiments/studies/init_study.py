@@ -33,7 +33,7 @@ from pathlib import Path
 from backends import frameworks
 from common.init import initial_weights
 from experiments.analysis import stats
-from experiments.studies.arms import by_arm, run_arms, train_and_test
+from experiments.studies.arms import arm_line, by_arm, difference_text, run_arms, train_and_test
 
 PCG64 = "numpy"  # the arm whose weights are NumPy's PCG64 draw of the spec's distribution
 WEIGHT_SEED_STRIDE = 1_000_000
@@ -84,9 +84,7 @@ def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None,
 def _versus_torch(name: str, other: list[float], torch: list[float], percent: bool) -> str:
     """One Welch comparison, torch − other: in percentage points with the verdict (accuracy), or as is (loss)."""
     c = stats.welch(other, torch)
-    scale, unit, digits = (100, " pp", 2) if percent else (1, "", 4)
-    text = (f"  torch − {name}: {c.difference * scale:+.{digits}f}{unit}, 95% CI [{c.low * scale:+.{digits}f}, "
-            f"{c.high * scale:+.{digits}f}], Welch p = {c.p:.2g}")
+    text = f"  torch − {name}: {difference_text(c, percent)}, Welch p = {c.p:.2g}"
     if not percent:
         return text
     return text + f", {c.verdict}; detectable at 80% power: {stats.detectable_difference(other, torch) * 100:.2f} pp"
@@ -99,9 +97,7 @@ def summary(results: dict) -> str:
     first_epoch = by_arm(results, lambda r: r["epoch_losses"][0] if r.get("epoch_losses") else None)
     lines = [f"{results['recipe']} on {results['dataset']}, same batches, initial weights from:"]
     for arm, values in finals.items():
-        s = stats.summarize(values)
-        line = (f"  {arm:<6} {s.mean * 100:.2f}% ± {s.std * 100:.2f} (n={s.n}), "
-                f"95% CI {s.low * 100:.2f} – {s.high * 100:.2f}%")  # fmt: skip
+        line = arm_line(arm, values, 6)
         if arm in first_epoch:
             e = stats.summarize(first_epoch[arm])
             line += f"; first-epoch loss {e.mean:.4f} ± {e.std:.4f}"

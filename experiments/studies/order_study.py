@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 
 from experiments.analysis import stats
-from experiments.studies.arms import by_arm, run_arms, train_and_test
+from experiments.studies.arms import arm_line, by_arm, difference_text, run_arms, train_and_test
 
 ARMS = ("examples", "batches")
 
@@ -32,14 +32,13 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, backend_name:
     from backends import load_backend
     from common import spec
     from common.batches import batch_order, epoch_order
-    from common.init import initial_weights
-    from experiments.running.runs import prepare_data
+    from common.results import RunKey
+    from experiments.running.runs import prepare_data, start_model
 
     backend = load_backend(backend_name)
     backend.configure_threads()
     recipe = spec.get_recipe(recipe_name)
-    model = backend.build_model(recipe, "cpu", seed=seed)
-    backend.set_weights(model, initial_weights(recipe, seed))
+    model = start_model(backend, RunKey(backend_name, dataset, recipe_name, seed, "shared"), recipe, "cpu")
     data = prepare_data(dataset, recipe, limit)
     n = len(data.train_labels)
     if arm == "examples":
@@ -61,22 +60,17 @@ def summary(results: dict) -> str:
     test accuracy, the first epoch's and the last epoch's training loss."""
     lines = [f"{results['recipe']} on {results['dataset']} ({results['backend']}), same initial weights, order:"]
     finals = by_arm(results, lambda r: r["test_accuracy"])
-    for arm, values in finals.items():
-        s = stats.summarize(values)
-        lines.append(f"  {arm:<8} {s.mean * 100:.2f}% ± {s.std * 100:.2f} (n={s.n}), "
-                     f"95% CI {s.low * 100:.2f} – {s.high * 100:.2f}%")  # fmt: skip
+    lines += [arm_line(arm, values, 8) for arm, values in finals.items()]
     pairs = {arm: {r["seed"]: r for r in results["runs"] if r["arm"] == arm} for arm in ARMS}
     seeds = sorted(set(pairs["examples"]) & set(pairs["batches"]))
     if len(seeds) < 2:
         return "\n".join(lines)
-    for measure, value, scale, unit in (("final test accuracy", lambda r: r["test_accuracy"], 100, " pp"),
-                                        ("first-epoch loss", lambda r: r["epoch_losses"][0], 1, ""),
-                                        ("last-epoch loss", lambda r: r["epoch_losses"][-1], 1, "")):  # fmt: skip
+    for measure, value, percent in (("final test accuracy", lambda r: r["test_accuracy"], True),
+                                    ("first-epoch loss", lambda r: r["epoch_losses"][0], False),
+                                    ("last-epoch loss", lambda r: r["epoch_losses"][-1], False)):  # fmt: skip
         c = stats.paired([value(pairs["examples"][s]) for s in seeds], [value(pairs["batches"][s]) for s in seeds])
-        digits = 2 if scale > 1 else 4
-        lines.append(f"  batches − examples, {measure}: {c.difference * scale:+.{digits}f}{unit}, 95% CI "
-                     f"[{c.low * scale:+.{digits}f}, {c.high * scale:+.{digits}f}], paired ({c.pairs} seeds), "
-                     f"p = {c.p:.2g}" + (f", same result: {c.verdict}" if scale > 1 else ""))  # fmt: skip
+        lines.append(f"  batches − examples, {measure}: {difference_text(c, percent)}, paired ({c.pairs} seeds), "
+                     f"p = {c.p:.2g}" + (f", same result: {c.verdict}" if percent else ""))  # fmt: skip
     return "\n".join(lines)
 
 
