@@ -142,8 +142,9 @@ bench-backends: data
 # MXNet script at 3 (about 15-20 minutes a run), seed by seed; MXNet's native seed-torch at 20 (10 could not
 # decide), and shared seed-torch on Fashion-MNIST to 40 seeds (is the reference a lucky set?). Then the NumPy
 # reference on seed-torch-fixed and d2l, 3 seeds. Then JAX and TensorFlow: the cheap recipes at 3 seeds,
-# seed-torch at 10 (MNIST) and 20 (Fashion-MNIST), native d2l and seed-torch at 10, the 96x96 recipe seed by seed; the seed-mxnet Fashion-MNIST verdict to 10 seeds of
-# the script and both frameworks (docs/fidelity.md), and the oracle's figures. The lines with --workers ran that
+# seed-torch at 10 (MNIST) and 20 (Fashion-MNIST), native d2l and seed-torch at 10, the 96x96 recipe seed by
+# seed; the seed-mxnet Fashion-MNIST verdict to 10 seeds of the script and both frameworks (docs/fidelity.md),
+# and the oracle's figures. The lines with --workers ran that
 # way, two runs at a time on a local Ray instance, one thread each; those with --threads 1 ran two at a time
 # from two shells.
 PUBLISHED := docs/results

@@ -663,16 +663,16 @@ def table_span(lines: list[str], header: str) -> tuple[int, int] | None:
 def sync_tables(report: Path, document: Path) -> list[str]:
     """Replace each DOCUMENTED_TABLES table that `document` holds with the report's own; returns the headers of
     the tables replaced (the document is rewritten atomically, and only if one changed)."""
-    source = report.read_text().splitlines()
-    lines = document.read_text().splitlines(keepends=True)
+    source, original = report.read_text().splitlines(), document.read_text()
+    lines = original.splitlines()
     synced = []
     for header in DOCUMENTED_TABLES:
-        theirs, ours = table_span(source, header), table_span([line.rstrip("\n") for line in lines], header)
+        theirs, ours = table_span(source, header), table_span(lines, header)
         if theirs is None or ours is None:
             continue
-        lines[ours[0] : ours[1]] = [line + "\n" for line in source[theirs[0] : theirs[1]]]
+        lines[ours[0] : ours[1]] = source[theirs[0] : theirs[1]]
         synced.append(header)
-    text = "".join(lines)
-    if synced and text != document.read_text():
+    text = "\n".join(lines) + ("\n" if original.endswith("\n") else "")
+    if synced and text != original:
         write_atomic(document, text.encode())
     return synced
