@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -280,6 +281,30 @@ def run_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop(signum, frame):
+    """SIGTERM, from a driver that stops: unwind, so that no temporary file is left behind."""
+    raise SystemExit(128 + signum)
+
+
+_children_get_the_default = False
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM raises SystemExit in this process; a process forked from it gets SIGTERM's default back.
+
+    A handler must not be inherited by forked children that run threads, such as the DataLoader workers of the
+    seed's MXNet script (MXNet's threads, multiprocessing's resource sharer). The kernel hands a process-wide
+    SIGTERM to any one of a process's threads, but Python runs the handler only on the main thread, and a worker
+    whose main thread waits in a semaphore for its next task never runs it. Pool.terminate() then waits for that
+    worker forever, and so the run never exits.
+    """
+    global _children_get_the_default
+    signal.signal(signal.SIGTERM, _stop)
+    if not _children_get_the_default:
+        os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+        _children_get_the_default = True
+
+
 def run_one(args: argparse.Namespace) -> int:
     """Train one run in this process, under its trainer's lock (taken first, before any framework is imported).
 
@@ -287,15 +312,10 @@ def run_one(args: argparse.Namespace) -> int:
     stays locked for as long as this process lives, even if the driver dies; a run whose trainer's lock is held
     elsewhere exits with BUSY_EXIT and no message (the driver says it), and Ctrl-C or SIGTERM end it quietly
     (the driver says that too). Standing alone, it takes the driver's lock itself."""
-    import signal
-
     from common.results import BUSY_EXIT
     from experiments.running.runs import Progress, train_run, use_threads
 
-    def stop(signum, frame):  # SIGTERM, from a driver that stops: unwind, so no temporary file is left behind
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
+    unwind_on_sigterm()
     use_threads(args.threads)  # before the framework is imported
     key = RunKey(args.backend, args.dataset, args.recipe, args.seed, _mode(args), args.limit, args.epochs)
     store = RunStore(args.results)

@@ -699,6 +699,48 @@ def ray_trainers(session: int) -> list[int]:
     return found
 
 
+# A run-one that turns SIGTERM into SystemExit, then forks a child that runs a second thread and waits in its main
+# thread for a lock nobody releases (a DataLoader worker of the seed's MXNet script waiting for its next task).
+# SIGTERM is blocked on the child's main thread, so the kernel must hand it to the other thread, as it may in a
+# real worker: a handler there would only be noted for the main thread, which never wakes to run it.
+_FORKED_WORKER = """
+import os, signal, sys, threading, time
+from experiments.cli import unwind_on_sigterm
+unwind_on_sigterm()
+ready, tell = os.pipe()
+pid = os.fork()
+if pid == 0:
+    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    os.write(tell, b"x")
+    lock = threading.Lock()
+    lock.acquire()
+    lock.acquire()
+    os._exit(0)
+os.read(ready, 1)
+os.kill(pid, signal.SIGTERM)
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print(os.waitstatus_to_exitcode(status))
+        sys.exit(0)
+    time.sleep(0.05)
+os.kill(pid, signal.SIGKILL)
+print("still running")
+"""
+
+
+def test_a_process_forked_by_a_run_dies_on_sigterm_whichever_thread_gets_it():
+    """run-one unwinds on SIGTERM, but what it forks gets the default back: Pool.terminate() of the seed MXNet
+    script's loaders sends its workers SIGTERM and waits for them, and a handler inherited there could leave a
+    worker alive and the run waiting for it forever."""
+    result = subprocess.run([sys.executable, "-c", _FORKED_WORKER], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(-signal.SIGTERM)], result.stdout + result.stderr
+
+
 @pytest.mark.slow
 def test_a_sequential_and_a_ray_driver_at_once_then_a_killed_ray_driver_never_train_one_run_twice(reference,
                                                                                                    tmp_path):
