@@ -51,3 +51,4 @@ def test_the_study_pairs_both_orders_by_seed_and_resumes(tmp_path):
     assert json.loads(path.read_text()) == second
     text = order_study.summary(second)
     assert "batches − examples, final test accuracy" in text and "paired (2 seeds)" in text
+    assert "Pitman-Morgan paired test" in text

@@ -80,3 +80,19 @@ def test_the_detectable_difference_is_what_the_test_finds_four_times_in_five():
     found = sum(stats.welch(list(rng.normal(0, 5, 40)), list(rng.normal(shift, 5, 40))).p < 0.05 for _ in range(400))
     assert 0.7 < found / 400 < 0.9
     assert math.isnan(stats.detectable_difference([1.0], [1.0, 2.0]))
+
+
+def test_paired_spread_is_the_pitman_morgan_test():
+    rng = np.random.default_rng(1)
+    shared = rng.normal(0, 1, 12)  # paired seeds share a part of their outcome
+    first, second = list(shared + rng.normal(0, 1, 12)), list(0.2 * shared + rng.normal(0, 0.2, 12))
+    result = stats.paired_spread(first, second)
+    # the textbook form: t = (F − 1) √(n − 2) / (2 √(F (1 − r²))), F the variance ratio, r the pairs' correlation
+    f = np.var(first, ddof=1) / np.var(second, ddof=1)
+    r, n = np.corrcoef(first, second)[0, 1], 12
+    t = (f - 1) * math.sqrt(n - 2) / (2 * math.sqrt(f * (1 - r * r)))
+    assert result.p == pytest.approx(2 * scipy_stats.t.sf(abs(t), n - 2))
+    assert result.ratio == pytest.approx(np.std(second, ddof=1) / np.std(first, ddof=1)) and result.p < 0.01
+    alike = stats.paired_spread(first, list(np.array(first)[::-1]))  # the same values, other pairs
+    assert alike.ratio == pytest.approx(1) and alike.p == pytest.approx(1)
+    assert math.isnan(stats.paired_spread([0.1, 0.2], [0.3, 0.1]).p)  # two pairs: no test

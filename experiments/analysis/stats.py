@@ -139,3 +139,29 @@ def detectable_difference(first: list[float], second: list[float], power: float 
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se else 1.0
     return float((scipy_stats.t.ppf(1 - ALPHA / 2, df) + scipy_stats.t.ppf(power, df)) * se)
+
+
+@dataclass(frozen=True)
+class SpreadComparison:
+    """Two paired samples' standard deviations, their ratio second/first and the Pitman-Morgan test's p-value."""
+
+    first: float
+    second: float
+    ratio: float
+    p: float
+
+
+def paired_spread(first: list[float], second: list[float]) -> SpreadComparison:
+    """Whether two samples paired element by element spread alike: the Pitman-Morgan test, which reads
+    var(first) = var(second) as "first + second and first − second are uncorrelated" and tests that correlation
+    (t with n − 2 degrees of freedom). Paired seeds share their weights, so an F-test would not do. p is NaN below
+    three pairs."""
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    sa, sb = (float(x.std(ddof=1)) if len(x) > 1 else math.nan for x in (a, b))
+    ratio = sb / sa if sa else math.nan
+    if len(a) < 3 or not (sa and sb):
+        return SpreadComparison(sa, sb, ratio, math.nan)
+    r = float(np.corrcoef(a + b, a - b)[0, 1])
+    n = len(a)
+    t = r * math.sqrt((n - 2) / max(1 - r * r, 1e-300))
+    return SpreadComparison(sa, sb, ratio, float(2 * scipy_stats.t.sf(abs(t), n - 2)))

@@ -57,7 +57,8 @@ def study(path: Path, recipe: str, dataset: str, seeds: int, backend: str = "tor
 
 def summary(results: dict) -> str:
     """Each arm as mean ± std (n) with its 95% interval, and the paired difference batches − examples on the final
-    test accuracy, the first epoch's and the last epoch's training loss."""
+    test accuracy, the first epoch's and the last epoch's training loss; when the accuracy is undecided, the seeds that
+    would decide it; and whether the two arms spread alike (Pitman-Morgan)."""
     lines = [f"{results['recipe']} on {results['dataset']} ({results['backend']}), same initial weights, order:"]
     finals = by_arm(results, lambda r: r["test_accuracy"])
     lines += [arm_line(arm, values, 8) for arm, values in finals.items()]
@@ -71,6 +72,15 @@ def summary(results: dict) -> str:
         c = stats.paired([value(pairs["examples"][s]) for s in seeds], [value(pairs["batches"][s]) for s in seeds])
         lines.append(f"  batches − examples, {measure}: {difference_text(c, percent)}, paired ({c.pairs} seeds), "
                      f"p = {c.p:.2g}" + (f", same result: {c.verdict}" if percent else ""))  # fmt: skip
+    examples, batches = ([pairs[arm][s]["test_accuracy"] for s in seeds] for arm in ARMS)
+    if stats.paired(examples, batches).verdict == "undecided":
+        need = stats.seeds_to_decide(examples, batches, is_paired=True)
+        lines.append("  at the measured spread of the differences, " + (
+            f"{need} seeds would decide it" if need else "no number of seeds up to 1000 would decide it"))
+    spread = stats.paired_spread(examples, batches)
+    lines.append(f"  spread of the final test accuracy: examples {spread.first * 100:.2f} pp, batches "
+                 f"{spread.second * 100:.2f} pp, ratio {spread.ratio:.2f}, "
+                 f"Pitman-Morgan paired test p = {spread.p:.2g}")  # fmt: skip
     return "\n".join(lines)
 
 
