@@ -219,3 +219,16 @@ def test_the_report_counts_the_runs_by_status_mode_and_backend():
                _record("torch", 1, "partial", [0.4]), {**_record("script", 0, "complete", [0.8]), "mode": "native"}]
     assert runs_summary(records) == ("4 run records (3 complete, 1 partial; 0.0 hours of epochs; "
                                      "shared: PyTorch 2, JAX 1; native: the seed's script 1)")  # fmt: skip
+
+
+def test_the_seeds_that_would_decide_an_undecided_line_need_two_seeds_a_side_to_estimate():
+    from experiments.analysis.report import decide_notes, fidelity_rows, group_records
+
+    script = [0.84, 0.85, 0.83, 0.86, 0.84, 0.85]
+    records = (_finals("script", "native", script) + _finals("torch", "native", [0.85, 0.83, 0.87])
+               + _finals("mxnet", "native", [0.845]))  # fmt: skip
+    torch_note, mxnet_note = decide_notes(fidelity_rows(group_records(records)))[2:4]
+    assert torch_note.startswith("- `seed-torch` on mnist, PyTorch, native: undecided with 6 and 3 seeds; if the")
+    assert "about" in torch_note and "seeds a side would decide it" in torch_note
+    assert mxnet_note == ("- `seed-torch` on mnist, MXNet, native: undecided with 6 and 1 seeds; one seed has no "
+                          "spread to go by: a second one will tell how many would decide it.")

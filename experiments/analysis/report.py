@@ -399,11 +399,16 @@ def decide_notes(rows: list[dict[str, Any]]) -> list[str]:
             if comparison is None or comparison.verdict != "undecided":
                 continue
             first, second = script.finals("test_accuracy"), group.finals("test_accuracy")
+            head = (f"- `{row['recipe']}` on {row['dataset']}, {name}: undecided with {len(first)} and "
+                    f"{len(second)} seeds")  # fmt: skip
+            if min(len(first), len(second)) < 2:
+                notes.append(f"{head}; one seed has no spread to go by: a second one will tell how many would "
+                             "decide it.")  # fmt: skip
+                continue
             n = st.seeds_to_decide(first, second, comparison.test == "paired")
             need = (f"about {n} seeds a side would decide it" if n else "no number of seeds up to 1,000 would "
                     "decide it (the difference sits at the margin)")  # fmt: skip
-            notes.append(f"- `{row['recipe']}` on {row['dataset']}, {name}: undecided with {len(first)} and "
-                         f"{len(second)} seeds; if the means and spreads stay as measured, {need}.")
+            notes.append(f"{head}; if the means and spreads stay as measured, {need}.")
     return (["Seeds that would decide each undecided line (the same test at the same level, equal seeds a side "
              "for Welch's test, pairs for the paired one, means and standard deviations as measured):", "",
              *notes, ""] if notes else [])  # fmt: skip
