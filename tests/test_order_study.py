@@ -52,3 +52,20 @@ def test_the_study_pairs_both_orders_by_seed_and_resumes(tmp_path):
     text = order_study.summary(second)
     assert "batches − examples, final test accuracy" in text and "paired (2 seeds)" in text
     assert "Pitman-Morgan paired test" in text
+
+
+def _study(examples: list[float], batches: list[float]) -> dict:
+    runs = []
+    for seed, (a, b) in enumerate(zip(examples, batches, strict=True)):
+        runs += [{"seed": seed, "arm": "examples", "test_accuracy": a, "epoch_losses": [0.5 + a, 0.1 + a]},
+                 {"seed": seed, "arm": "batches", "test_accuracy": b, "epoch_losses": [0.5 + b, 0.1 + b]}]  # fmt: skip
+    return {"recipe": "d2l", "dataset": "mnist", "backend": "torch", "runs": runs}
+
+
+def test_the_summary_says_how_many_seeds_would_decide_an_undecided_accuracy_only():
+    undecided = order_study.summary(_study([0.80, 0.82, 0.81, 0.79], [0.81, 0.84, 0.80, 0.82]))
+    assert "same result: undecided" in undecided
+    assert "at the measured spread of the differences, about " in undecided
+    assert "paired seeds would decide it" in undecided
+    decided = order_study.summary(_study([0.80, 0.82, 0.81, 0.79], [0.801, 0.819, 0.812, 0.789]))
+    assert "same result: yes" in decided and "would decide it" not in decided

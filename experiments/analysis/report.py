@@ -405,9 +405,7 @@ def decide_notes(rows: list[dict[str, Any]]) -> list[str]:
                 notes.append(f"{head}; one seed has no spread to go by: a second one will tell how many would "
                              "decide it.")  # fmt: skip
                 continue
-            n = st.seeds_to_decide(first, second, comparison.test == "paired")
-            need = (f"about {n} seeds a side would decide it" if n else "no number of seeds up to 1,000 would "
-                    "decide it (the difference sits at the margin)")  # fmt: skip
+            need = st.decide_phrase(st.seeds_to_decide(first, second, comparison.test == "paired"))
             notes.append(f"{head}; if the means and spreads stay as measured, {need}.")
     return (["Seeds that would decide each undecided line (the same test at the same level, equal seeds a side "
              "for Welch's test, pairs for the paired one, means and standard deviations as measured):", "",

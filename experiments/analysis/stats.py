@@ -128,6 +128,13 @@ def seeds_to_decide(first: list[float], second: list[float], is_paired: bool = F
     return None
 
 
+def decide_phrase(n: int | None, unit: str = "seeds a side") -> str:
+    """How `seeds_to_decide`'s answer reads in the report and the studies: "about N <unit> would decide it"."""
+    if n is None:
+        return "no number of seeds up to 1,000 would decide it (the difference sits at the margin)"
+    return f"about {n} {unit} would decide it"
+
+
 def detectable_difference(first: list[float], second: list[float], power: float = 0.8) -> float:
     """The smallest true difference of means that Welch's test at the 5% level, with these sample sizes and the
     measured spreads, detects with probability `power` (two-sided, normal-shift approximation with the
