@@ -66,16 +66,16 @@ def summary(results: dict) -> str:
     seeds = sorted(set(pairs["examples"]) & set(pairs["batches"]))
     if len(seeds) < 2:
         return "\n".join(lines)
-    verdicts = []
+    accuracy = None
     for measure, value, percent in (("final test accuracy", lambda r: r["test_accuracy"], True),
                                     ("first-epoch loss", lambda r: r["epoch_losses"][0], False),
                                     ("last-epoch loss", lambda r: r["epoch_losses"][-1], False)):  # fmt: skip
         c = stats.paired([value(pairs["examples"][s]) for s in seeds], [value(pairs["batches"][s]) for s in seeds])
-        verdicts.append(c.verdict)
+        accuracy = c if percent else accuracy
         lines.append(f"  batches − examples, {measure}: {difference_text(c, percent)}, paired ({c.pairs} seeds), "
                      f"p = {c.p:.2g}" + (f", same result: {c.verdict}" if percent else ""))  # fmt: skip
     examples, batches = ([pairs[arm][s]["test_accuracy"] for s in seeds] for arm in ARMS)
-    if verdicts[0] == "undecided":  # the final test accuracy's
+    if accuracy.verdict == "undecided":
         need = stats.seeds_to_decide(examples, batches, is_paired=True)
         lines.append(f"  at the measured spread of the differences, {stats.decide_phrase(need, 'paired seeds')}")
     spread = stats.paired_spread(examples, batches)
