@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -94,3 +95,26 @@ def test_the_weights_study_compares_each_source_with_pytorchs_draws(tmp_path):
     assert {r["source"] for r in rows} == {"numpy"} and len(rows) == 5 * len(init_weights.STATISTICS)
     assert all(0 <= r["p"] <= 1 for r in rows)
     assert "numpy" in init_weights.summary(results) and "after Bonferroni" in init_weights.summary(results)
+
+
+def test_epochs_on_the_plateau_count_the_leading_epochs_at_a_uniform_guesss_loss():
+    flat = math.log(10)
+    assert init_study.plateau_epochs({"epoch_losses": [flat, flat - 0.01, 2.1, 1.6]}) == 2
+    assert init_study.plateau_epochs({"epoch_losses": [flat] * 3}) == 3  # never left: every epoch
+    assert init_study.plateau_epochs({"epoch_losses": [1.9, flat]}) == 0  # left at once; a later rise is not a stay
+    assert init_study.plateau_epochs({"test_accuracy": 0.9}) is None  # recorded before the losses were
+
+
+def test_the_summary_compares_the_epochs_on_the_plateau_by_rank_and_ties_them_to_the_accuracy():
+    flat = math.log(10)
+
+    def run(seed: int, arm: str, stay: int) -> dict:
+        return {"seed": seed, "arm": arm, "test_accuracy": 0.95 - 0.05 * stay,
+                "epoch_losses": [flat] * stay + [1.7] * (10 - stay)}  # fmt: skip
+
+    runs = [run(s, "torch", 2 + s % 2) for s in range(8)] + [run(s, "numpy", 6 + s % 2) for s in range(8)]
+    text = init_study.summary({"recipe": "seed-torch", "dataset": "mnist", "runs": runs})
+    assert "torch  median 2.5, range 2-3, mean 2.50 (n=8)" in text and "numpy  median 6.5, range 6-7" in text
+    p = float(text.split("torch v numpy: Mann-Whitney p = ")[1].split()[0])
+    assert p < 0.001  # every torch run left before every numpy run
+    assert "all 16 runs: Spearman rho = -1.00" in text  # here the accuracy is the count's, exactly

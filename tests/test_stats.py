@@ -96,3 +96,13 @@ def test_paired_spread_is_the_pitman_morgan_test():
     alike = stats.paired_spread(first, list(np.array(first)[::-1]))  # the same values, other pairs
     assert alike.ratio == pytest.approx(1) and alike.p == pytest.approx(1)
     assert math.isnan(stats.paired_spread([0.1, 0.2], [0.3, 0.1]).p)  # two pairs: no test
+
+
+def test_rank_test_and_rank_correlation_need_enough_values_and_read_ranks_only():
+    assert math.isnan(stats.rank_test([1.0], [2.0, 3.0]))
+    assert math.isnan(stats.rank_correlation([1.0, 2.0], [3.0, 4.0])[0])  # too few
+    assert math.isnan(stats.rank_correlation([0, 0, 0], [0.5, 0.6, 0.7])[0])  # one measure constant
+    assert stats.rank_test([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) < 0.05
+    assert stats.rank_test([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == stats.rank_test([1, 2, 3, 4, 5], [6, 7, 8, 9, 1000])
+    rho, p = stats.rank_correlation([1, 2, 3, 4, 5], [1, 8, 27, 64, 1000])  # monotone, not linear
+    assert rho == pytest.approx(1.0) and p < 0.05

@@ -148,6 +148,24 @@ def detectable_difference(first: list[float], second: list[float], power: float 
     return float((scipy_stats.t.ppf(1 - ALPHA / 2, df) + scipy_stats.t.ppf(power, df)) * se)
 
 
+def rank_test(first: list[float], second: list[float]) -> float:
+    """Two independent samples of a count or a skewed measure (e.g. epochs on a plateau): the two-sided
+    Mann-Whitney U test's p-value, which compares the samples' ranks and assumes no distribution. NaN below two
+    values a side."""
+    if len(first) < 2 or len(second) < 2:
+        return math.nan
+    return float(scipy_stats.mannwhitneyu(first, second, alternative="two-sided").pvalue)
+
+
+def rank_correlation(first: list[float], second: list[float]) -> tuple[float, float]:
+    """Spearman's rank correlation of two measures of the same runs and its two-sided p-value (NaN below three
+    values, or when either measure is the same for every run)."""
+    if len(first) < 3 or len(set(first)) < 2 or len(set(second)) < 2:
+        return math.nan, math.nan
+    result = scipy_stats.spearmanr(first, second)
+    return float(result.statistic), float(result.pvalue)
+
+
 @dataclass(frozen=True)
 class SpreadComparison:
     """Two paired samples' standard deviations, their ratio second/first and the Pitman-Morgan test's p-value."""

@@ -13,7 +13,9 @@ Results go to <out>/init-<recipe>-<dataset>.json, written after every run (resum
 test accuracy and loss and the mean training loss of every epoch, and the comparison (Welch's t-test,
 experiments.analysis.stats) is printed: PyTorch's own draws against each other arm and against all the others
 pooled (the pattern in question is "another generator's draws land below PyTorch's"), on the final accuracy and
-on the first epoch's loss (how fast a run leaves the softmax head's plateau).
+on the first epoch's loss (how fast a run leaves the softmax head's plateau) and on the epochs a run spends on
+that plateau (its training loss within PLATEAU_GAP of a uniform guess's, by the Mann-Whitney rank test: a count,
+and the final accuracy follows from it).
 
 `--independent` draws each arm's weights from its own seeds (seed + WEIGHT_SEED_STRIDE x (1 + the arm's place in
 `arms()`)), so that no two arms share a seed: without it every arm draws from seeds 0..N-1, and a few unlucky
@@ -28,7 +30,10 @@ init-<recipe>-<dataset>-independent.json.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+
+import numpy as np
 
 from backends import frameworks
 from common.init import initial_weights
@@ -38,6 +43,7 @@ from experiments.studies.arms import arm_line, by_arm, difference_text, run_arms
 PCG64 = "numpy"  # the arm whose weights are NumPy's PCG64 draw of the spec's distribution
 WEIGHT_SEED_STRIDE = 1_000_000
 DEFAULT_ARMS = (PCG64, "torch")
+PLATEAU_GAP = 0.05  # an epoch whose mean training loss is within this of ln(classes) is still on the plateau
 
 
 def arms() -> tuple[str, ...]:
@@ -81,6 +87,39 @@ def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None,
                     lambda seed, arm: train_arm(recipe, dataset, seed, arm, limit, independent))  # fmt: skip
 
 
+def plateau_epochs(run: dict, classes: int = 10) -> int | None:
+    """How many epochs a run spent on the plateau before it left it: the leading epochs whose mean training loss
+    stays within PLATEAU_GAP of ln(classes), the loss of a uniform guess (all of them if it never left). None for
+    a run recorded before the epochs' losses were."""
+    losses = run.get("epoch_losses")
+    if not losses:
+        return None
+    return next((k for k, loss in enumerate(losses) if loss < math.log(classes) - PLATEAU_GAP), len(losses))
+
+
+def _plateau_lines(results: dict) -> list[str]:
+    """Epochs on the plateau per arm (median, range, mean), torch against each other arm and against the others
+    pooled by the rank test, and how closely the final accuracy follows the count over all runs (Spearman)."""
+    on_plateau = by_arm(results, plateau_epochs)
+    if "torch" not in on_plateau or len(on_plateau) < 2:
+        return []
+    lines = [f"epochs on the plateau (training loss within {PLATEAU_GAP} of ln 10, a uniform guess's):"]
+    for arm, counts in on_plateau.items():
+        lines.append(f"  {arm:<6} median {np.median(counts):g}, range {min(counts):g}-{max(counts):g}, "
+                     f"mean {np.mean(counts):.2f} (n={len(counts)})")  # fmt: skip
+    others = [arm for arm in on_plateau if arm != "torch"]
+    groups = [(arm, on_plateau[arm]) for arm in others]
+    if len(others) > 1:
+        groups.append(("the others pooled", [v for arm in others for v in on_plateau[arm]]))
+    for name, counts in groups:
+        lines.append(f"  torch v {name}: Mann-Whitney p = {stats.rank_test(counts, on_plateau['torch']):.2g}")
+    recorded = [r for r in results["runs"] if plateau_epochs(r) is not None]
+    rho, p = stats.rank_correlation([plateau_epochs(r) for r in recorded], [r["test_accuracy"] for r in recorded])
+    lines.append(f"  epochs on the plateau v final test accuracy, all {len(recorded)} runs: Spearman rho = {rho:.2f}, "
+                 f"p = {p:.2g}")  # fmt: skip
+    return lines
+
+
 def _versus_torch(name: str, other: list[float], torch: list[float], percent: bool) -> str:
     """One Welch comparison, torch − other: in percentage points with the verdict (accuracy), or as is (loss)."""
     c = stats.welch(other, torch)
@@ -92,7 +131,8 @@ def _versus_torch(name: str, other: list[float], torch: list[float], percent: bo
 
 def summary(results: dict) -> str:
     """Each arm as mean ± std (n) with its 95% interval; torch against each other arm and against all the other
-    generators pooled, on the final test accuracy and (where recorded) the first epoch's mean training loss."""
+    generators pooled, on the final test accuracy and (where recorded) the first epoch's mean training loss and the
+    epochs spent on the plateau."""
     finals = by_arm(results, lambda r: r["test_accuracy"])
     first_epoch = by_arm(results, lambda r: r["epoch_losses"][0] if r.get("epoch_losses") else None)
     lines = [f"{results['recipe']} on {results['dataset']}, same batches, initial weights from:"]
@@ -115,7 +155,7 @@ def summary(results: dict) -> str:
         if len(present) > 1:
             pooled = [v for arm in present for v in grouped[arm]]
             lines.append(_versus_torch("the others pooled", pooled, grouped["torch"], percent))
-    return "\n".join(lines)
+    return "\n".join(lines + _plateau_lines(results))
 
 
 def run(args: argparse.Namespace) -> int:
