@@ -35,6 +35,7 @@ def test_the_summary_pools_every_other_generator_against_pytorchs_own():
     text = init_study.summary({"recipe": "seed-torch", "dataset": "mnist", "runs": runs})
     assert "torch − the others pooled: +10.00 pp" in text and "first-epoch loss 1.5200" in text
     assert "torch − the others pooled: -0.5000" in text  # the loss comparison, torch 0.5 lower
+    assert "2 arms against torch: one of them differs after Bonferroni only at p < 0.025" in text
     old = [{k: v for k, v in r.items() if k != "epoch_losses"} for r in runs]  # a study from before the losses
     assert "first-epoch loss" not in init_study.summary({"recipe": "seed-torch", "dataset": "mnist", "runs": old})
 

@@ -155,6 +155,9 @@ def summary(results: dict) -> str:
         if len(present) > 1:
             pooled = [v for arm in present for v in grouped[arm]]
             lines.append(_versus_torch("the others pooled", pooled, grouped["torch"], percent))
+            if percent:  # the verdicts above are each at 5%; several arms against one are several tests
+                lines.append(f"  ({len(present)} arms against torch: one of them differs after Bonferroni only "
+                             f"at p < {stats.ALPHA / len(present):.3g}; the pooled test is one test)")  # fmt: skip
     return "\n".join(lines + _plateau_lines(results))
 
 
