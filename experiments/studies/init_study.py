@@ -14,8 +14,8 @@ test accuracy and loss and the mean training loss of every epoch, and the compar
 experiments.analysis.stats) is printed: PyTorch's own draws against each other arm and against all the others
 pooled (the pattern in question is "another generator's draws land below PyTorch's"), on the final accuracy and
 on the first epoch's loss (how fast a run leaves the softmax head's plateau) and on the epochs a run spends on
-that plateau (its training loss within PLATEAU_GAP of a uniform guess's, by the Mann-Whitney rank test: a count,
-and the final accuracy follows from it).
+that plateau (its training loss within PLATEAU_GAP of a uniform guess's; a count, so by the Mann-Whitney rank
+test), with how closely the final accuracy follows that count (Spearman's rank correlation over all runs).
 
 `--independent` draws each arm's weights from its own seeds (seed + WEIGHT_SEED_STRIDE x (1 + the arm's place in
 `arms()`)), so that no two arms share a seed: without it every arm draws from seeds 0..N-1, and a few unlucky
