@@ -113,8 +113,8 @@ def _plateau_lines(results: dict) -> list[str]:
         groups.append(("the others pooled", [v for arm in others for v in on_plateau[arm]]))
     for name, counts in groups:
         lines.append(f"  torch v {name}: Mann-Whitney p = {stats.rank_test(counts, on_plateau['torch']):.2g}")
-    recorded = [r for r in results["runs"] if plateau_epochs(r) is not None]
-    rho, p = stats.rank_correlation([plateau_epochs(r) for r in recorded], [r["test_accuracy"] for r in recorded])
+    recorded = [(n, r["test_accuracy"]) for r in results["runs"] if (n := plateau_epochs(r)) is not None]
+    rho, p = stats.rank_correlation([n for n, _ in recorded], [accuracy for _, accuracy in recorded])
     lines.append(f"  epochs on the plateau v final test accuracy, all {len(recorded)} runs: Spearman rho = {rho:.2f}, "
                  f"p = {p:.2g}")  # fmt: skip
     return lines
