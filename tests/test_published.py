@@ -84,3 +84,29 @@ def test_sync_replaces_only_the_documented_tables(tmp_path):
     plain = tmp_path / "plain.md"
     plain.write_text("no tables\n")
     assert sync_tables(report, plain) == [] and plain.read_text() == "no tables\n"
+
+
+def test_teaching_text_quotes_every_study_it_names_as_committed():
+    """Each study file docs/teaching.md names (`docs/studies/<name>.json`, globs allowed) is quoted as it stands:
+    every arm's final test accuracy, mean ± std in percent, appears in the text."""
+    import json
+    import re
+
+    from experiments.analysis import stats
+    from experiments.studies.arms import by_arm
+
+    docs = PUBLISHED.parent
+    text = (docs / "teaching.md").read_text()
+    names = sorted(set(re.findall(r"docs/studies/([\w*.-]+\.json)", text)))
+    studies = [path for name in names for path in sorted((docs / "studies").glob(name))]
+    assert studies, "docs/teaching.md names no study file"
+    for path in studies:
+        runs = json.loads(path.read_text()).get("runs")
+        if runs is None:  # init-weights: statistics of weights, no trained arms
+            continue
+        for arm, values in by_arm({"runs": runs}, lambda run: run["test_accuracy"]).items():
+            s = stats.summarize(values)
+            quoted = f"{s.mean * 100:.2f}% ± {s.std * 100:.2f}"
+            assert quoted in text, (
+                f"docs/teaching.md does not quote {path.name}'s {arm} arm as it stands ({quoted}, n={s.n})"
+            )
