@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--limit", type=positive_int)
     study.add_argument("--independent", action="store_true",
                        help="draw each arm's weights from its own seeds (batches stay paired)")
+    study.add_argument("--threads", type=positive_int, help=STUDY_THREADS_HELP)
     study.add_argument("--arms", default="numpy,torch",
                        type=_name_list("arm", lambda: _study_module("init_study").arms()),
                        help="comma-separated: numpy (NumPy's PCG64 draw of the spec's distribution) or a registered "
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the framework that trains both arms")
     order.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
     order.add_argument("--limit", type=positive_int)
+    order.add_argument("--threads", type=positive_int, help=STUDY_THREADS_HELP)
     return parser
 
 
@@ -378,6 +380,9 @@ def conformance(args: argparse.Namespace) -> int:
     return subprocess.run(command, env=env).returncode
 
 
+STUDY_THREADS_HELP = "the framework's threads (default: every core; 1 when another job shares the machine)"
+
+
 def _study_module(name: str):
     """experiments.studies.<name>, imported when a command needs it."""
     import importlib
@@ -391,6 +396,9 @@ def _study(module: str):
     def run(args: argparse.Namespace) -> int:
         import importlib
 
+        from experiments.running.runs import use_threads
+
+        use_threads(getattr(args, "threads", None))  # before the job imports a framework
         return importlib.import_module(module).run(args)
 
     return run

@@ -193,3 +193,20 @@ def test_a_plugin_whose_module_is_missing_is_one_line(tmp_path):
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: backend 'gone' is registered as no_such_package.lenet, which cannot be imported")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_the_training_studies_take_threads_and_record_them(threads, tmp_path):
+    """`--threads` reaches the framework before it is imported, as `run --threads` does, and each run records it."""
+    from tests.test_seed_scripts import require_real
+
+    require_real("mnist")
+    env = {"OMP_NUM_THREADS": "2" if threads == "1" else "1"}  # the flag wins over the environment
+    for argv, name in ((["init-study", "--arms", "numpy,torch"], "init-seed-torch-mnist-limit64.json"),
+                       (["order-study", "--recipe", "seed-torch"], "order-seed-torch-mnist-limit64.json")):  # fmt: skip
+        done = lenet_repro(*argv, "--seeds", "1", "--limit", "64", "--threads", threads, "--out", str(tmp_path),
+                           cwd=tmp_path, env=env, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        runs = json.loads((tmp_path / name).read_text())["runs"]
+        assert len(runs) == 2 and {run["threads"] for run in runs} == {int(threads)}

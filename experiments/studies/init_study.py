@@ -24,7 +24,10 @@ seeds of PyTorch's own generator would weigh on the comparison of every arm alik
 init-<recipe>-<dataset>-independent.json.
 
     lenet-repro init-study [--seeds 20] [--dataset mnist] [--arms numpy,torch] [--out docs/studies] [--limit N]
-                           [--independent]
+                           [--independent] [--threads T]
+
+Each run records the threads it trained with (`--threads`, else OMP_NUM_THREADS, else every core): two jobs that
+share the machine should take one each.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
     from experiments.running.runs import prepare_data
 
     backend = load_backend("torch")
-    backend.configure_threads()
+    threads = backend.configure_threads()
     recipe = spec.get_recipe(recipe_name)
     drawn = weight_seed(arm, seed, independent)
     model = backend.build_model(recipe, "cpu", seed=drawn)  # PyTorch's own initialisers, seeded
@@ -76,7 +79,7 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
         backend.set_weights(model, other.get_weights(other.build_model(recipe, "cpu", seed=drawn)))
     data = prepare_data(dataset, recipe, limit)
     order = lambda epoch: epoch_order(seed, epoch, len(data.train_labels), recipe.shuffle)  # noqa: E731
-    return {"weight_seed": drawn, **train_and_test(backend, model, data, recipe.epochs, order)}
+    return {"weight_seed": drawn, "threads": threads, **train_and_test(backend, model, data, recipe.epochs, order)}
 
 
 def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None,
