@@ -43,16 +43,18 @@ def by_arm(results: dict[str, Any], value: Callable[[dict[str, Any]], float | No
 
 def train_and_test(backend: Any, model: Any, data: Any, epochs: int,
                    order: Callable[[int], Any]) -> dict[str, Any]:  # fmt: skip
-    """Train `model` for `epochs` epochs, epoch k in `order(k)`, then test it: the final test accuracy and loss and
-    the mean training loss of every epoch (where a run leaves a plateau shows in the first)."""
+    """Train `model` for `epochs` epochs, epoch k in `order(k)`, then test it: the final test accuracy and loss,
+    the mean training loss of every epoch (where a run leaves a plateau shows in the first), and the threads the
+    framework trained with (`backend.configure_threads()`: OMP_NUM_THREADS, which `--threads` sets, else every core)."""
     from common.train import evaluate, train_epoch
 
+    threads = backend.configure_threads()
     epoch_losses = []
     for epoch in range(epochs):
         outcome = train_epoch(backend, model, data.train_images, data.train_labels, order(epoch))
         epoch_losses.append(outcome.loss_sum / outcome.examples)
     test_loss, test_accuracy = evaluate(backend, model, data.test_images, data.test_labels)
-    return {"test_accuracy": test_accuracy, "test_loss": test_loss, "epoch_losses": epoch_losses}
+    return {"test_accuracy": test_accuracy, "test_loss": test_loss, "epoch_losses": epoch_losses, "threads": threads}
 
 
 def arm_line(arm: str, values: list[float], width: int) -> str:

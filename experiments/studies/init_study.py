@@ -68,7 +68,6 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
     from experiments.running.runs import prepare_data
 
     backend = load_backend("torch")
-    threads = backend.configure_threads()
     recipe = spec.get_recipe(recipe_name)
     drawn = weight_seed(arm, seed, independent)
     model = backend.build_model(recipe, "cpu", seed=drawn)  # PyTorch's own initialisers, seeded
@@ -79,7 +78,7 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
         backend.set_weights(model, other.get_weights(other.build_model(recipe, "cpu", seed=drawn)))
     data = prepare_data(dataset, recipe, limit)
     order = lambda epoch: epoch_order(seed, epoch, len(data.train_labels), recipe.shuffle)  # noqa: E731
-    return {"weight_seed": drawn, "threads": threads, **train_and_test(backend, model, data, recipe.epochs, order)}
+    return {"weight_seed": drawn, **train_and_test(backend, model, data, recipe.epochs, order)}
 
 
 def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None,

@@ -36,7 +36,6 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, backend_name:
     from experiments.running.runs import prepare_data, start_model
 
     backend = load_backend(backend_name)
-    threads = backend.configure_threads()
     recipe = spec.get_recipe(recipe_name)
     model = start_model(backend, RunKey(backend_name, dataset, recipe_name, seed, "shared"), recipe, "cpu")
     data = prepare_data(dataset, recipe, limit)
@@ -45,7 +44,7 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, backend_name:
         order = lambda epoch: epoch_order(seed, epoch, n, recipe.shuffle)  # noqa: E731
     else:
         order = lambda epoch: batch_order(seed, epoch, n, recipe.batch_size)  # noqa: E731
-    return {"threads": threads, **train_and_test(backend, model, data, recipe.epochs, order)}
+    return train_and_test(backend, model, data, recipe.epochs, order)
 
 
 def study(path: Path, recipe: str, dataset: str, seeds: int, backend: str = "torch",
