@@ -119,3 +119,17 @@ def test_the_summary_compares_the_epochs_on_the_plateau_by_rank_and_ties_them_to
     p = float(text.split("torch v numpy: Mann-Whitney p = ")[1].split()[0])
     assert p < 0.001  # every torch run left before every numpy run
     assert "all 16 runs: Spearman rho = -1.00" in text  # here the accuracy is the count's, exactly
+
+
+def test_the_final_accuracy_is_also_compared_by_rank_so_one_run_stuck_on_the_plateau_cannot_decide_it():
+    def run(seed: int, arm: str, accuracy: float) -> dict:
+        return {"seed": seed, "arm": arm, "test_accuracy": accuracy, "epoch_losses": [1.7] * 10}
+
+    # numpy's runs all rank above torch's but one never left the plateau (10%): Welch's mean sees a lower arm
+    numpy = [0.80 + 0.001 * s for s in range(11)] + [0.10]
+    runs = [run(s, "torch", 0.75 + 0.001 * s) for s in range(12)] + [run(s, "numpy", a) for s, a in enumerate(numpy)]
+    line = next(line for line in init_study.summary({"recipe": "seed-torch", "dataset": "mnist", "runs": runs})
+                .splitlines() if line.startswith("  torch − numpy:") and "pp" in line)  # fmt: skip
+    welch_p = float(line.split("Welch p = ")[1].split(",")[0])
+    rank_p = float(line.split("Mann-Whitney p = ")[1])
+    assert welch_p > 0.5 and rank_p < 0.001  # 11 of 12 numpy runs beat every torch run: the ranks say so

@@ -12,10 +12,11 @@ shared-mode PyTorch run of the recipe trains.
 Results go to <out>/init-<recipe>-<dataset>.json, written after every run (resumable), each run with its final
 test accuracy and loss and the mean training loss of every epoch, and the comparison (Welch's t-test,
 experiments.analysis.stats) is printed: PyTorch's own draws against each other arm and against all the others
-pooled (the pattern in question is "another generator's draws land below PyTorch's"), on the final accuracy and
-on the first epoch's loss (how fast a run leaves the softmax head's plateau) and on the epochs a run spends on
-that plateau (its training loss within PLATEAU_GAP of a uniform guess's; a count, so by the Mann-Whitney rank
-test), with how closely the final accuracy follows that count (Spearman's rank correlation over all runs).
+pooled (the pattern in question is "another generator's draws land below PyTorch's"), on the final accuracy (and
+by the Mann-Whitney rank test, which one run stuck on the plateau cannot sway) and on the first epoch's loss (how
+fast a run leaves the softmax head's plateau) and on the epochs a run spends on that plateau (its training loss
+within PLATEAU_GAP of a uniform guess's; a count, so by the Mann-Whitney rank test), with how closely the final
+accuracy follows that count (Spearman's rank correlation over all runs).
 
 `--independent` draws each arm's weights from its own seeds (seed + WEIGHT_SEED_STRIDE x (1 + the arm's place in
 `arms()`)), so that no two arms share a seed: without it every arm draws from seeds 0..N-1, and a few unlucky
@@ -123,12 +124,15 @@ def _plateau_lines(results: dict) -> list[str]:
 
 
 def _versus_torch(name: str, other: list[float], torch: list[float], percent: bool) -> str:
-    """One Welch comparison, torch − other: in percentage points with the verdict (accuracy), or as is (loss)."""
+    """One Welch comparison, torch − other: in percentage points with the verdict (accuracy), or as is (loss). The
+    accuracy also gets the rank test: a run that never leaves the plateau ends near 10%, and one such run can widen
+    an arm's standard deviation threefold and decide Welch's test alone; the ranks see it as one low run."""
     c = stats.welch(other, torch)
     text = f"  torch − {name}: {difference_text(c, percent)}, Welch p = {c.p:.2g}"
     if not percent:
         return text
-    return text + f", {c.verdict}; detectable at 80% power: {stats.detectable_difference(other, torch) * 100:.2f} pp"
+    return (text + f", {c.verdict}; detectable at 80% power: {stats.detectable_difference(other, torch) * 100:.2f} pp"
+            f"; Mann-Whitney p = {stats.rank_test(other, torch):.2g}")  # fmt: skip
 
 
 def summary(results: dict) -> str:
