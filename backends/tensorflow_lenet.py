@@ -52,6 +52,12 @@ if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != "
                     "the TensorFlow backend needs KERAS_BACKEND=tensorflow")  # fmt: skip
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up INFO lines; warnings still show
+# oneDNN's kernels, pinned on. On Linux TensorFlow turns them on by default only where the processor has AVX512_VNNI,
+# AVX512_BF16, AVX_VNNI or AMX (its DefaultOneDnnPolicy), so without the pin an AVX2 machine runs Eigen's kernels:
+# other float rounding than an AVX-512 machine, and 4x the time a step of seed-mxnet takes (1.76 s against 0.43 s
+# at one thread on the AMD EPYC Zen 3 here). TF_ENABLE_ONEDNN_OPTS=0 still turns them off; `kernels()` records
+# what ran.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 # TensorFlow's TFLite helpers try `from jax import xla_computation` at import and go on without it (ImportError).
 # With JAX installed beside it, that would load all of JAX into every TensorFlow run; unless this process has
@@ -388,11 +394,13 @@ def versions() -> dict[str, str]:
 
 
 def kernels() -> dict[str, Any]:
-    """TensorFlow's build (CUDA/cuDNN where built with them) and whether its oneDNN kernels are on
-    (TF_ENABLE_ONEDNN_OPTS; on by default for x86 since 2.9); the layout its convolutions run in."""
+    """TensorFlow's build (CUDA/cuDNN where built with them); whether its oneDNN kernels ran (`onednn`, as
+    TensorFlow itself answers, and the TF_ENABLE_ONEDNN_OPTS it read); the layout its convolutions run in."""
+    from tensorflow.python.util import _pywrap_util_port  # where TensorFlow answers IsMklEnabled (no public API)
+
     info = tf.sysconfig.get_build_info()
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86)")
-    return {"onednn_opts": onednn, "layout": "NHWC", "cuda_build": bool(info.get("is_cuda_build")),
+    return {"onednn": bool(_pywrap_util_port.IsMklEnabled()), "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+            "layout": "NHWC", "cuda_build": bool(info.get("is_cuda_build")),
             **({"cudnn": str(info["cudnn_version"])} if info.get("cudnn_version") else {})}  # fmt: skip
 
 

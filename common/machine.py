@@ -29,6 +29,10 @@ KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_M
               "MXNET_MKLDNN_ENABLED", "MXNET_ENGINE_TYPE", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
               "CUBLAS_WORKSPACE_CONFIG")  # fmt: skip
 
+# TensorFlow's default for its oneDNN kernels on Linux (DefaultOneDnnPolicy in tensorflow/core/util/port.cc): on only
+# where the processor has one of these; TF_ENABLE_ONEDNN_OPTS overrides it (the TensorFlow backend pins it on).
+TF_ONEDNN_DEFAULT_ISA = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
 CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -97,6 +101,30 @@ def same_processor(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
     pins = [{k: v for k, v in (m.get("env") or {}).items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
             for m in (a, b)]  # fmt: skip
     return all(a.get(k) == b.get(k) for k in keys) and pins[0] == pins[1]
+
+
+def tensorflow_onednn(meta: dict[str, Any]) -> bool | None:
+    """Whether a TensorFlow run ran oneDNN's kernels: as its record says (`kernels.onednn`, recorded since
+    2026-12-06), else from the TF_ENABLE_ONEDNN_OPTS it recorded and TensorFlow's default for its processor; None
+    where the record names no processor."""
+    kernels = meta.get("kernels") or {}
+    if "onednn" in kernels:
+        return bool(kernels["onednn"])
+    machine = meta.get("machine")
+    if not machine:
+        return None
+    pin = (machine.get("env") or {}).get("TF_ENABLE_ONEDNN_OPTS")
+    if pin is not None:
+        return pin.strip().lower() in ("1", "true")
+    return any(flag in (machine.get("isa") or []) for flag in TF_ONEDNN_DEFAULT_ISA)
+
+
+def kernel_note(backend: str, meta: dict[str, Any]) -> str | None:
+    """What a run's record says about its kernels that its processor does not: whether TensorFlow's oneDNN ran."""
+    if backend != "tensorflow":
+        return None
+    onednn = tensorflow_onednn(meta)
+    return None if onednn is None else f"oneDNN {'on' if onednn else 'off'}"
 
 
 def numpy_kernels() -> dict[str, Any]:

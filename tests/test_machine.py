@@ -84,3 +84,18 @@ def test_backends_say_what_they_dispatched_to(backend):
         assert kernels["onednn_isa"], "oneDNN printed no ISA line while a convolution ran"
     else:
         assert "blas" in kernels and kernels["numpy_simd"]["baseline"]
+
+
+@pytest.mark.parametrize(("kernels", "isa", "env", "expected"), [
+    ({"onednn": False}, ["avx2", "avx512_vnni"], {}, False),  # what TensorFlow answered, recorded since 2026-12-06
+    ({}, ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"], {}, True),  # older records: TensorFlow's Linux default
+    ({}, ["avx2"], {}, False),  # an AVX2 processor: TensorFlow leaves oneDNN off unless told
+    ({}, ["avx2"], {"TF_ENABLE_ONEDNN_OPTS": "1"}, True),
+    ({}, ["avx2", "amx_tile"], {"TF_ENABLE_ONEDNN_OPTS": "0"}, False),
+])  # fmt: skip
+def test_the_report_tells_which_tensorflow_runs_ran_onednn(kernels, isa, env, expected):
+    meta = {"kernels": kernels, "machine": {"cpu": "AMD EPYC", "isa": isa, "cores": 2, "env": env}}
+    assert machine.tensorflow_onednn(meta) is expected
+    assert machine.kernel_note("tensorflow", meta) == f"oneDNN {'on' if expected else 'off'}"
+    assert machine.kernel_note("torch", meta) is None
+    assert machine.tensorflow_onednn({"kernels": {"onednn_opts": "default (on for x86)"}, "host": "vm"}) is None

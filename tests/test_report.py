@@ -210,6 +210,11 @@ def test_the_report_says_which_machine_made_the_runs():
     assert "| Intel(R) Xeon(R) (6/143/8) AVX-512 2 cores ONEDNN_MAX_CPU_ISA=AVX2 | JAX 1, PyTorch 1 | " \
            "2026-12-02 to 2026-12-03 |" in table
     assert "| not recorded (host vm) | PyTorch 1 | 2026-11-30 to 2026-11-30 |" in table
+    epyc = {"cpu": "AMD EPYC", "family_model_stepping": "25/1/1", "isa": ["avx2"], "cores": 2, "env": {}}
+    tf_runs = [{"backend": "tensorflow", "meta": {"machine": epyc, "started": "2026-12-05", "kernels": kernels}}
+               for kernels in ({"onednn_opts": "default (on for x86)"}, {"onednn": True}, {"onednn": True})]
+    assert "| AMD EPYC (25/1/1) AVX2 2 cores | TensorFlow (oneDNN off) 1, TensorFlow (oneDNN on) 2 |" \
+        in machines_table(tf_runs)
 
 
 def test_the_report_counts_the_runs_by_status_mode_and_backend():

@@ -78,3 +78,31 @@ def test_the_backend_loss_applies_softmax_to_whatever_the_network_gives(recipe):
     expected = np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(4), y])
     loss, _ = tfl.loss_and_gradients(model, x, y)
     assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_onednn_kernels_run_on_every_x86_processor_and_the_record_says_so():
+    # In this process the backend pinned TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow started, unless the caller set it:
+    # TensorFlow's own Linux default leaves oneDNN off on processors without AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX.
+    import os
+    import platform
+
+    from tensorflow.python.util import _pywrap_util_port
+
+    kernels = tfl.kernels()
+    assert kernels["onednn_opts"] == os.environ["TF_ENABLE_ONEDNN_OPTS"]
+    assert kernels["onednn"] is bool(_pywrap_util_port.IsMklEnabled())
+    if platform.machine() == "x86_64" and os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1":
+        assert kernels["onednn"], "the pin is on, yet TensorFlow says oneDNN is off"
+
+
+@pytest.mark.slow
+def test_turning_onednn_off_is_still_the_callers_choice_and_recorded():
+    import os
+    import subprocess
+    import sys
+
+    code = ("from backends import load_backend; k = load_backend('tensorflow').kernels(); "
+            "print(k['onednn'], k['onednn_opts'])")
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split()[-2:] == ["False", "0"]

@@ -85,3 +85,15 @@ def test_nothing_to_verify_is_one_line(tmp_path):
     _copy_published(tmp_path)
     with pytest.raises(UserError, match="matches 'nothing\\*'"):
         main(["verify", "--results", str(tmp_path), "--runs", "nothing*"])
+
+
+def test_verify_says_when_tensorflow_ran_other_kernels_than_the_record():
+    # An AVX2 record from before the backend pinned oneDNN on: TensorFlow had run Eigen's kernels (oneDNN off).
+    epyc = {"cpu": "AMD EPYC", "family_model_stepping": "25/1/1", "isa": ["avx2"], "cores": 2, "env": {}}
+    record = {**_record(), "backend": "tensorflow"}
+    record["meta"] = {**record["meta"], "versions": {}, "machine": epyc, "kernels": {"onednn_opts": "default"}}
+    now = {"step_losses": [2.3, 2.2000001, 2.1000003], "acc": None, "versions": {}, "kernels": {"onednn": True}}
+    outcome = verify.judge(record, now, False, (0.0, 1))
+    assert outcome.made_on == "AMD EPYC (25/1/1) AVX2 2 cores (oneDNN off)"
+    assert outcome.versions == "oneDNN off -> on"
+    assert verify.judge(record, {**now, "kernels": {"onednn": False}}, False, (0.0, 1)).versions == ""

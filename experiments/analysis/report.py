@@ -527,8 +527,8 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
 
 def machines_table(records: list[dict[str, Any]]) -> str:
     """How many runs of each backend each machine made (records name the processor since 2026-12-02; older
-    ones only their host name)."""
-    from common.machine import summary
+    ones only their host name), with what the records say of the kernels beyond the processor (kernel_note)."""
+    from common.machine import kernel_note, summary
 
     counts: dict[str, dict[str, int]] = {}
     dates: dict[str, list[str]] = {}
@@ -536,8 +536,10 @@ def machines_table(records: list[dict[str, Any]]) -> str:
         meta = record.get("meta", {})
         where = (summary(meta["machine"]) if meta.get("machine")
                  else f"not recorded (host {meta.get('host', '?')})")  # fmt: skip
-        counts.setdefault(where, {}).setdefault(label(record["backend"]), 0)
-        counts[where][label(record["backend"])] += 1
+        note = kernel_note(record["backend"], meta)
+        name = label(record["backend"]) + (f" ({note})" if note else "")
+        counts.setdefault(where, {}).setdefault(name, 0)
+        counts[where][name] += 1
         dates.setdefault(where, []).append(str(meta.get("started") or "")[:10])
     body = [[where, ", ".join(f"{name} {n}" for name, n in sorted(by.items())),
              f"{min([d for d in dates[where] if d], default='?')} to {max(dates[where]) or '?'}"]
@@ -607,7 +609,10 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
         out += ["## Where the runs were made", "",
                 "Float arithmetic depends on the kernels a framework picks for the processor, so runs made on "
                 "different machines drift apart by float rounding from the same weights and batches (`make verify` "
-                "measures how far; docs/verify.md). Records name the processor since 2026-12-02:", "",
+                "measures how far; docs/verify.md). Records name the processor since 2026-12-02. TensorFlow's "
+                "runs also say whether its oneDNN kernels ran: TensorFlow turns them on by default only on "
+                "processors with AVX-512 VNNI/BF16, AVX-VNNI or AMX, and the backend pins them on since 2026-12-06 "
+                "(docs/tensorflow.md):", "",
                 machines, ""]  # fmt: skip
     out += ["## The recipes", ""]
     for name in dict.fromkeys([row["recipe"] for row in rows] + [row["recipe"] for row in fidelity or []]):

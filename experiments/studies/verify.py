@@ -65,7 +65,7 @@ class Outcome:
     verdict: str
     tolerance: str
     made_on: str
-    versions: str  # "" when the framework versions are those of the record, else "torch 2.14.0 -> 2.14.1"
+    versions: str  # "" when the versions and kernels are the record's, else "torch 2.14.0 -> 2.14.1, oneDNN off -> on"
 
 
 def run_name(record: dict[str, Any]) -> str:
@@ -76,7 +76,8 @@ def made_on(record: dict[str, Any]) -> str:
     """The machine a record names, or what little an older record says."""
     recorded = record.get("meta", {}).get("machine")
     if recorded:
-        return machine.summary(recorded)
+        note = machine.kernel_note(record["backend"], record["meta"])
+        return machine.summary(recorded) + (f" ({note})" if note else "")
     return f"not recorded (host {record.get('meta', {}).get('host', '?')}; made before records named the processor)"
 
 
@@ -142,7 +143,7 @@ def replay(record: dict[str, Any], steps: int | None, full: bool) -> dict[str, A
         with tempfile.TemporaryDirectory(prefix="lenet-verify-") as tmp:
             again = train_run(key, RunStore(Path(tmp)), "cpu")
         return {"step_losses": again["step_losses"], "acc": again["epochs"][-1]["test_accuracy"],
-                "versions": again["meta"]["versions"]}
+                "versions": again["meta"]["versions"], "kernels": again["meta"]["kernels"]}
     recipe = key.spec()
     session = HarnessSession(key, recipe, "cpu")
     data = session.data
@@ -152,7 +153,7 @@ def replay(record: dict[str, Any], steps: int | None, full: bool) -> dict[str, A
         order = order[: steps * recipe.batch_size]
     outcome = train_epoch(session.backend, session.model, data.train_images, data.train_labels, order)
     return {"step_losses": outcome.step_losses, "acc": session.evaluate()[1] if whole else None,
-            "versions": session.versions()}
+            "versions": session.versions(), "kernels": session.kernels()}
 
 
 def child(paths: list[str], steps: int | None, full: bool) -> int:
@@ -180,8 +181,13 @@ def judge(record: dict[str, Any], again: dict[str, Any], full: bool, spread: tup
         same, close = first is None, worst <= STEP_TOLERANCE
     verdict = "identical" if same else "float drift" if close else "different result"
     then_versions = record["meta"].get("versions", {})
-    changed = ", ".join(f"{k} {then_versions.get(k)} -> {v}" for k, v in again.get("versions", {}).items()
-                        if then_versions.get(k) != v)  # fmt: skip
+    changes = [f"{k} {then_versions.get(k)} -> {v}" for k, v in again.get("versions", {}).items()
+               if then_versions.get(k) != v]  # fmt: skip
+    kernels = (machine.kernel_note(record["backend"], record["meta"]),
+               machine.kernel_note(record["backend"], {"kernels": again.get("kernels") or {}}))
+    if kernels[0] and kernels[1] and kernels[0] != kernels[1]:
+        changes.append(f"{kernels[0]} -> {kernels[1].removeprefix('oneDNN ')}")
+    changed = ", ".join(changes)
     return Outcome(run_name(record), int(record["meta"].get("threads") or 1), len(again["step_losses"]), first,
                    worst, epoch_acc, again["acc"], verdict, tolerance, made_on(record), changed)  # fmt: skip
 
@@ -233,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
             print(_format(outcome, width), flush=True)
     for outcome in outcomes:
         if outcome.versions:
-            print(f"note: {outcome.run} was made with other framework versions: {outcome.versions}")
+            print(f"note: {outcome.run} was made with other framework versions or kernels: {outcome.versions}")
     counts = Counter(o.verdict for o in outcomes)
     tolerances = dict.fromkeys(o.tolerance for o in outcomes)
     if len(tolerances) == 1:
