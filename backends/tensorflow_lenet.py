@@ -56,8 +56,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's start-up INFO
 # AVX512_BF16, AVX_VNNI or AMX (its DefaultOneDnnPolicy), so without the pin an AVX2 machine runs Eigen's kernels:
 # other float rounding than an AVX-512 machine, and 4x the time a step of seed-mxnet takes (1.76 s against 0.43 s
 # at one thread on the AMD EPYC Zen 3 here). TF_ENABLE_ONEDNN_OPTS=0 still turns them off; `kernels()` records
-# what ran.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# what ran. TensorFlow reads the variable once, when it loads; the pin is then taken out of the environment again,
+# so the process's environment (recorded with each run as the user's kernel pins) stays the caller's.
+_PIN_ONEDNN = "TF_ENABLE_ONEDNN_OPTS" not in os.environ
+ONEDNN_OPTS = os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 # TensorFlow's TFLite helpers try `from jax import xla_computation` at import and go on without it (ImportError).
 # With JAX installed beside it, that would load all of JAX into every TensorFlow run; unless this process has
@@ -71,6 +73,12 @@ try:
 finally:
     if _HIDE_JAX:
         del sys.modules["jax"]
+
+from tensorflow.python.util import _pywrap_util_port  # noqa: E402 - where TensorFlow answers IsMklEnabled (no public API)
+
+ONEDNN = bool(_pywrap_util_port.IsMklEnabled())  # read (once, for the process) while the pin is in place
+if _PIN_ONEDNN:
+    del os.environ["TF_ENABLE_ONEDNN_OPTS"]
 
 from common import spec  # noqa: E402
 from common.init import bias_bound  # noqa: E402
@@ -396,11 +404,9 @@ def versions() -> dict[str, str]:
 def kernels() -> dict[str, Any]:
     """TensorFlow's build (CUDA/cuDNN where built with them); whether its oneDNN kernels ran (`onednn`, as
     TensorFlow itself answers, and the TF_ENABLE_ONEDNN_OPTS it read); the layout its convolutions run in."""
-    from tensorflow.python.util import _pywrap_util_port  # where TensorFlow answers IsMklEnabled (no public API)
-
     info = tf.sysconfig.get_build_info()
-    return {"onednn": bool(_pywrap_util_port.IsMklEnabled()), "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-            "layout": "NHWC", "cuda_build": bool(info.get("is_cuda_build")),
+    return {"onednn": ONEDNN, "onednn_opts": ONEDNN_OPTS, "layout": "NHWC",
+            "cuda_build": bool(info.get("is_cuda_build")),
             **({"cudnn": str(info["cudnn_version"])} if info.get("cudnn_version") else {})}  # fmt: skip
 
 
