@@ -335,6 +335,20 @@ def test_with_both_checkpoints_damaged_the_run_starts_again_and_says_so(whole, t
     assert numbers(record) == numbers(whole) and record["meta"]["attempts"][-1]["from_epoch"] == 0
 
 
+def test_a_partial_record_without_its_checkpoints_is_trained_again_and_says_so(whole, tmp_path, capsys):
+    # What a fresh checkout holds when a partial record was kept and the ignored .checkpoints/ were not.
+    store = stopped_in_third_epoch(tmp_path)
+    store.checkpoint_path(run_key()).unlink()
+    store.previous_checkpoint_path(run_key()).unlink()
+    capsys.readouterr()
+    record = train_run(run_key(), store, "cpu")
+    (line,) = error_lines(capsys.readouterr().err, "warning:")
+    assert line == (f"warning: run record {store.record_path(run_key())} has 2 epoch(s) but no checkpoint to resume "
+                    "them from (checkpoints stay in the results directory's .checkpoints/ on the machine that made "
+                    "them): the run is trained again from its first epoch")  # fmt: skip
+    assert numbers(record) == numbers(whole) and [a["from_epoch"] for a in record["meta"]["attempts"]] == [0]
+
+
 @pytest.mark.parametrize("how", ["truncated", "flipped", "empty", "garbage", "lacks fields", "not an object"])
 def test_a_damaged_record_is_set_aside_and_the_run_goes_on_from_its_checkpoint(how, whole, tmp_path, capsys):
     store = stopped_in_third_epoch(tmp_path)

@@ -218,6 +218,7 @@ def train_run(key: RunKey, store: RunStore, device: str = "auto", progress: Call
             return record
     session = open_session(key, recipe, device)
     failpoint("run.warm-up")
+    had_checkpoint = any(p.exists() for p in (store.checkpoint_path(key), store.previous_checkpoint_path(key)))
     checkpoint = store.load_checkpoint(key)
     if damaged is not None:
         moved = set_aside(damaged.path)
@@ -229,6 +230,10 @@ def train_run(key: RunKey, store: RunStore, device: str = "auto", progress: Call
         check_same_run(key, record, recipe)
         session.set_state(state)
     else:
+        if record is not None and record["epochs"] and not had_checkpoint:  # e.g. carried to a fresh checkout
+            warn(f"run record {store.record_path(key)} has {len(record['epochs'])} epoch(s) but no checkpoint to "
+                 "resume them from (checkpoints stay in the results directory's .checkpoints/ on the machine that "
+                 "made them): the run is trained again from its first epoch")  # fmt: skip
         record = new_record(key, recipe, session)
     record["meta"].setdefault("attempts", []).append(
         {"host": socket.gethostname(), "machine": machine.summary(machine.describe()), **(where or {}),
