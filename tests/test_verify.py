@@ -95,5 +95,5 @@ def test_verify_says_when_tensorflow_ran_other_kernels_than_the_record():
     now = {"step_losses": [2.3, 2.2000001, 2.1000003], "acc": None, "versions": {}, "kernels": {"onednn": True}}
     outcome = verify.judge(record, now, False, (0.0, 1))
     assert outcome.made_on == "AMD EPYC (25/1/1) AVX2 2 cores (oneDNN off)"
-    assert outcome.versions == "oneDNN off -> on"
+    assert outcome.versions == "oneDNN off -> oneDNN on"
     assert verify.judge(record, {**now, "kernels": {"onednn": False}}, False, (0.0, 1)).versions == ""

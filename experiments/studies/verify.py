@@ -65,7 +65,7 @@ class Outcome:
     verdict: str
     tolerance: str
     made_on: str
-    versions: str  # "" when the versions and kernels are the record's, else "torch 2.14.0 -> 2.14.1, oneDNN off -> on"
+    versions: str  # "" when versions and kernels are the record's, else e.g. "torch 2.14.0 -> 2.14.1"
 
 
 def run_name(record: dict[str, Any]) -> str:
@@ -186,7 +186,7 @@ def judge(record: dict[str, Any], again: dict[str, Any], full: bool, spread: tup
     kernels = (machine.kernel_note(record["backend"], record["meta"]),
                machine.kernel_note(record["backend"], {"kernels": again.get("kernels") or {}}))
     if kernels[0] and kernels[1] and kernels[0] != kernels[1]:
-        changes.append(f"{kernels[0]} -> {kernels[1].removeprefix('oneDNN ')}")
+        changes.append(f"{kernels[0]} -> {kernels[1]}")
     changed = ", ".join(changes)
     return Outcome(run_name(record), int(record["meta"].get("threads") or 1), len(again["step_losses"]), first,
                    worst, epoch_acc, again["acc"], verdict, tolerance, made_on(record), changed)  # fmt: skip
