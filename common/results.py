@@ -155,18 +155,22 @@ class RunStore:
         """(state, record) saved after the last finished epoch, or None (start from scratch).
 
         A damaged checkpoint is set aside (<name>.damaged) and the previous epoch's is used, or, if that one is
-        damaged or absent too, None; `report` gets one line saying which. Call it only while holding the run's
-        trainer lock: it moves files."""
+        damaged or absent too, None; `report` gets one line saying which. The previous epoch's is used as well
+        when it is the only one left (a run that resumed from it was stopped before its next checkpoint). Call it
+        only while holding the run's trainer lock: it moves files."""
         path = self.checkpoint_path(key)
-        if not path.exists():
-            return None
-        try:
-            return read_checkpoint(path)
-        except DamagedFile as error:
-            damaged = error
-        moved = set_aside(path)
-        what = f"checkpoint {path} is damaged ({damaged.problem}): set aside as {moved.name}; "
         previous = self.previous_checkpoint_path(key)
+        if path.exists():
+            try:
+                return read_checkpoint(path)
+            except DamagedFile as error:
+                damaged = error
+            moved = set_aside(path)
+            what = f"checkpoint {path} is damaged ({damaged.problem}): set aside as {moved.name}; "
+        elif previous.exists():
+            what = f"checkpoint {path} is missing; "
+        else:
+            return None
         if previous.exists():
             try:
                 state, record = read_checkpoint(previous)

@@ -323,6 +323,23 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_resumes_from_the_previous
     assert path.with_name(path.name + ".damaged").exists(), "kept for a look"
 
 
+def test_stopped_again_after_resuming_from_the_previous_checkpoint_it_resumes_from_it_once_more(whole, tmp_path,
+                                                                                                capsys):  # fmt: skip
+    # The damaged checkpoint was set aside and the run went on from the previous epoch's; it was stopped again before
+    # its next epoch's checkpoint was written, so only the previous epoch's is left.
+    store = stopped_in_third_epoch(tmp_path)
+    path = store.checkpoint_path(run_key())
+    damage(path, "truncated")
+    with pytest.raises(_Stop):
+        train_run(run_key(), store, "cpu", stop_in_epoch(1))
+    assert not path.exists() and store.previous_checkpoint_path(run_key()).exists()
+    capsys.readouterr()
+    record = train_run(run_key(), store, "cpu")
+    (line,) = error_lines(capsys.readouterr().err, "warning:")
+    assert line == f"warning: checkpoint {path} is missing; resuming from the previous epoch's checkpoint (epoch 1)"
+    assert numbers(record) == numbers(whole) and record["meta"]["attempts"][-1]["from_epoch"] == 1
+
+
 def test_with_both_checkpoints_damaged_the_run_starts_again_and_says_so(whole, tmp_path, capsys):
     store = stopped_in_third_epoch(tmp_path)
     damage(store.checkpoint_path(run_key()), "truncated")
