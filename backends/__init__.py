@@ -11,10 +11,14 @@ A backend is a module that satisfies `backends.contract.Backend`. Two kinds of e
       [project.entry-points."lenet_repro.backends"]
       mycopy = "my_package.my_lenet"
 
-  A plug-in module may set `LABEL` (display name), `PACKAGES` (the framework packages it imports) and `ROLE`;
-  the registry reads them without importing the module, so the report stays framework-free.
+  A plug-in module may set `LABEL` (display name), `PACKAGES` (the framework packages it imports), `ROLE` and
+  `ENVIRONMENT` (the Python environment it runs in: a project environment's name, or any name whose interpreter
+  $LENET_REPRO_PYTHON_<NAME> gives); the registry reads them without importing the module, so the report stays
+  framework-free.
 
-Loading a backend imports only its own framework (PyTorch never loads MXNet, and vice versa).
+Loading a backend imports only its own framework (PyTorch never loads MXNet, and vice versa). A backend whose
+environment is not this interpreter's (MXNet, from the main environment) is loaded as a `RemoteBackend`: the same
+functions, run by a child of its own interpreter (backends/remote.py). Runs start in their backend's interpreter.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, cast
 
+from common import environments
+from common.environments import MAIN
 from common.errors import UserError, unknown_name
 
 if TYPE_CHECKING:
@@ -52,13 +58,14 @@ class BackendInfo:
     #                                 backend may import them
     style: dict[str, object] = field(default_factory=dict)  # matplotlib line style of its curves
     plugin: bool = False  # registered by another package through the entry point group
+    environment: str = MAIN  # the Python environment it runs in (common/environments.py)
 
 
 BUILTIN: tuple[BackendInfo, ...] = (
     BackendInfo("torch", "backends.torch_lenet", "PyTorch", "framework", ("torch", "torchvision"),
                 {"color": "#d9480f", "linestyle": "-"}),
     BackendInfo("mxnet", "backends.mxnet_lenet", "MXNet", "framework", ("mxnet", "d2lzh"),
-                {"color": "#1864ab", "linestyle": "--"}),
+                {"color": "#1864ab", "linestyle": "--"}, environment="mxnet"),
     BackendInfo("jax", "backends.jax_lenet", "JAX", "framework", ("jax", "jaxlib", "flax", "optax"),
                 {"color": "#f08c00", "linestyle": "-."}),
     BackendInfo("tensorflow", "backends.tensorflow_lenet", "TensorFlow", "framework", ("tensorflow", "keras"),
@@ -80,7 +87,7 @@ def _module_constants(module: str) -> dict[str, object]:
     found: dict[str, object] = {}
     for node in ast.parse(open(spec.origin, encoding="utf-8").read()).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id in ("LABEL", "PACKAGES", "ROLE"):
+            if node.targets[0].id in ("LABEL", "PACKAGES", "ROLE", "ENVIRONMENT"):
                 try:
                     found[node.targets[0].id] = ast.literal_eval(node.value)
                 except ValueError:
@@ -94,7 +101,8 @@ def _plugin(name: str, module: str, index: int) -> BackendInfo:
     role = constants.get("ROLE", "framework")
     return BackendInfo(name, module, str(constants.get("LABEL", name)),
                        cast(Role, role if role in ("framework", "reference") else "framework"),
-                       tuple(cast(tuple, constants.get("PACKAGES", ()))), style, plugin=True)  # fmt: skip
+                       tuple(cast(tuple, constants.get("PACKAGES", ()))), style, plugin=True,
+                       environment=str(constants.get("ENVIRONMENT", MAIN)))  # fmt: skip
 
 
 @functools.cache
@@ -141,9 +149,25 @@ def order(present) -> list[str]:
     return known + sorted(present - set(known))
 
 
+def runs_here(name: str) -> bool:
+    """Whether this interpreter is the backend's environment (or one set up by hand, which holds what it holds)."""
+    return environments.current_name() in (info(name).environment, "unmanaged")
+
+
+def python_for(name: str) -> str:
+    """The interpreter a backend runs in (its environment's, installed on first use)."""
+    return environments.python_for(info(name).environment)
+
+
+@functools.cache
 def load_backend(name: str) -> Backend:
-    """The backend module for a registered name."""
+    """The backend module for a registered name; from another environment, a RemoteBackend that drives it in its
+    own interpreter (one child per backend and process)."""
     entry = info(name)
+    if not runs_here(name):
+        from backends.remote import RemoteBackend
+
+        return cast("Backend", RemoteBackend(name, python_for(name)))
     try:
         module = importlib.import_module(entry.module)
     except ModuleNotFoundError as error:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,13 +53,8 @@ import flax  # noqa: E402 - must follow the environment settings above
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jaxlib  # noqa: E402
+import optax  # noqa: E402
 from flax import linen as nn  # noqa: E402
-
-with warnings.catch_warnings():
-    # chex 0.1.7 (the last release for numpy < 1.25, imported by optax) reads jax.core.Shape and
-    # jax.random.KeyArray, which jax 0.4.23 still has but calls deprecated. Not ours to fix.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import optax  # noqa: E402
 
 jax.jit(lambda a: a @ a)(np.eye(2, dtype=np.float32)).block_until_ready()  # the CPU backend has read XLA_FLAGS
 if _USER_FLAGS is None:
@@ -254,12 +248,13 @@ def build_model(recipe: spec.Recipe, device: str = "auto", seed: int = 0) -> Mod
 
 
 def native_init(model: Model, seed: int) -> None:
-    """Flax's own initialisers for the recipe's scheme from jax.random.PRNGKey(seed), which linen splits per
-    layer (the 'native' mode). The momentum buffers are left as they are, as PyTorch's reset_parameters does."""
+    """Flax's own initialisers for the recipe's scheme from the typed key jax.random.key(seed), which linen splits
+    per layer (the 'native' mode; the same bits as the legacy jax.random.PRNGKey(seed)). The momentum buffers are
+    left as they are, as PyTorch's reset_parameters does."""
     recipe = model.recipe
     shape = jax.ShapeDtypeStruct((1, recipe.in_channels, recipe.input_size, recipe.input_size), jnp.float32)
     with jax.default_device(model.device):
-        variables = model.functions.init(jax.random.PRNGKey(seed), shape)
+        variables = model.functions.init(jax.random.key(seed), shape)
     model.params = jax.device_put(variables["params"], model.device)
 
 
@@ -386,6 +381,6 @@ def kernels() -> dict[str, Any]:
 
 
 def native_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """JAX's own shuffle: jax.random.permutation of range(n) with the key fold_in(PRNGKey(seed), epoch)."""
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), epoch)
+    """JAX's own shuffle: jax.random.permutation of range(n) with the key fold_in(key(seed), epoch)."""
+    key = jax.random.fold_in(jax.random.key(seed), epoch)
     return np.asarray(jax.random.permutation(key, n), dtype=np.int64)

@@ -24,6 +24,7 @@ line and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -156,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--dataset", required=True, type=_choice("dataset", lambda: data.DATASETS))
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--locked", action="store_true", help=argparse.SUPPRESS)  # the driver holds the run's lock
+    # a Ray task holds the trainer's lock and hands it down as an open file; --where: the task's node, as JSON
+    one.add_argument("--trainer-locked", action="store_true", help=argparse.SUPPRESS)
+    one.add_argument("--where", type=json.loads, help=argparse.SUPPRESS)
 
     compare = commands.add_parser("compare", help="build report.md, report.csv and plots from existing runs")
     compare.add_argument("--results", default="results")
@@ -328,12 +332,13 @@ def run_one(args: argparse.Namespace) -> int:
             locks.append(store.try_lock(key))
             if locks[-1] is None:
                 raise UserError(busy)
-        locks.append(store.try_trainer_lock(key))
-        if locks[-1] is None:
-            if args.locked:
-                return BUSY_EXIT
-            raise UserError(busy)
-        record = train_run(key, store, args.device, Progress(key, key.spec().epochs))
+        if not args.trainer_locked:
+            locks.append(store.try_trainer_lock(key))
+            if locks[-1] is None:
+                if args.locked:
+                    return BUSY_EXIT
+                raise UserError(busy)
+        record = train_run(key, store, args.device, Progress(key, key.spec().epochs), args.where)
     except KeyboardInterrupt:
         if not args.locked:
             raise

@@ -15,6 +15,7 @@ A driver sees a run whose trainer's lock is held as another driver's: it waits f
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -33,7 +34,7 @@ from typing import Any, Protocol
 from common.atomic import publish
 from common.errors import UserError
 from common.results import BUSY_EXIT, DamagedFile, RunKey, RunLock, RunStore, read_checkpoint, write_atomic
-from experiments.running.runs import check_same_run, format_seconds
+from experiments.running.runs import check_same_run, format_seconds, python_for_run
 
 GRID = ".grid"  # under the results directory: one marker file per Ray driver, to detect shared storage
 CONNECT_SECONDS = 25  # an unreachable cluster is reported within this many seconds
@@ -230,8 +231,9 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
 
 
 def run_one_command(key: RunKey, results: Path, settings: RunSettings) -> list[str]:
-    """`python -m experiments run-one ...` for one key, its lock already held by this driver."""
-    command = [sys.executable, "-m", "experiments", "run-one", "--backend", key.backend, "--recipe", key.recipe,
+    """`python -m experiments run-one ...` for one key, its lock already held by this driver, in the interpreter of
+    the run's environment."""
+    command = [python_for_run(key), "-m", "experiments", "run-one", "--backend", key.backend, "--recipe", key.recipe,
                "--dataset", key.dataset, "--seed", str(key.seed), "--results", str(results),
                "--device", settings.device, "--mode", key.mode, "--locked"]  # fmt: skip
     command += ["--epochs", str(key.epochs)] if key.epochs else []
@@ -350,11 +352,13 @@ def train_task(key: RunKey, results: str, marker: str, settings: RunSettings, ch
     another process holds the run's trainer lock (a worker of a driver that died still trains it).
 
     Each epoch is checkpointed in the driver's results directory where the worker shares it, so a retry on any
-    node resumes from there; otherwise on the worker's own disk (a retry on the same node resumes).
+    node resumes from there; otherwise on the worker's own disk (a retry on the same node resumes). A run whose
+    framework lives in another environment (MXNet) is trained by a `run-one` child of that environment's
+    interpreter, handed the trainer's lock as an open file.
     """
     import ray
 
-    from experiments.running.runs import Progress, train_run, use_threads
+    from experiments.running.runs import Progress, runs_here, train_run, use_threads
 
     use_threads(settings.threads)
     if data_dir and Path(data_dir).is_dir():
@@ -369,9 +373,26 @@ def train_task(key: RunKey, results: str, marker: str, settings: RunSettings, ch
         context = ray.get_runtime_context()
         where = {"engine": "ray", "node_ip": ray.util.get_node_ip_address(), "node_id": context.get_node_id(),
                  "shared_storage": shared}  # fmt: skip
-        return train_run(key, store, settings.device, Progress(key, key.spec().epochs), where)
+        if runs_here(key):
+            return train_run(key, store, settings.device, Progress(key, key.spec().epochs), where)
+        return train_in_child(key, store, settings, lock, where)
     finally:
         lock.release()
+
+
+def train_in_child(key: RunKey, store: RunStore, settings: RunSettings, lock: RunLock,
+                   where: dict[str, Any]) -> dict[str, Any]:
+    """Train `key` in a `run-one` child of its environment's interpreter, this process holding the run's trainer
+    lock (handed down as an open file, so the child takes no lock); its record once the child is done."""
+    command = [*run_one_command(key, store.root, settings), "--trainer-locked", "--where", json.dumps(where)]
+    child = subprocess.run(command, pass_fds=[lock.fileno()])
+    if child.returncode == 2:
+        raise UserError(f"{key.label()} stopped with an error (its line is above)")
+    if child.returncode != 0:
+        raise RuntimeError(f"{key.label()}: the run's process ({command[0]}) exited with code {child.returncode}")
+    record = store.load_record(key)
+    assert record is not None
+    return record
 
 
 def host_port(address: str) -> tuple[str, int] | None:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from common import data, machine, spec
+from common import data, environments, machine, spec
 from common.atomic import FAILPOINT_ENV, failpoint, stale_temps
 from common.errors import UserError
 from common.init import SOURCES, initial_weights
@@ -82,6 +82,7 @@ def new_record(key: RunKey, recipe: spec.Recipe, session: Session) -> dict[str, 
             "device": session.device_name(),
             "threads": session.threads,
             "python": platform.python_version(),
+            "environment": environments.current(),
             "host": socket.gethostname(),
             "machine": machine.describe(),
             "kernels": session.kernels(),
@@ -183,6 +184,29 @@ def open_session(key: RunKey, recipe: spec.Recipe, device: str) -> Session:
 
         return open_reference_run(key, device)
     return HarnessSession(key, recipe, device)
+
+
+def framework_of(key: RunKey) -> str:
+    """The registered backend whose framework trains the run (for the seed's scripts: the one each script uses)."""
+    if key.backend == SCRIPT_BACKEND:
+        from experiments.running.seed_scripts import FRAMEWORK
+
+        return FRAMEWORK[key.recipe]
+    return key.backend
+
+
+def python_for_run(key: RunKey) -> str:
+    """The interpreter that trains the run: its framework's environment's (common/environments.py)."""
+    import backends
+
+    return backends.python_for(framework_of(key))
+
+
+def runs_here(key: RunKey) -> bool:
+    """Whether this interpreter can train the run itself."""
+    import backends
+
+    return backends.runs_here(framework_of(key))
 
 
 def use_threads(threads: int | None) -> None:

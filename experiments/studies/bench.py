@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends import label, names
+from backends import label, names, python_for
 from common import spec
 from common.batches import epoch_order, steps_per_epoch
 
@@ -97,7 +97,7 @@ def seed_side(pair: Pair, steps: int) -> dict:
 
 def measure(side: str, pair: Pair, steps: int) -> dict:
     """One measurement in a fresh process."""
-    command = [sys.executable, "-m", "experiments", "bench", "--child", side, "--recipe", pair.recipe,
+    command = [python_for(pair.backend), "-m", "experiments", "bench", "--child", side, "--recipe", pair.recipe,
                "--steps", str(steps)]  # fmt: skip
     if not pair.seed_module:  # a backend timed on its own (--backends)
         command += ["--dataset", pair.dataset, "--backend", pair.backend]

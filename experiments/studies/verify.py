@@ -42,6 +42,7 @@ import numpy as np
 from common import machine
 from common.errors import UserError
 from common.results import RunKey, RunStore
+from experiments.running.runs import python_for_run
 
 QUICK_STEPS = 20
 STEP_TOLERANCE = 1e-5
@@ -227,12 +228,14 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(run_name(r)) for _, r in sample)
     print(f"\n{'run':<{width}} thr  steps  first diff  max rel diff  test acc then -> now  verdict")
     outcomes = []
-    by_threads: dict[int, list[tuple[Path, dict[str, Any]]]] = {}
+    by_threads: dict[tuple[int, str], list[tuple[Path, dict[str, Any]]]] = {}
     for path, record in sample:
-        by_threads.setdefault(int(record["meta"].get("threads") or 1), []).append((path, record))
-    for threads, group in sorted(by_threads.items()):
+        python = python_for_run(RunKey(record["backend"], record["dataset"], record["recipe"], record["seed"],
+                                       record["mode"]))  # fmt: skip
+        by_threads.setdefault((int(record["meta"].get("threads") or 1), python), []).append((path, record))
+    for (threads, python), group in sorted(by_threads.items()):
         wanted_paths = {str(p): r for p, r in group}
-        for again in _children(threads, list(wanted_paths), steps, args.full):
+        for again in _children(python, threads, list(wanted_paths), steps, args.full):
             record = wanted_paths[again["path"]]
             outcome = judge(record, again, args.full, seed_spread(records, record))
             outcomes.append(outcome)
@@ -254,10 +257,11 @@ def run(args: argparse.Namespace) -> int:
     return 1 if counts.get("different result") else 0
 
 
-def _children(threads: int, paths: list[str], steps: int | None, full: bool):
-    """Replay `paths` in a child process with `threads` threads; yields each run's result as it lands."""
+def _children(python: str, threads: int, paths: list[str], steps: int | None, full: bool):
+    """Replay `paths` in a child process of `python` (the runs' environment) with `threads` threads; yields each
+    run's result as it lands."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-m", "experiments", "verify", "--child", "--steps", str(steps or 0),
+    command = [python, "-m", "experiments", "verify", "--child", "--steps", str(steps or 0),
                *(["--full"] if full else []), *paths]  # fmt: skip
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
         assert process.stdout is not None

@@ -1,0 +1,200 @@
+"""A backend used from another environment: the same functions, run by a child of the backend's own interpreter.
+
+MXNet runs in an environment of its own (common/environments.py), so a process of the main environment cannot
+import it. Where such a process needs the backend in-process (the oracle, the notebook, the parity tests, the
+studies), `backends.load_backend` hands it a `RemoteBackend`: an object with every function of the contract
+(backends/contract.py), each call sent to a child process that imports the real backend module in its own
+interpreter (`python -m backends.remote NAME`) and answers. Models stay in the child; the caller holds a
+`RemoteModel` with the model's `recipe` (the one attribute the harness reads) and the child's handle to it.
+
+The two sides may run different numpy majors (2.x here, 1.23 in MXNet's environment), whose pickles of arrays
+differ (numpy 2 names `numpy._core`, which numpy 1.23 lacks): arrays, numpy scalars and dtypes cross the pipe as
+raw bytes, dtype and shape (the .npy convention), and everything else as plain pickles of builtins and the
+project's own dataclasses, which both sides import from the same source tree.
+
+Errors raised in the child come back as the same type where both sides know it (UserError, and the builtin
+exceptions such as ValueError), with the child's message; anything else as a RemoteError naming its type.
+"""
+
+from __future__ import annotations
+
+import atexit
+import builtins
+import io
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from common.errors import UserError
+
+_LENGTH = struct.Struct("<Q")
+
+
+class RemoteError(RuntimeError):
+    """An exception of the child's whose type this side does not share."""
+
+
+def _array(data: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape).copy()
+
+
+def _scalar(data: bytes, dtype: str) -> np.generic:
+    return np.frombuffer(data, dtype=np.dtype(dtype))[0]
+
+
+def _dtype(text: str) -> np.dtype:
+    return np.dtype(text)
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles numpy objects by value (bytes, dtype, shape), readable by any numpy version."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, np.ndarray):
+            contiguous = np.ascontiguousarray(obj)
+            return _array, (contiguous.tobytes(), contiguous.dtype.str, contiguous.shape)
+        if isinstance(obj, np.generic):
+            return _scalar, (obj.tobytes(), obj.dtype.str)
+        if isinstance(obj, np.dtype):
+            return _dtype, (obj.str,)
+        return NotImplemented
+
+
+def send(stream: BinaryIO, message: Any) -> None:
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(message)
+    payload = buffer.getvalue()
+    stream.write(_LENGTH.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def receive(stream: BinaryIO) -> Any:
+    header = stream.read(_LENGTH.size)
+    if len(header) < _LENGTH.size:
+        raise EOFError
+    (size,) = _LENGTH.unpack(header)
+    payload = stream.read(size)
+    if len(payload) < size:
+        raise EOFError
+    return pickle.loads(payload)
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """A model that lives in the child: its handle there, and the recipe it was built for."""
+
+    handle: int
+    recipe: Any
+
+
+def _error(error: BaseException) -> tuple[str, str]:
+    return type(error).__name__, str(error)
+
+
+def _raise(kind: str, message: str, backend: str) -> None:
+    if kind in ("UserError", "WriteError", "DamagedFile"):
+        raise UserError(message)
+    error_type = getattr(builtins, kind, None)
+    if isinstance(error_type, type) and issubclass(error_type, Exception):
+        raise error_type(message)
+    raise RemoteError(f"{kind} in backend {backend!r}: {message}")
+
+
+class RemoteBackend:
+    """Backend `name` run by a child of `python` (the interpreter of the backend's environment)."""
+
+    def __init__(self, name: str, python: str) -> None:
+        self.name, self.python = name, python
+        self._lock = threading.Lock()
+        self._process = subprocess.Popen([python, "-m", "backends.remote", name], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, env={**os.environ})  # fmt: skip
+        atexit.register(self.close)
+        self._members: list[str] = self._call("__members__")
+
+    def _call(self, function: str, *args: Any, **kwargs: Any) -> Any:
+        process = self._process
+        assert process.stdin is not None and process.stdout is not None
+        with self._lock:
+            try:
+                send(process.stdin, (function, args, kwargs))
+                status, value = receive(process.stdout)
+            except (EOFError, BrokenPipeError):
+                code = process.wait()
+                raise RemoteError(f"the {self.name} backend's process ({self.python}) ended with exit code "
+                                  f"{code}") from None  # fmt: skip
+        if status == "error":
+            _raise(*value, backend=self.name)
+        return value
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute not in self.__dict__.get("_members", ()):
+            raise AttributeError(f"backend {self.__dict__.get('name')!r} has no function {attribute!r}")
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._call(attribute, *args, **kwargs)
+
+        call.__name__ = attribute
+        return call
+
+    def __dir__(self) -> list[str]:
+        return list(self._members)
+
+    def close(self) -> None:
+        process = self.__dict__.get("_process")
+        if process is None or process.poll() is not None:
+            return
+        assert process.stdin is not None
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def serve(name: str) -> int:
+    """The child: load the real backend and answer calls on the pipe until it closes."""
+    from backends import load_backend
+    from backends.contract import MEMBERS
+
+    channel_out = os.fdopen(os.dup(1), "wb")  # the protocol's pipe; what the backend prints goes to stderr
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    channel_in = sys.stdin.buffer
+    module = load_backend(name)
+    models: dict[int, Any] = {}
+
+    def local(value: Any) -> Any:
+        return models[value.handle] if isinstance(value, RemoteModel) else value
+
+    while True:
+        try:
+            function, args, kwargs = receive(channel_in)
+        except EOFError:
+            return 0
+        try:
+            if function == "__members__":
+                result: Any = [member for member in MEMBERS if callable(getattr(module, member, None))]
+            else:
+                result = getattr(module, function)(*(local(a) for a in args),
+                                                   **{k: local(v) for k, v in kwargs.items()})  # fmt: skip
+                if function == "build_model":
+                    models[len(models)] = result
+                    result = RemoteModel(len(models) - 1, result.recipe)
+            send(channel_out, ("ok", result))
+        except Exception as error:  # noqa: BLE001 - every error goes back to the caller, who raises it
+            send(channel_out, ("error", _error(error)))
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[1]))
