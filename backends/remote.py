@@ -4,7 +4,7 @@ MXNet runs in an environment of its own (common/environments.py), so a process o
 import it. Where such a process needs the backend in-process (the oracle, the notebook, the parity tests, the
 studies), `backends.load_backend` hands it a `RemoteBackend`: an object with every function of the contract
 (backends/contract.py), each call sent to a child process that imports the real backend module in its own
-interpreter (`python -m backends.remote NAME`) and answers. Models stay in the child; the caller holds a
+interpreter and answers. Models stay in the child; the caller holds a
 `RemoteModel` with the model's `recipe` (the one attribute the harness reads) and the child's handle to it.
 
 The two sides may run different numpy majors (2.x here, 1.23 in MXNet's environment), whose pickles of arrays
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import inspect
 import io
 import os
 import pickle
@@ -86,6 +87,16 @@ def receive(stream: BinaryIO) -> Any:
     return pickle.loads(payload)
 
 
+class _Empty:
+    """A parameter without a default, as it crosses the pipe."""
+
+
+def _parameters(function: Any) -> list[tuple[str, int, Any]]:
+    """(name, kind, default) of each parameter of a function, as RemoteBackend rebuilds its signature."""
+    return [(p.name, int(p.kind), _Empty() if p.default is inspect.Parameter.empty else p.default)
+            for p in inspect.signature(function).parameters.values()]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class RemoteModel:
     """A model that lives in the child: its handle there, and the recipe it was built for."""
@@ -107,16 +118,20 @@ def _raise(kind: str, message: str, backend: str) -> None:
     raise RemoteError(f"{kind} in backend {backend!r}: {message}")
 
 
+# The child's program: serve() of this module as imported (not as __main__, so that what it pickles names the
+# classes by their module here).
+_CHILD = "import sys; from backends.remote import serve; sys.exit(serve(sys.argv[1]))"
+
+
 class RemoteBackend:
     """Backend `name` run by a child of `python` (the interpreter of the backend's environment)."""
 
     def __init__(self, name: str, python: str) -> None:
         self.name, self.python = name, python
         self._lock = threading.Lock()
-        self._process = subprocess.Popen([python, "-m", "backends.remote", name], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, env={**os.environ})  # fmt: skip
+        self._process = subprocess.Popen([python, "-c", _CHILD, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         atexit.register(self.close)
-        self._members: list[str] = self._call("__members__")
+        self._members: dict[str, list[tuple[str, int, Any]]] = self._call("__members__")
 
     def _call(self, function: str, *args: Any, **kwargs: Any) -> Any:
         process = self._process
@@ -141,6 +156,10 @@ class RemoteBackend:
             return self._call(attribute, *args, **kwargs)
 
         call.__name__ = attribute
+        call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # the module's own, as inspect reads it
+            [inspect.Parameter(name, inspect._ParameterKind(kind),
+                               default=inspect.Parameter.empty if isinstance(default, _Empty) else default)
+             for name, kind, default in self._members[attribute]])  # fmt: skip
         return call
 
     def __dir__(self) -> list[str]:
@@ -183,8 +202,9 @@ def serve(name: str) -> int:
         except EOFError:
             return 0
         try:
-            if function == "__members__":
-                result: Any = [member for member in MEMBERS if callable(getattr(module, member, None))]
+            if function == "__members__":  # each function of the contract the module has, with its parameters
+                result: Any = {member: _parameters(getattr(module, member)) for member in MEMBERS
+                               if callable(getattr(module, member, None))}  # fmt: skip
             else:
                 result = getattr(module, function)(*(local(a) for a in args),
                                                    **{k: local(v) for k, v in kwargs.items()})  # fmt: skip
@@ -195,6 +215,3 @@ def serve(name: str) -> int:
         except Exception as error:  # noqa: BLE001 - every error goes back to the caller, who raises it
             send(channel_out, ("error", _error(error)))
 
-
-if __name__ == "__main__":
-    sys.exit(serve(sys.argv[1]))

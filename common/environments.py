@@ -149,11 +149,41 @@ def _install(env: Environment, base_python: str | None) -> None:
     (env.folder / MARKER).unlink(missing_ok=True)
     pip = [str(env.python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     _run([*pip, "--require-hashes", "--no-deps", "-r", str(env.lock)], f"installing {env.lock.name}")
+    extra = sorted(_installed(env) - _allowed(env))
+    if extra:  # installed before, no longer locked: the environment holds what its lock says, and no more
+        _run([str(env.python), "-m", "pip", "uninstall", "--disable-pip-version-check", "-q", "-y", *extra],
+             f"removing {', '.join(extra)}")
     _run([*pip, "--no-deps", "-e", str(REPO)], "installing the project")
     marker = {"name": name, "lock_sha256": env.lock_digest()}
     temp = env.folder / f".{MARKER}.tmp"
     temp.write_text(json.dumps(marker) + "\n")
     os.replace(temp, env.folder / MARKER)
+
+
+def locked_names(lock_file: Path) -> set[str]:
+    """The packages a lock file pins, by normalised name."""
+    return {_normalise(line.split("==")[0]) for line in lock_file.read_text().splitlines()
+            if line and line[0].isalnum() and "==" in line}  # fmt: skip
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def _installed(env: Environment) -> set[str]:
+    out = subprocess.run([str(env.python), "-m", "pip", "list", "--disable-pip-version-check", "--format=json"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return {_normalise(entry["name"]) for entry in json.loads(out)}
+
+
+def _allowed(env: Environment) -> set[str]:
+    """What may stay installed: the lock's packages, those of the locks that extend it (`main-lab`), pip's own
+    tools and the project."""
+    allowed = {"pip", "setuptools", "wheel", "lenet-repro"} | locked_names(env.lock)
+    for name in EXTRA_LOCKS:
+        if name.startswith(f"{env.name}-"):
+            allowed |= locked_names(LOCKS / f"{name}.txt")
+    return allowed
 
 
 def _base_python() -> str:
@@ -196,7 +226,7 @@ def lock(names: list[str] | None = None) -> None:
 
 
 def count_packages(lock_file: Path) -> int:
-    return sum(1 for line in lock_file.read_text().splitlines() if line and line[0].isalnum() and "==" in line)
+    return len(locked_names(lock_file))
 
 
 def main(argv: list[str]) -> int:

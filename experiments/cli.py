@@ -319,11 +319,14 @@ def run_one(args: argparse.Namespace) -> int:
     elsewhere exits with BUSY_EXIT and no message (the driver says it), and Ctrl-C or SIGTERM end it quietly
     (the driver says that too). Standing alone, it takes the driver's lock itself."""
     from common.results import BUSY_EXIT
-    from experiments.running.runs import Progress, train_run, use_threads
+    from experiments.running.runs import Progress, python_for_run, runs_here, train_run, use_threads
 
+    key = RunKey(args.backend, args.dataset, args.recipe, args.seed, _mode(args), args.limit, args.epochs)
+    if not runs_here(key):  # the same command in the interpreter of the run's environment (open files stay open)
+        python = python_for_run(key)
+        os.execv(python, [python, "-m", "experiments", *args.argv])
     unwind_on_sigterm()
     use_threads(args.threads)  # before the framework is imported
-    key = RunKey(args.backend, args.dataset, args.recipe, args.seed, _mode(args), args.limit, args.epochs)
     store = RunStore(args.results)
     busy = f"{key.label()} is being trained by another process; run it again when that one ends"
     locks = []
@@ -441,6 +444,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # as given: a command may hand itself on
     if unknown:  # named after the subcommand they were given to, not the top-level parser
         raise UserError(f"unrecognized arguments: {' '.join(unknown)} (see `{PROG} {args.command} --help`)")
     return COMMANDS[args.command](args) or 0

@@ -1,4 +1,10 @@
-"""Shared fixtures: small subsets of the real datasets, preprocessed per recipe."""
+"""Shared fixtures: small subsets of the real datasets, preprocessed per recipe; and the environment a test runs in.
+
+A test marked `@pytest.mark.environment("mxnet")` imports a framework that only another environment has
+(common/environments.py): it is left out where the suite runs in the main environment, and
+tests/test_environments.py runs it in its own (`python -m pytest` of that environment's interpreter, which collects
+only the files that hold such tests).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import functools
 import numpy as np
 import pytest
 
-from common import data
+from common import data, environments
 from common.preprocess import prepare_images
 from common.spec import Recipe
 
@@ -42,3 +48,30 @@ def mxnet_backend():
     from backends import load_backend
 
     return load_backend("mxnet")
+
+
+def _wanted(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("environment")
+    return marker.args[0] if marker else environments.MAIN
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Outside the main environment, only the test files that hold a test of this environment are collected (the
+    others import what this environment lacks)."""
+    here = environments.current_name()
+    if here in (environments.MAIN, "unmanaged") or collection_path.suffix != ".py":
+        return None
+    if not collection_path.name.startswith("test_"):
+        return None
+    return f'pytest.mark.environment("{here}")' not in collection_path.read_text()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep the tests of this interpreter's environment (every test, in an environment set up by hand)."""
+    here = environments.current_name()
+    if here == "unmanaged":
+        return
+    kept = [item for item in items if _wanted(item) == here]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if _wanted(item) != here])
+        items[:] = kept

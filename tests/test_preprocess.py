@@ -15,6 +15,7 @@ def images():
     return np.concatenate([_raw("fashion-mnist").train_images[:300], _raw("mnist").test_images[:300]])
 
 
+@pytest.mark.environment("mxnet")
 def test_resize_is_bit_identical_to_gluon_resize(images):
     import mxnet as mx
     from mxnet.gluon.data.vision import transforms
@@ -47,6 +48,7 @@ def test_to_tensor_and_normalize_match_torchvision_exactly(images):
     np.testing.assert_array_equal(ours, expected)
 
 
+@pytest.mark.environment("mxnet")
 def test_to_tensor_matches_gluon_to_tensor(images):
     import mxnet as mx
     from mxnet.gluon.data.vision import transforms

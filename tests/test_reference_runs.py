@@ -109,14 +109,13 @@ def test_mxnet_script_on_mnist_killed_resumes_to_identical_numbers(tmp_path):
     assert _without_timing(resumed["epochs"]) == _without_timing(whole["epochs"])
 
 
-def test_seed_recipes_train_with_the_settings_the_seed_scripts_set_up():
-    """The recipes' optimiser, batch size, loss and preprocessing against the objects the seed's scripts build
-    (their networks are compared layer for layer in test_spec.py)."""
+def test_seed_torch_trains_with_the_settings_the_pytorch_script_sets_up():
+    """The recipe's optimiser, batch size, loss and preprocessing against the objects the seed's PyTorch script
+    builds (its network is compared layer for layer in test_spec.py)."""
     require_real("mnist")
-    require_real("fashion-mnist")
     from common import data, spec
     from common.preprocess import prepare_images
-    from experiments.running.seed_scripts import seed_mxnet, seed_torch
+    from experiments.running.seed_scripts import seed_torch
 
     recipe = spec.get_recipe("seed-torch")
     run = seed_torch.ReferenceRun("mnist", 0, limit=8, device="cpu")
@@ -128,6 +127,15 @@ def test_seed_recipes_train_with_the_settings_the_seed_scripts_set_up():
     images = data.load_split("mnist", "train")[0][:8]
     script_inputs = np.stack([run.trainloader.dataset[i][0].numpy() for i in range(8)])  # ToTensor, Normalize
     np.testing.assert_array_equal(script_inputs, prepare_images(images, recipe.preprocess))
+
+
+@pytest.mark.environment("mxnet")
+def test_seed_mxnet_trains_with_the_settings_the_mxnet_script_sets_up():
+    """Likewise the Gluon script's trainer, loader and preprocessing (Resize(96), ToTensor)."""
+    require_real("fashion-mnist")
+    from common import data, spec
+    from common.preprocess import prepare_images
+    from experiments.running.seed_scripts import seed_mxnet
 
     recipe = spec.get_recipe("seed-mxnet")
     run = seed_mxnet.ReferenceRun("fashion-mnist", 0, limit=256, device="cpu")

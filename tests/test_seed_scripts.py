@@ -171,6 +171,7 @@ def test_torch_cli():
 # MXNet Gluon, Fashion-MNIST
 
 
+@pytest.mark.environment("mxnet")
 def test_mxnet_dataset_is_the_verified_fashion_mnist(tmp_path, no_network):
     require_real("fashion-mnist")
     from mxnet.gluon.data import vision
@@ -191,6 +192,7 @@ def test_mxnet_dataset_is_the_verified_fashion_mnist(tmp_path, no_network):
         assert dataset._label.dtype == np.int32 and np.array_equal(dataset._label, labels)
 
 
+@pytest.mark.environment("mxnet")
 @pytest.mark.slow
 def test_mxnet_seed_loaders_read_the_local_files(no_network):
     require_real("fashion-mnist")
@@ -211,6 +213,7 @@ def test_mxnet_seed_loaders_read_the_local_files(no_network):
     assert multiprocessing.active_children() == []
 
 
+@pytest.mark.environment("mxnet")
 @pytest.mark.slow
 def test_mxnet_run_counts_steps_and_stops_workers():
     # In a fresh process: the seed script must run with MXNet's default engine, and this test process may
@@ -224,6 +227,7 @@ def test_mxnet_run_counts_steps_and_stops_workers():
     assert result["final_loss"] > 0 and 0 <= result["train_acc"] <= 1 and result["test_acc"] is None
 
 
+@pytest.mark.environment("mxnet")
 def test_mxnet_step_limit_and_epoch_plan():
     from experiments.running.seed_scripts import seed_mxnet
 
@@ -236,6 +240,7 @@ def test_mxnet_step_limit_and_epoch_plan():
     assert seed_mxnet._plan_epochs(1, 100, 3) == 1
 
 
+@pytest.mark.environment("mxnet")
 def test_mxnet_evaluation_switch_and_log_parsing():
     import d2lzh.utils as d2l_utils
 

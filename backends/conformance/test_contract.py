@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from backends import REFERENCE, info, names, oracle
+from backends import REFERENCE, info, names, oracle, python_for
 from backends.conformance import (
     FAST_RECIPE,
     INIT_SEEDS,
@@ -346,8 +346,10 @@ def test_imports(name):
     if not forbidden:
         pytest.skip("no other registered backend declares framework packages")
     with contract_item("imports", name):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        result = subprocess.run([sys.executable, "-c", _IMPORTS, json.dumps(forbidden), module_of(name)],
+        python = python_for(name)  # the backend's own environment's interpreter, which has its own search path
+        env = {**os.environ, **({"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+                                if python == sys.executable else {})}  # fmt: skip
+        result = subprocess.run([python, "-c", _IMPORTS, json.dumps(forbidden), module_of(name)],
                                 capture_output=True, text=True, timeout=180, env=env)  # fmt: skip
         assert result.returncode == 0, f"importing it in a fresh interpreter failed:\n{result.stderr[-2000:]}"
         found = json.loads(result.stdout.strip().splitlines()[-1])
