@@ -4,8 +4,9 @@ MXNet runs in an environment of its own (common/environments.py), so a process o
 import it. Where such a process needs the backend in-process (the oracle, the notebook, the parity tests, the
 studies), `backends.load_backend` hands it a `RemoteBackend`: an object with every function of the contract
 (backends/contract.py), each call sent to a child process that imports the real backend module in its own
-interpreter and answers. Models stay in the child; the caller holds a
-`RemoteModel` with the model's `recipe` (the one attribute the harness reads) and the child's handle to it.
+interpreter and answers. Models, and anything else of the framework's own (a device), stay in the child;
+the caller holds a `RemoteObject`: the child's handle to it, its text, and for a model its `recipe` (the one
+attribute the harness reads).
 
 The two sides may run different numpy majors (2.x here, 1.23 in MXNet's environment), whose pickles of arrays
 differ (numpy 2 names `numpy._core`, which numpy 1.23 lacks): arrays, numpy scalars and dtypes cross the pipe as
@@ -98,11 +99,28 @@ def _parameters(function: Any) -> list[tuple[str, int, Any]]:
 
 
 @dataclass(frozen=True)
-class RemoteModel:
-    """A model that lives in the child: its handle there, and the recipe it was built for."""
+class RemoteObject:
+    """An object that lives in the child (a model, a framework's device): its handle there, what str() says of
+    it, and for a model the recipe it was built for (the one attribute the harness reads)."""
 
     handle: int
-    recipe: Any
+    text: str
+    recipe: Any = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# What crosses the pipe by value: builtins, numpy, and common/'s types (the spec's); anything else, the backend
+# module's own types included, stays in the child.
+_PORTABLE = ("builtins", "numpy", "common")
+
+
+def _portable(value: Any) -> bool:
+    if isinstance(value, (dict, list, tuple)):
+        items = list(value.items()) if isinstance(value, dict) else list(value)
+        return all(_portable(item) for item in items)
+    return type(value).__module__.split(".")[0] in _PORTABLE or type(value).__module__ == __name__
 
 
 def _error(error: BaseException) -> tuple[str, str]:
@@ -162,6 +180,10 @@ class RemoteBackend:
              for name, kind, default in self._members[attribute]])  # fmt: skip
         return call
 
+    def environment(self) -> dict[str, str | None]:
+        """The environment the backend runs in (the child's), as a run records it."""
+        return self._call("__environment__")
+
     def __dir__(self) -> list[str]:
         return list(self._members)
 
@@ -191,10 +213,16 @@ def serve(name: str) -> int:
     sys.stdout = sys.stderr
     channel_in = sys.stdin.buffer
     module = load_backend(name)
-    models: dict[int, Any] = {}
+    objects: dict[int, Any] = {}
 
     def local(value: Any) -> Any:
-        return models[value.handle] if isinstance(value, RemoteModel) else value
+        return objects[value.handle] if isinstance(value, RemoteObject) else value
+
+    def handed(value: Any) -> Any:
+        if _portable(value):
+            return value
+        objects[len(objects)] = value
+        return RemoteObject(len(objects) - 1, str(value), getattr(value, "recipe", None))
 
     while True:
         try:
@@ -205,12 +233,11 @@ def serve(name: str) -> int:
             if function == "__members__":  # each function of the contract the module has, with its parameters
                 result: Any = {member: _parameters(getattr(module, member)) for member in MEMBERS
                                if callable(getattr(module, member, None))}  # fmt: skip
+            elif function == "__environment__":
+                result = environments.current()
             else:
-                result = getattr(module, function)(*(local(a) for a in args),
-                                                   **{k: local(v) for k, v in kwargs.items()})  # fmt: skip
-                if function == "build_model":
-                    models[len(models)] = result
-                    result = RemoteModel(len(models) - 1, result.recipe)
+                result = handed(getattr(module, function)(*(local(a) for a in args),
+                                                          **{k: local(v) for k, v in kwargs.items()}))  # fmt: skip
             send(channel_out, ("ok", result))
         except Exception as error:  # noqa: BLE001 - every error goes back to the caller, who raises it
             send(channel_out, ("error", _error(error)))

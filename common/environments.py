@@ -34,6 +34,7 @@ from pathlib import Path
 
 if not __package__:  # run as a script by the Makefile: the project is not installed yet
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common.atomic import write_atomic  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,9 +156,7 @@ def _install(env: Environment, base_python: str | None) -> None:
              f"removing {', '.join(extra)}")
     _run([*pip, "--no-deps", "-e", str(REPO)], "installing the project")
     marker = {"name": name, "lock_sha256": env.lock_digest()}
-    temp = env.folder / f".{MARKER}.tmp"
-    temp.write_text(json.dumps(marker) + "\n")
-    os.replace(temp, env.folder / MARKER)
+    write_atomic(env.folder / MARKER, (json.dumps(marker) + "\n").encode())
 
 
 def locked_names(lock_file: Path) -> set[str]:

@@ -122,6 +122,7 @@ def test_torch_train_and_eval_modes(torch_backend):
     assert not model.net.training
 
 
+@pytest.mark.environment("mxnet")
 def test_mxnet_dense_does_not_flatten_implicitly(mxnet_backend):
     model = _model(mxnet_backend, "seed-mxnet-28")
     dense = [block for block in model.net if type(block).__name__ == "Dense"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import os
 import signal
@@ -15,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import spec
+from backends import python_for
+from common import environments, spec
 from common.errors import UserError
 from common.results import RunKey, RunStore, write_atomic
 from experiments import cli
@@ -145,7 +145,10 @@ def test_record_holds_the_promised_fields(tmp_path):
     epoch = record["epochs"][0]
     assert {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"} <= set(epoch)
     meta = record["meta"]
-    assert meta["versions"]["mxnet"] == importlib.metadata.version("mxnet") and meta["device"] == "cpu(0)"
+    version = subprocess.run([python_for("mxnet"), "-c", "import importlib.metadata as m; print(m.version('mxnet'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert meta["versions"]["mxnet"] == version and meta["device"] == "cpu(0)"
+    assert meta["environment"] == {"name": "mxnet", "lock_sha256": environments.ENVIRONMENTS["mxnet"].lock_digest()}
     assert meta["spec"] == spec.recipe_to_dict(key.spec()) and meta["started"] and meta["finished"]
     assert len(record["step_losses"]) == 2 and np.isfinite(record["step_losses"]).all()
     assert meta["machine"]["cpu"] and isinstance(meta["machine"]["isa"], list) and meta["machine"]["cores"] >= 1

@@ -82,7 +82,7 @@ def new_record(key: RunKey, recipe: spec.Recipe, session: Session) -> dict[str, 
             "device": session.device_name(),
             "threads": session.threads,
             "python": platform.python_version(),
-            "environment": environments.current(),
+            "environment": session.environment(),
             "host": socket.gethostname(),
             "machine": machine.describe(),
             "kernels": session.kernels(),
@@ -127,6 +127,7 @@ class Session(Protocol):
     def versions(self) -> dict[str, str]: ...
     def kernels(self) -> dict[str, Any]: ...
     def device_name(self) -> str: ...
+    def environment(self) -> dict[str, str | None]: ...  # the Python environment the framework runs in
     def train_epoch(self, epoch: int, on_step: Callable[[int, int], None] | None) -> EpochOutcome: ...
     def evaluate(self) -> tuple[float, float]: ...  # (mean test loss, test accuracy)
     def get_state(self) -> dict[str, np.ndarray]: ...
@@ -161,6 +162,12 @@ class HarnessSession:
 
     def device_name(self) -> str:
         return self.backend.device_name(self.model)
+
+    def environment(self) -> dict[str, str | None]:
+        """This interpreter's environment, or the child's where the backend runs in another (backends.remote)."""
+        from backends.remote import RemoteBackend
+
+        return self.backend.environment() if isinstance(self.backend, RemoteBackend) else environments.current()
 
     def train_epoch(self, epoch: int, on_step: Callable[[int, int], None] | None) -> EpochOutcome:
         key, data = self.key, self.data

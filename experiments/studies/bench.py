@@ -21,7 +21,6 @@ import os
 import resource
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass

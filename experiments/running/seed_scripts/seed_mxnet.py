@@ -307,6 +307,11 @@ class ReferenceRun:
     def device_name(self) -> str:
         return str(self.ctx)
 
+    def environment(self) -> dict[str, str | None]:
+        from common import environments
+
+        return environments.current()  # the script runs in its framework's environment (run-one hands it there)
+
     def train_epoch(self, epoch: int, on_step=None) -> EpochOutcome:
         """One epoch of train_ch5; a forward hook on the net records each training step (inside autograd.record)."""
         outcome = EpochOutcome()

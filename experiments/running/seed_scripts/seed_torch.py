@@ -266,6 +266,11 @@ class ReferenceRun:
     def device_name(self) -> str:
         return "cpu"
 
+    def environment(self) -> dict[str, str | None]:
+        from common import environments
+
+        return environments.current()  # the script runs in its framework's environment (run-one hands it there)
+
     def train_epoch(self, epoch: int, on_step=None) -> EpochOutcome:
         """One epoch of the seed's loop; a hook on the criterion records each step's loss and correct count."""
         outcome = EpochOutcome()
