@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from common import environments
 from common.errors import UserError
 
 _LENGTH = struct.Struct("<Q")
