@@ -519,7 +519,7 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
         plots[key] = path
     fidelity = fidelity_rows(groups)
     text = report_markdown(rows, plots, runs_summary(records), fidelity, read_oracle(store.root),
-                           machines_table(records))  # fmt: skip
+                           machines_table(records), versions_table(records))  # fmt: skip
     write_atomic(store.root / "report.md", text.encode())
     write_atomic(store.root / "report.csv", csv_text(rows).encode())
     return f"wrote {store.root / 'report.md'}, report.csv and {len(plots)} plots from {len(records)} runs"
@@ -548,6 +548,21 @@ def machines_table(records: list[dict[str, Any]]) -> str:
                       "runs", "started"], body)  # fmt: skip
 
 
+def versions_table(records: list[dict[str, Any]]) -> str:
+    """How many runs each set of framework versions made, and in which environment (records name their environment
+    and its lock's digest since the environments were split; earlier runs shared one environment)."""
+    counts: Counter = Counter()
+    for record in records:
+        meta = record.get("meta", {})
+        versions = ", ".join(f"{package} {version}" for package, version in meta.get("versions", {}).items())
+        environment = meta.get("environment")
+        where = (f"{environment['name']} (lock {str(environment.get('lock_sha256') or '—')[:12]})" if environment
+                 else "one environment for every framework (not locked)")  # fmt: skip
+        counts[label(record["backend"]), versions or "not recorded", where] += 1
+    body = [[name, versions, where, str(n)] for (name, versions, where), n in sorted(counts.items())]
+    return _markdown(["backend", "versions", "environment", "runs"], body)
+
+
 def runs_summary(records: list[dict[str, Any]]) -> str:
     """How many runs, how they ended, the hours their epochs took, and how many of each backend in each mode."""
     statuses = Counter(record.get("status", "?") for record in records)
@@ -564,7 +579,7 @@ def runs_summary(records: list[dict[str, Any]]) -> str:
 
 def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
                     fidelity: list[dict[str, Any]] | None = None, oracle: list[OracleFigures] | None = None,
-                    machines: str | None = None) -> str:
+                    machines: str | None = None, versions: str | None = None) -> str:
     """The whole report as Markdown."""
     out = ["# lenet-repro report", "",
            f"Built by `make compare` from {runs}. Each cell: mean ± sample std over seeds (n).",
@@ -614,6 +629,11 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
                 "processors with AVX-512 VNNI/BF16, AVX-VNNI or AMX, and the backend pins them on since 2026-12-06 "
                 "(docs/tensorflow.md):", "",
                 machines, ""]  # fmt: skip
+    if versions:
+        out += ["## Which versions made the runs", "",
+                "Each run keeps the framework versions it was made with; a table above mixes versions where a "
+                "backend's runs span an upgrade (docs/environments.md measures what the upgrade changed):", "",
+                versions, ""]  # fmt: skip
     out += ["## The recipes", ""]
     for name in dict.fromkeys([row["recipe"] for row in rows] + [row["recipe"] for row in fidelity or []]):
         recipe = spec.get_recipe(name)
