@@ -134,6 +134,11 @@ class Recipe:
     in_channels: int = 1
     image_size: int = 28
     num_classes: int = 10
+    # Descriptive fields (DESCRIPTIVE: a run made under another value is still the same run): the dataset the recipe
+    # comes from (its oracle and parity batches are drawn from it; every recipe runs on both), and the registered
+    # backend whose framework the seed script this recipe reproduces as written runs on (None: no such script).
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    script_backend: str | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -147,6 +152,9 @@ class Recipe:
     def network(self) -> tuple[Layer, ...]:
         """The layers a backend builds: the spec's layers plus the softmax head when output='softmax'."""
         return self.layers + ((Softmax(),) if self.output == "softmax" else ())
+
+
+DESCRIPTIVE = ("origin", "dataset", "script_backend")  # fields that describe a recipe without changing its training
 
 
 def validate(recipe: Recipe) -> None:
@@ -351,6 +359,8 @@ SEED_TORCH = Recipe(
     optimizer=Optimizer(lr=0.001, momentum=0.9),
     batch_size=64,
     epochs=10,
+    dataset="mnist",
+    script_backend="torch",
 )
 
 SEED_MXNET = Recipe(
@@ -363,6 +373,8 @@ SEED_MXNET = Recipe(
     optimizer=Optimizer(lr=0.9),
     batch_size=256,
     epochs=10,
+    dataset="fashion-mnist",
+    script_backend="mxnet",
 )
 
 RECIPES: dict[str, Recipe] = {
@@ -374,6 +386,7 @@ RECIPES: dict[str, Recipe] = {
             name="seed-torch-fixed",
             origin="seed-torch without the softmax inside forward (CrossEntropyLoss gets logits)",
             output="logits",
+            script_backend=None,
         ),
         SEED_MXNET,
         dataclasses.replace(
@@ -381,6 +394,7 @@ RECIPES: dict[str, Recipe] = {
             name="seed-mxnet-28",
             origin="seed-mxnet at 28x28, as the d2l-zh book behind d2lzh ran it (the book ran 5 epochs)",
             preprocess=Preprocess(resize=None),
+            script_backend=None,
         ),
         Recipe(
             name="d2l",
@@ -392,6 +406,7 @@ RECIPES: dict[str, Recipe] = {
             optimizer=Optimizer(lr=0.9),
             batch_size=256,
             epochs=10,
+            dataset="fashion-mnist",
         ),
     )
 }

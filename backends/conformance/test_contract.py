@@ -36,9 +36,9 @@ from backends.conformance import (
     setup,
     synthetic,
 )
-from backends.contract import MEMBERS, Backend
 from backends.layers import framework_layer_rows
 from common import spec
+from common.contract import MEMBERS, Backend
 from common.errors import UserError
 from common.init import bias_bound, weight_bound
 
@@ -412,7 +412,7 @@ def test_typed(name, tmp_path):
     (tmp_path / "mypy.ini").write_text(
         "[mypy]\nfollow_imports = silent\nignore_missing_imports = True\n"
         f"cache_dir = {tmp_path / 'cache'}\n[mypy-{','.join(f'{p}.*' for p in frameworks)}]\nfollow_imports = skip\n")
-    (tmp_path / "check.py").write_text(f"import {module} as candidate\nfrom backends.contract import Backend\n\n"
+    (tmp_path / "check.py").write_text(f"import {module} as candidate\nfrom common.contract import Backend\n\n"
                                        "backend: Backend = candidate\n")  # fmt: skip
     roots = dict.fromkeys([_source_root("backends"), _source_root(module)])
     result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(tmp_path / "mypy.ini"),
