@@ -23,7 +23,8 @@ from common.errors import UserError, unknown_name
 
 ACTIVATIONS = ("relu", "sigmoid")
 POOL_MODES = ("max", "avg")
-INIT_SCHEMES = ("torch-default", "gluon-xavier", "d2l-xavier")
+# "stock": each framework's own defaults, whatever the recipe's original scheme (stock mode; common/init.py)
+INIT_SCHEMES = ("torch-default", "gluon-xavier", "d2l-xavier", "stock")
 # How the gradient that SGD sees is normalised:
 #   "mean": mean of the per-example losses over the examples actually in the batch (PyTorch's
 #           CrossEntropyLoss default, and d2l-en's `trainer.step(X.shape[0])`);

@@ -12,6 +12,7 @@ import numpy as np
 from common.batches import batch_slices, epoch_order, steps_per_epoch
 from common.contract import Backend
 from common.preprocess import Images
+from common.results import OWN_DRAWS
 from common.spec import Recipe
 
 EVAL_BATCH = 1000  # evaluation has no gradient: a larger batch is faster and changes no result beyond rounding
@@ -32,8 +33,8 @@ class EpochOutcome:
 
 
 def training_order(backend: Backend, recipe: Recipe, mode: str, seed: int, epoch: int, n: int) -> np.ndarray:
-    """Example order for an epoch: shared across backends, or the framework's own shuffle in native mode."""
-    if mode == "native" and recipe.shuffle:
+    """Example order for an epoch: shared across backends, or the framework's own shuffle (native, stock)."""
+    if mode in OWN_DRAWS and recipe.shuffle:
         return backend.native_order(seed, epoch, n)
     return epoch_order(seed, epoch, n, recipe.shuffle)
 

@@ -676,6 +676,10 @@ def _variant_note(variant: str) -> str:
         "native": "Each framework uses its own initialisers and its own shuffling, as two independent scripts would "
         "(same distributions, each framework's own random numbers): the backends' curves differ as independent "
         "runs do. The seed's own scripts, where they ran, are native runs too.",
+        "stock": "Each framework as a student's port would have it: its own default initialisers (PyTorch's "
+        "kaiming-uniform(a=√5) with uniform biases, Keras's Glorot-uniform, Flax's LeCun-normal, Gluon's "
+        "Uniform(0.07), the last three with zero biases), its own random numbers and its own shuffling; everything "
+        "else is the recipe's. The backends' curves differ as independent runs do, and by what the defaults change.",
     }[mode]
     return text + (f" Data subset: the first {limit} training and test examples." if limit else "")
 
