@@ -85,8 +85,13 @@ typecheck: data
 lint: venv
 	$(PY) -m ruff check .
 
-# Train every recipe on both datasets with both frameworks, then build the report (the main job).
-reproduce: reproduce-torch reproduce-mxnet compare
+# Train every recipe on both datasets with every framework the registry lists (BACKENDS=a,b for some), one after
+# another, then build the report (the main job). Each framework's environment is installed on first use.
+BACKENDS ?=
+reproduce: data
+	for backend in $(subst $(comma), ,$(or $(BACKENDS),$(shell $(CLI) backends --frameworks))); do \
+		$(CLI) run --backend $$backend $(RUN_ARGS) || exit; done
+	$(CLI) compare --results $(RESULTS)
 
 # Train every recipe on both datasets with any registered backend, plug-ins included (reproduce-torch,
 # reproduce-mxnet, reproduce-numpy: the float64 reference; `lenet-repro backends` lists them; resumable).

@@ -36,7 +36,7 @@ from common.environments import MAIN
 from common.errors import UserError, unknown_name
 
 if TYPE_CHECKING:
-    from backends.contract import Backend
+    from common.contract import Backend
 
 ENTRY_POINT_GROUP = "lenet_repro.backends"
 Role = Literal["framework", "reference"]
@@ -59,19 +59,29 @@ class BackendInfo:
     style: dict[str, object] = field(default_factory=dict)  # matplotlib line style of its curves
     plugin: bool = False  # registered by another package through the entry point group
     environment: str = MAIN  # the Python environment it runs in (common/environments.py)
+    generator: str = ""  # the random generator its native initial weights come from (common.init.SOURCES names
+    #                      the shared draws' the same way: a shared draw that replays it gives the very numbers)
+    baseline: bool = False  # the comparison point of the report's tables and of the studies (one backend)
+    stock_init: str | None = None  # its default initialisers, as common.init names them (stock mode); None: it has
+    #                                 none of its own (the reference)
+    kernel_note: str | None = None  # "module:function" (framework-free) saying, from a record's meta, what its
+    #                                  kernels were beyond the processor (e.g. "oneDNN on"); None: nothing to say
 
 
 BUILTIN: tuple[BackendInfo, ...] = (
     BackendInfo("torch", "backends.torch_lenet", "PyTorch", "framework", ("torch", "torchvision"),
-                {"color": "#d9480f", "linestyle": "-"}),
+                {"color": "#d9480f", "linestyle": "-"}, generator="torch-cpu-mt19937", baseline=True,
+                stock_init="torch-default"),
     BackendInfo("mxnet", "backends.mxnet_lenet", "MXNet", "framework", ("mxnet", "d2lzh"),
-                {"color": "#1864ab", "linestyle": "--"}, environment="mxnet"),
+                {"color": "#1864ab", "linestyle": "--"}, environment="mxnet", generator="mxnet-cpu",
+                stock_init="gluon-default"),
     BackendInfo("jax", "backends.jax_lenet", "JAX", "framework", ("jax", "jaxlib", "flax", "optax"),
-                {"color": "#f08c00", "linestyle": "-."}),
+                {"color": "#f08c00", "linestyle": "-."}, generator="jax-threefry2x32", stock_init="flax-default"),
     BackendInfo("tensorflow", "backends.tensorflow_lenet", "TensorFlow", "framework", ("tensorflow", "keras"),
-                {"color": "#2b8a3e", "linestyle": (0, (5, 1))}),
+                {"color": "#2b8a3e", "linestyle": (0, (5, 1))}, generator="keras-seed-generator",
+                stock_init="keras-default", kernel_note="backends.kernel_notes:onednn"),
     BackendInfo("numpy", "backends.numpy_lenet", "NumPy", "reference", (),
-                {"color": "#5f3dc4", "linestyle": ":"}),
+                {"color": "#5f3dc4", "linestyle": ":"}, generator="numpy-pcg64"),
 )  # fmt: skip
 REFERENCE = "numpy"  # the float64 reference every framework is measured against (the oracle)
 
@@ -116,6 +126,31 @@ def registry() -> dict[str, BackendInfo]:
                             f"backend already registered ({backends[point.name].module}); rename it")  # fmt: skip
         backends[point.name] = _plugin(point.name, point.value, len(backends) - len(BUILTIN))
     return backends
+
+
+def baseline() -> str:
+    """The comparison point: the backend the report's "same result" column and the studies measure against."""
+    return next(name for name, entry in registry().items() if entry.baseline)
+
+
+def kernel_note(name: str, meta: dict) -> str | None:
+    """What a run's record says of its kernels beyond its processor (the registry's `kernel_note`), or None."""
+    entry = registry().get(name)
+    if entry is None or entry.kernel_note is None:
+        return None
+    module, _, function = entry.kernel_note.partition(":")
+    return getattr(importlib.import_module(module), function)(meta)
+
+
+def init_scheme(name: str, recipe) -> str:
+    """The initialiser scheme a backend draws a recipe's native weights with: the recipe's, or in stock mode
+    (scheme "stock") the backend's own defaults (`stock_init`); a UserError for a backend that has none."""
+    if recipe.init != "stock":
+        return recipe.init
+    stock = info(name).stock_init
+    if stock is None:
+        raise UserError(f"backend {name!r} has no default initialisers of its own: stock mode is for the frameworks")
+    return stock
 
 
 def names() -> list[str]:

@@ -60,6 +60,7 @@ jax.jit(lambda a: a @ a)(np.eye(2, dtype=np.float32)).block_until_ready()  # the
 if _USER_FLAGS is None:
     os.environ.pop("XLA_FLAGS", None)
 
+from backends import init_scheme  # noqa: E402
 from common import spec  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.init import bias_bound  # noqa: E402
@@ -76,6 +77,8 @@ def _kernel_init(scheme: str):
     if scheme == "torch-default":
         # kaiming_uniform_(a=sqrt(5)): U(-sqrt(1/fan_in), +sqrt(1/fan_in)) = variance 1/(3 fan_in)
         return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+    if scheme == "flax-default":
+        return nn.initializers.lecun_normal()  # nn.Conv's and nn.Dense's own default (stock mode)
     return nn.initializers.xavier_uniform()  # U(-sqrt(6/(fan_in+fan_out)), ...): Gluon's Xavier() and d2l's
 
 
@@ -100,7 +103,7 @@ class LeNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, every_layer: bool = False):
         """The network's output, or (every_layer) the output of each spec layer, NHWC before Flatten."""
-        scheme = self.recipe.init
+        scheme = init_scheme(NAME, self.recipe)
         shapes = spec.parameter_shapes(self.recipe)
         rows = spec.layer_rows(self.recipe)
         x = jnp.transpose(x, (0, 2, 3, 1))  # NCHW (the spec's, the harness's) -> NHWC (Flax's)

@@ -34,6 +34,7 @@ for _name, _value in _SAVED.items():
     if _value is None:
         os.environ.pop(_name)
 
+from backends import init_scheme  # noqa: E402
 from common import spec  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
@@ -135,15 +136,17 @@ def build_model(recipe: spec.Recipe, device: str = "auto", seed: int = 0, hybrid
 def native_init(model: Model, seed: int) -> None:
     """MXNet's own initialisers for the recipe's scheme, from MXNet's RNG (the 'native' mode)."""
     mx.random.seed(seed)
-    scheme = model.recipe.init
+    scheme = init_scheme(NAME, model.recipe)
     for name, param in model.params.items():
         if name.endswith(".weight"):
             if scheme == "torch-default":
                 # PyTorch's kaiming_uniform_(a=sqrt(5)) is U(+-sqrt(1/fan_in)) = Xavier(in, magnitude 1)
                 initializer = init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1)
+            elif scheme == "gluon-default":
+                initializer = init.Uniform()  # what net.initialize() draws: U(-0.07, 0.07), whatever the layer
             else:
                 initializer = init.Xavier()  # uniform, factor 'avg', magnitude 3 (the seed's init.Xavier())
-        elif scheme == "gluon-xavier":
+        elif scheme in ("gluon-xavier", "gluon-default"):
             initializer = init.Zero()  # Gluon's default bias initialiser
         else:
             fan_in = math.prod(model.params[name.replace(".bias", ".weight")].shape[1:])

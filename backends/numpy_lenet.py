@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from backends import init_scheme
 from common import spec
 from common.batches import epoch_order
 from common.errors import UserError
@@ -277,7 +278,9 @@ def build_model(recipe: spec.Recipe, device: str = "auto", seed: int = 0, dtype:
 
 
 def native_init(model: Model, seed: int) -> None:
-    """NumPy's 'own' initial weights are the spec's draw: the same numbers shared mode gives every backend."""
+    """NumPy's 'own' initial weights are the spec's draw: the same numbers shared mode gives every backend (the
+    reference has no defaults of its own: stock mode is refused in one line)."""
+    init_scheme(NAME, model.recipe)
     set_weights(model, initial_weights(model.recipe, seed))
 
 

@@ -24,7 +24,6 @@ from common.preprocess import prepare_images
 # yardstick for the frameworks' figures.
 FLOAT32 = f"{REFERENCE}-float32"
 STEPS = 50
-DATASET_FOR = {name: ("mnist" if "torch" in name else "fashion-mnist") for name in spec.RECIPES}
 BATCH_EXAMPLES = 64  # the one-batch comparison (the recipe's batch size for the SGD steps, capped below)
 STEP_BATCH_CAP = 32  # 96x96 in float64 NumPy costs ~2 s a step at batch 256; 32 keeps 50 steps to seconds
 
@@ -93,7 +92,8 @@ class Setup:
 
 def prepare(recipe_name: str, seed: int = 1) -> Setup:
     """The oracle's inputs for a recipe: the spec's initial weights for `seed` and the first real examples."""
-    recipe, dataset = spec.get_recipe(recipe_name), DATASET_FOR[recipe_name]
+    recipe = spec.get_recipe(recipe_name)
+    dataset = recipe.dataset
     step_batch = min(recipe.batch_size, STEP_BATCH_CAP)
     x, y = load_batch(recipe, dataset, max(BATCH_EXAMPLES, step_batch * 4))
     order = epoch_order(seed, 0, len(y))

@@ -207,7 +207,7 @@ class RemoteBackend:
 def serve(name: str) -> int:
     """The child: load the real backend and answer calls on the pipe until it closes."""
     from backends import load_backend
-    from backends.contract import MEMBERS
+    from common.contract import MEMBERS
 
     channel_out = os.fdopen(os.dup(1), "wb")  # the protocol's pipe; what the backend prints goes to stderr
     os.dup2(2, 1)

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from backends import init_scheme
 from common.errors import UserError
 
 if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
@@ -102,7 +103,8 @@ def _kernel_initializer(scheme: str, seed: Any) -> keras.initializers.Initialize
     if scheme == "torch-default":
         # kaiming_uniform_(a=sqrt(5)): U(-sqrt(1/fan_in), +sqrt(1/fan_in)) = variance 1/(3 fan_in)
         return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed)
-    return keras.initializers.GlorotUniform(seed=seed)  # Gluon's Xavier() and d2l's: U(+-sqrt(6/(fan_in+fan_out)))
+    # Gluon's Xavier() and d2l's, and Keras's own default (keras-default, stock mode): U(+-sqrt(6/(fan_in+fan_out)))
+    return keras.initializers.GlorotUniform(seed=seed)
 
 
 def _bias_initializer(scheme: str, weight_shape: tuple[int, ...], seed: Any) -> keras.initializers.Initializer:
@@ -273,7 +275,7 @@ def native_init(model: Model, seed: int) -> None:
     """Keras's own initialisers for the recipe's scheme, drawn in layer order from one
     keras.random.SeedGenerator(seed) (the 'native' mode). The momentum buffers are left as they are."""
     generator = keras.random.SeedGenerator(seed)
-    scheme = model.recipe.init
+    scheme = init_scheme(NAME, model.recipe)
     shapes = spec.parameter_shapes(model.recipe)
     with tf.device(model.device):
         for name, variable in model.params.items():

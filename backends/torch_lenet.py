@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from backends import init_scheme
 from common import spec
 from common.errors import UserError
 
@@ -104,13 +105,14 @@ def build_model(recipe: spec.Recipe, device: str = "auto", seed: int = 0) -> Mod
 
 def native_init(model: Model, seed: int) -> None:
     """PyTorch's own initialisers for the recipe's scheme, from torch's RNG (the 'native' mode)."""
+    scheme = init_scheme(NAME, model.recipe)  # stock mode: torch-default, PyTorch's own defaults
     torch.manual_seed(seed)
     for module in model.net:
         if isinstance(module, nn.Conv2d | nn.Linear):
             module.reset_parameters()  # Kaiming-uniform(a=sqrt(5)) weights, uniform biases
-            if model.recipe.init in ("gluon-xavier", "d2l-xavier"):
+            if scheme in ("gluon-xavier", "d2l-xavier"):
                 nn.init.xavier_uniform_(module.weight)
-            if model.recipe.init == "gluon-xavier":
+            if scheme == "gluon-xavier":
                 nn.init.zeros_(module.bias)  # Gluon biases start at zero
 
 

@@ -11,11 +11,22 @@ Each scheme reproduces the distribution that a framework's own initialiser draws
 - "d2l-xavier": d2l-en's PyTorch `nn.init.xavier_uniform_` weights, U(-sqrt(6 / (fan_in + fan_out)), ...)
   (the same bound as gluon-xavier), with PyTorch's default uniform biases left in place.
 fan_in = in_channels * k * k and fan_out = out_channels * k * k for a convolution, as both frameworks compute.
+
+Stock mode ("stock" in a recipe) gives each framework its own defaults, as a student's port would have them; the
+registry names each framework's (`BackendInfo.stock_init`), and they are laws of their own here, so the
+conformance suite can check each backend's draws:
+- "torch-default" (PyTorch's Conv2d/Linear, above);
+- "keras-default": Keras's Conv2D/Dense, glorot_uniform weights, U(-sqrt(6 / (fan_in + fan_out)), ...), zero
+  biases;
+- "flax-default": Flax linen's Conv/Dense, lecun_normal weights, a normal truncated at two of its standard
+  deviations and rescaled to variance 1 / fan_in, zero biases;
+- "gluon-default": Gluon's `net.initialize()`, Uniform(0.07) weights whatever the layer's size, zero biases.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,9 +43,18 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
+STOCK_SCHEMES = ("torch-default", "keras-default", "flax-default", "gluon-default")
+GLUON_UNIFORM_SCALE = 0.07  # mxnet.init.Uniform()'s default scale
+TRUNCATION = 2.0  # jax.nn.initializers.truncated_normal: at two standard deviations of the underlying normal
+
+
 def weight_bound(scheme: str, shape: tuple[int, ...]) -> float:
-    """Half-width of the uniform distribution a weight is drawn from."""
+    """Half-width of the uniform distribution a weight is drawn from (a truncated normal's: where it is cut)."""
     fan_in, fan_out = fans(shape)
+    if scheme == "gluon-default":
+        return GLUON_UNIFORM_SCALE
+    if scheme == "flax-default":
+        return TRUNCATION * math.sqrt(1.0 / fan_in) / _truncated_std(TRUNCATION)
     if scheme == "torch-default":
         # kaiming_uniform_(a=sqrt(5)): gain^2 * 3 / fan_in = 1 / fan_in, computed in PyTorch's order of
         # operations so that the float32 bound, and with it every drawn number, is PyTorch's to the last bit.
@@ -45,9 +65,46 @@ def weight_bound(scheme: str, shape: tuple[int, ...]) -> float:
 
 def bias_bound(scheme: str, weight_shape: tuple[int, ...]) -> float:
     """Half-width of the bias distribution (0: biases start at zero)."""
-    if scheme == "gluon-xavier":
-        return 0.0  # Gluon's default bias_initializer is 'zeros'
+    if scheme in ("gluon-xavier", "keras-default", "flax-default", "gluon-default"):
+        return 0.0  # Gluon's, Keras's and Flax's default bias initialisers are zeros
     return 1.0 / math.sqrt(fans(weight_shape)[0])
+
+
+@dataclass(frozen=True)
+class Law:
+    """The distribution an initialiser draws a parameter's values from, by its moments: within ±bound, mean 0."""
+
+    bound: float
+    variance: float  # E[x^2]
+    fourth: float  # E[x^4] (the spread of a sample's mean square)
+
+
+def law(scheme: str, shapes: dict[str, tuple[int, ...]], parameter: str) -> Law:
+    """The law of one named parameter under a scheme: uniform on ±bound, or (flax-default weights) a normal
+    truncated at ±bound; zeros where the bound is 0."""
+    layer, kind = parameter.rsplit(".", 1)
+    if kind == "bias":
+        b = bias_bound(scheme, shapes[f"{layer}.weight"])
+        return Law(b, b * b / 3, b**4 / 5)
+    b = weight_bound(scheme, shapes[parameter])
+    if scheme != "flax-default":
+        return Law(b, b * b / 3, b**4 / 5)
+    sigma = b / TRUNCATION  # of the underlying normal, before the cut
+    z2, z4 = _truncated_moments(TRUNCATION)
+    return Law(b, sigma**2 * z2, sigma**4 * z4)
+
+
+def _truncated_moments(a: float) -> tuple[float, float]:
+    """E[z^2] and E[z^4] of a standard normal cut to [-a, a]."""
+    density = math.exp(-a * a / 2) / math.sqrt(2 * math.pi)
+    mass = math.erf(a / math.sqrt(2))
+    z2 = 1 - 2 * a * density / mass
+    return z2, 3 * z2 - 2 * a**3 * density / mass
+
+
+def _truncated_std(a: float) -> float:
+    """The standard deviation of a standard normal cut to [-a, a] (0.8796 for a = 2, as jax's initialisers use)."""
+    return math.sqrt(_truncated_moments(a)[0])
 
 
 class TorchStream:

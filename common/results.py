@@ -7,7 +7,7 @@ Layout under the results directory:
     .checkpoints/<variant>/<dataset>/<recipe>/<backend>-seed<k>.prev.npz   the epoch before: the fallback
     .locks/<variant>/<dataset>/<recipe>/<backend>-seed<k>.lock        held by the driver that schedules that run
     .locks/<variant>/<dataset>/<recipe>/<backend>-seed<k>.train.lock  held by the process that trains it
-where <variant> is the mode ("shared" or "native"), with "-epochs<E>" and "-limit<N>" appended for runs that
+where <variant> is the mode ("shared", "native" or "stock"), with "-epochs<E>" and "-limit<N>" appended for runs that
 override the recipe's epochs or use a data subset, so that they never mix with full runs.
 
 Every file is written through common.atomic (never half-written). A damaged checkpoint or run record is set
@@ -36,7 +36,11 @@ from common.atomic import write_atomic as _write_atomic
 from common.errors import UserError, unknown_name
 from common.spec import Recipe, get_recipe
 
-MODES = ("shared", "native")
+MODES = ("shared", "native", "stock")
+# The modes in which each framework draws its own initial weights and shuffles its own way: native (the recipe's
+# initialiser distributions, each framework's random numbers) and stock (each framework's default initialisers,
+# as a student's port would have them: the recipe's scheme becomes "stock").
+OWN_DRAWS = ("native", "stock")
 # The seed's own scripts, run as reference runs beside the two backends. They draw their own weights and
 # shuffle with their own samplers, so their runs are always native-mode runs.
 SCRIPT_BACKEND = "script"
@@ -87,8 +91,11 @@ class RunKey:
         return variant_name(self.mode, self.limit, self.epochs)
 
     def spec(self) -> Recipe:
-        """The recipe this run trains, with the epochs override applied."""
-        return get_recipe(self.recipe, {"epochs": self.epochs} if self.epochs else None)
+        """The recipe this run trains, with the epochs override applied (and in stock mode the stock scheme)."""
+        overrides: dict[str, object] = {"epochs": self.epochs} if self.epochs else {}
+        if self.mode == "stock":
+            overrides["init"] = "stock"
+        return get_recipe(self.recipe, overrides or None)
 
     def relative(self, suffix: str) -> Path:
         return Path(self.variant, self.dataset, self.recipe, f"{self.backend}-seed{self.seed}{suffix}")

@@ -23,7 +23,8 @@ from common.errors import UserError, unknown_name
 
 ACTIVATIONS = ("relu", "sigmoid")
 POOL_MODES = ("max", "avg")
-INIT_SCHEMES = ("torch-default", "gluon-xavier", "d2l-xavier")
+# "stock": each framework's own defaults, whatever the recipe's original scheme (stock mode; common/init.py)
+INIT_SCHEMES = ("torch-default", "gluon-xavier", "d2l-xavier", "stock")
 # How the gradient that SGD sees is normalised:
 #   "mean": mean of the per-example losses over the examples actually in the batch (PyTorch's
 #           CrossEntropyLoss default, and d2l-en's `trainer.step(X.shape[0])`);
@@ -134,6 +135,11 @@ class Recipe:
     in_channels: int = 1
     image_size: int = 28
     num_classes: int = 10
+    # Descriptive fields (DESCRIPTIVE: a run made under another value is still the same run): the dataset the recipe
+    # comes from (its oracle and parity batches are drawn from it; every recipe runs on both), and the registered
+    # backend whose framework the seed script this recipe reproduces as written runs on (None: no such script).
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    script_backend: str | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -147,6 +153,9 @@ class Recipe:
     def network(self) -> tuple[Layer, ...]:
         """The layers a backend builds: the spec's layers plus the softmax head when output='softmax'."""
         return self.layers + ((Softmax(),) if self.output == "softmax" else ())
+
+
+DESCRIPTIVE = ("origin", "dataset", "script_backend")  # fields that describe a recipe without changing its training
 
 
 def validate(recipe: Recipe) -> None:
@@ -351,6 +360,8 @@ SEED_TORCH = Recipe(
     optimizer=Optimizer(lr=0.001, momentum=0.9),
     batch_size=64,
     epochs=10,
+    dataset="mnist",
+    script_backend="torch",
 )
 
 SEED_MXNET = Recipe(
@@ -363,6 +374,8 @@ SEED_MXNET = Recipe(
     optimizer=Optimizer(lr=0.9),
     batch_size=256,
     epochs=10,
+    dataset="fashion-mnist",
+    script_backend="mxnet",
 )
 
 RECIPES: dict[str, Recipe] = {
@@ -374,6 +387,7 @@ RECIPES: dict[str, Recipe] = {
             name="seed-torch-fixed",
             origin="seed-torch without the softmax inside forward (CrossEntropyLoss gets logits)",
             output="logits",
+            script_backend=None,
         ),
         SEED_MXNET,
         dataclasses.replace(
@@ -381,6 +395,7 @@ RECIPES: dict[str, Recipe] = {
             name="seed-mxnet-28",
             origin="seed-mxnet at 28x28, as the d2l-zh book behind d2lzh ran it (the book ran 5 epochs)",
             preprocess=Preprocess(resize=None),
+            script_backend=None,
         ),
         Recipe(
             name="d2l",
@@ -392,6 +407,7 @@ RECIPES: dict[str, Recipe] = {
             optimizer=Optimizer(lr=0.9),
             batch_size=256,
             epochs=10,
+            dataset="fashion-mnist",
         ),
     )
 }

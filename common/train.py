@@ -6,12 +6,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import ModuleType
 
 import numpy as np
 
 from common.batches import batch_slices, epoch_order, steps_per_epoch
+from common.contract import Backend
 from common.preprocess import Images
+from common.results import OWN_DRAWS
 from common.spec import Recipe
 
 EVAL_BATCH = 1000  # evaluation has no gradient: a larger batch is faster and changes no result beyond rounding
@@ -31,15 +32,15 @@ class EpochOutcome:
     printed: dict[str, float | None] = field(default_factory=dict)  # what a seed script printed for the epoch
 
 
-def training_order(backend: ModuleType, recipe: Recipe, mode: str, seed: int, epoch: int, n: int) -> np.ndarray:
-    """Example order for an epoch: shared across backends, or the framework's own shuffle in native mode."""
-    if mode == "native" and recipe.shuffle:
+def training_order(backend: Backend, recipe: Recipe, mode: str, seed: int, epoch: int, n: int) -> np.ndarray:
+    """Example order for an epoch: shared across backends, or the framework's own shuffle (native, stock)."""
+    if mode in OWN_DRAWS and recipe.shuffle:
         return backend.native_order(seed, epoch, n)
     return epoch_order(seed, epoch, n, recipe.shuffle)
 
 
 def train_epoch(
-    backend: ModuleType,
+    backend: Backend,
     model: object,
     images: Images | np.ndarray,
     labels: np.ndarray,
@@ -68,15 +69,9 @@ def train_epoch(
 
 
 def evaluate(
-    backend: ModuleType, model: object, images: Images | np.ndarray, labels: np.ndarray
+    backend: Backend, model: object, images: Images | np.ndarray, labels: np.ndarray
 ) -> tuple[float, float]:
     """(mean loss, accuracy) on a dataset."""
     loss_sum, correct = backend.evaluate(model, images, labels, EVAL_BATCH)
     return loss_sum / len(labels), correct / len(labels)
 
-
-def predict(backend: ModuleType, model: object, images: Images | np.ndarray, batch_size: int) -> np.ndarray:
-    """Predicted class of each example, from the backend's forward pass in batches."""
-    return np.concatenate(
-        [backend.forward(model, images[s : s + batch_size]).argmax(axis=1) for s in range(0, len(images), batch_size)]
-    )

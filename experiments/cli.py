@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--backend", default="spec", type=_choice("table source", lambda: ["spec", *backends.names()]),
                         help="spec (default) or a registered backend, whose built network is measured")
 
-    commands.add_parser("backends", help="list the registered backends (built in and plug-ins)")
+    listing = commands.add_parser("backends", help="list the registered backends (built in and plug-ins)")
+    listing.add_argument("--frameworks", action="store_true",
+                         help="only the names of the frameworks under test, comma-separated (for scripts)")
 
     conformance = commands.add_parser("conformance", help="run the backend conformance suite (pytest)")
     conformance.add_argument("--backend", action="append", type=_choice("backend", backends.names),
@@ -195,14 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="time the seed's scripts against the harness, or the backends "
                                 "(--backends), side by side in one run")  # fmt: skip
     bench.add_argument("--reps", type=positive_int, default=5)
-    bench.add_argument("--torch-steps", type=positive_int, default=600)
-    bench.add_argument("--mxnet-steps", type=positive_int, default=30)
     bench.add_argument("--backends", action="store_true", help="time every registered backend side by side")
     bench.add_argument("--child", choices=("seed", "harness"), help=argparse.SUPPRESS)
     bench.add_argument("--recipe", help=argparse.SUPPRESS)
     bench.add_argument("--dataset", help=argparse.SUPPRESS)
     bench.add_argument("--backend", help=argparse.SUPPRESS)
-    bench.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    bench.add_argument("--steps", type=positive_int,
+                       help="training steps timed per side (default: each script's own, about equal seconds)")
 
     weights = commands.add_parser("init-weights", help="the initial weights each generator draws: spectra, row "
                                   "norms, bias/row relation, against PyTorch's own draws")  # fmt: skip
@@ -243,18 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--independent", action="store_true",
                        help="draw each arm's weights from its own seeds (batches stay paired)")
     study.add_argument("--threads", type=positive_int, help=STUDY_THREADS_HELP)
-    study.add_argument("--arms", default="numpy,torch",
-                       type=_name_list("arm", lambda: _study_module("init_study").arms()),
+    study.add_argument("--arms", type=_name_list("arm", lambda: _study_module("init_study").arms()),
                        help="comma-separated: numpy (NumPy's PCG64 draw of the spec's distribution) or a registered "
-                       "framework (its own initialisers)")  # fmt: skip
+                       "framework (its own initialisers); default: numpy and the baseline framework")  # fmt: skip
 
     order = commands.add_parser("order-study", help="d2l-en's batch-level shuffle against the example shuffle "
                                 "(same weights, paired by seed)")  # fmt: skip
     order.add_argument("--seeds", type=positive_int, default=10)
     order.add_argument("--recipe", default="d2l", type=_choice("recipe", lambda: spec.RECIPES))
     order.add_argument("--dataset", default="mnist", type=_choice("dataset", lambda: data.DATASETS))
-    order.add_argument("--backend", default="torch", type=_choice("backend", backends.frameworks),
-                       help="the framework that trains both arms")
+    order.add_argument("--backend", type=_choice("backend", backends.frameworks),
+                       help="the framework that trains both arms (default: the baseline, "
+                            f"{backends.label(backends.baseline())})")
     order.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
     order.add_argument("--limit", type=positive_int)
     order.add_argument("--threads", type=positive_int, help=STUDY_THREADS_HELP)
@@ -367,9 +368,13 @@ def print_layers(args: argparse.Namespace) -> int:
 
 
 def list_backends(args: argparse.Namespace) -> int:
-    rows = [("name", "label", "role", "module", "framework packages", "from")]
+    if args.frameworks:
+        print(",".join(backends.frameworks()))
+        return 0
+    rows = [("name", "label", "role", "module", "framework packages", "environment", "from")]
     for entry in backends.registry().values():
         rows.append((entry.name, entry.label, entry.role, entry.module, ",".join(entry.packages) or "—",
+                     entry.environment,
                      f"plug-in ({backends.ENTRY_POINT_GROUP})" if entry.plugin else "built in"))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

@@ -75,3 +75,45 @@ def test_outside_backends_no_code_names_a_backend_module():
              for number, line in enumerate(path.read_text().splitlines(), 1)
              if any(name in line for name in names)]  # fmt: skip
     assert not wrong, "ask the registry (backends.load_backend, backends.info) instead:\n" + "\n".join(wrong)
+
+
+def _names_in(node: ast.AST) -> list[str]:
+    """The string constants of an expression: a constant, or a tuple, list or set of them."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [name for element in node.elts for name in _names_in(element)]
+    return []
+
+
+def _conditions_on_names(path: Path, names: set[str]) -> list[str]:
+    """Every comparison (==, !=, in, not in) that names a backend or a framework package with a bare string, and
+    every `match` case on one: code that branches on which framework it is."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        operands: list[ast.AST] = []
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+        elif isinstance(node, ast.MatchValue):
+            operands = [node.value]
+        hits = sorted({name for operand in operands for name in _names_in(operand) if name in names})
+        if hits:
+            found.append(f"{path}:{node.lineno}: compares with {', '.join(hits)}")
+    return found
+
+
+def test_outside_backends_no_code_branches_on_a_framework_name():
+    """Framework knowledge lives in the registry (backends/__init__.py) and the spec: no code outside backends/
+    (and the tests) compares with a backend's name or a framework package's name."""
+    names = set(backends.names()) | {p for entry in backends.registry().values() for p in entry.packages}
+    wrong = [hit for path in _project_files("common", "experiments") for hit in _conditions_on_names(path, names)]
+    assert not wrong, "ask the registry (a field of BackendInfo) or the spec instead:\n" + "\n".join(wrong)
+
+
+def test_the_condition_check_catches_a_bare_name(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('def f(backend):\n    if backend == "torch":\n        return 1\n'
+                      '    match backend:\n        case "mxnet":\n            return 2\n'
+                      '    return backend in ("jax", "x") or backend == "other"\n')
+    assert [hit.split(": ", 1)[1] for hit in _conditions_on_names(sample, {"torch", "jax", "mxnet"})] == \
+        ["compares with torch", "compares with mxnet", "compares with jax"]

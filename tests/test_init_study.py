@@ -92,7 +92,7 @@ def test_the_weights_study_compares_each_source_with_pytorchs_draws(tmp_path):
 
     results = init_weights.measure(tmp_path / "w.json", "seed-torch", 5, ("torch", "numpy"))
     assert len(results["sources"]["torch"]) == len(results["sources"]["numpy"]) == 5
-    rows = init_weights.comparison(results)
+    rows = init_weights.comparison(results, "torch")
     assert {r["source"] for r in rows} == {"numpy"} and len(rows) == 5 * len(init_weights.STATISTICS)
     assert all(0 <= r["p"] <= 1 for r in rows)
     assert "numpy" in init_weights.summary(results) and "after Bonferroni" in init_weights.summary(results)

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+import backends
+from backends import kernel_notes
 from common import machine
 
 XEON = """processor\t: 0
@@ -41,17 +43,6 @@ def test_describe_reads_the_first_processor_and_its_kernel_isa(tmp_path, monkeyp
 def test_describe_without_cpuinfo_still_names_something(tmp_path):
     got = machine.describe(tmp_path / "missing")
     assert got["cpu"] and got["isa"] == [] and got["cores"] >= 1
-
-
-def test_same_processor_needs_model_isa_and_pins_alike(tmp_path, monkeypatch):
-    (tmp_path / "cpuinfo").write_text(XEON)
-    a = machine.describe(tmp_path / "cpuinfo")
-    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # threads are recorded apart: not a different processor
-    assert machine.same_processor(a, machine.describe(tmp_path / "cpuinfo"))
-    monkeypatch.setenv("MKL_CBWR", "AVX2")
-    assert not machine.same_processor(a, machine.describe(tmp_path / "cpuinfo"))
-    assert not machine.same_processor(a, {**a, "isa": a["isa"][:4]})
-    assert not machine.same_processor(a, None)
 
 
 def test_onednn_verbose_lines_name_the_isa_and_implementations():
@@ -95,7 +86,7 @@ def test_backends_say_what_they_dispatched_to(backend):
 ])  # fmt: skip
 def test_the_report_tells_which_tensorflow_runs_ran_onednn(kernels, isa, env, expected):
     meta = {"kernels": kernels, "machine": {"cpu": "AMD EPYC", "isa": isa, "cores": 2, "env": env}}
-    assert machine.tensorflow_onednn(meta) is expected
-    assert machine.kernel_note("tensorflow", meta) == f"oneDNN {'on' if expected else 'off'}"
-    assert machine.kernel_note("torch", meta) is None
-    assert machine.tensorflow_onednn({"kernels": {"onednn_opts": "default (on for x86)"}, "host": "vm"}) is None
+    assert kernel_notes.onednn_ran(meta) is expected
+    assert backends.kernel_note("tensorflow", meta) == f"oneDNN {'on' if expected else 'off'}"
+    assert backends.kernel_note("torch", meta) is None  # the registry names no note for PyTorch
+    assert kernel_notes.onednn_ran({"kernels": {"onednn_opts": "default (on for x86)"}, "host": "vm"}) is None

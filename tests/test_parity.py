@@ -14,10 +14,8 @@ from backends import frameworks, load_backend
 from common import spec
 from common.batches import batch_slices, epoch_order
 from common.init import initial_weights
-from common.train import predict
 
 RECIPES = list(spec.RECIPES)
-DATASET_FOR = {name: ("mnist" if "torch" in name else "fashion-mnist") for name in RECIPES}
 
 
 FAST_RECIPE = "seed-torch-fixed"  # the fast tier's one recipe for the 50 steps (make test runs them all)
@@ -49,7 +47,7 @@ def _models(backends, recipe, seed=0):
 @pytest.mark.parametrize("recipe_name", RECIPES)
 def test_same_weights_same_batch_same_outputs_loss_and_gradients(recipe_name, backends):
     recipe = spec.get_recipe(recipe_name)
-    x, y, _, _ = subset(DATASET_FOR[recipe_name], recipe, 64)
+    x, y, _, _ = subset(recipe.dataset, recipe, 64)
     models = _models(backends, recipe, seed=1)
     first = next(iter(backends))
     outputs = {n: b.forward(models[n], x) for n, b in backends.items()}
@@ -84,7 +82,7 @@ def test_fifty_steps_agree(recipe_name, backends):
     """Every framework's per-step losses agree with PyTorch's to 1e-3 relative over 50 steps (expect ~1e-6)."""
     recipe = spec.get_recipe(recipe_name)
     # a subset whose size is not a multiple of the batch, so last partial batches are exercised too
-    x, y, _, _ = subset(DATASET_FOR[recipe_name], recipe, 3 * recipe.batch_size + 40)
+    x, y, _, _ = subset(recipe.dataset, recipe, 3 * recipe.batch_size + 40)
     models = _models(backends, recipe, seed=2)
     losses = {n: _step_losses(b, models[n], x, y, 50) for n, b in backends.items()}
     first = next(iter(backends))
@@ -95,6 +93,12 @@ def test_fifty_steps_agree(recipe_name, backends):
 
 # after 30 steps the seed recipes still predict one class (sigmoid plateau, lr 0.001): a ReLU net with lr 0.05
 # learns enough in 30 steps for the predictions to be worth comparing
+def predict(backend, model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Predicted class of each example, from the backend's forward pass in batches."""
+    return np.concatenate([backend.forward(model, images[s : s + batch_size]).argmax(axis=1)
+                           for s in range(0, len(images), batch_size)])  # fmt: skip
+
+
 @pytest.mark.parametrize(("source", "target", "dataset"), [("torch", "mxnet", "mnist"),
                                                            ("mxnet", "torch", "fashion-mnist")])  # fmt: skip
 def test_weights_trained_in_one_backend_predict_the_same_in_the_other(source, target, dataset, backends):

@@ -37,8 +37,8 @@ import numpy as np
 import pytest
 
 from backends import REFERENCE, info, load_backend, names, oracle
-from backends.contract import Backend
 from common import spec
+from common.contract import Backend
 from common.errors import UserError
 
 ENV = "LENET_REPRO_BACKENDS"
@@ -150,7 +150,7 @@ def setup(recipe_name: str) -> oracle.Setup:
     try:
         return oracle.prepare(recipe_name)
     except UserError as error:
-        pytest.fail(f"the oracle items need the real dataset {oracle.DATASET_FOR[recipe_name]} "
+        pytest.fail(f"the oracle items need the real dataset {spec.get_recipe(recipe_name).dataset} "
                     f"(`make data`, or LENET_DATA_DIR): {error}", pytrace=False)  # fmt: skip
 
 

@@ -36,11 +36,11 @@ from backends.conformance import (
     setup,
     synthetic,
 )
-from backends.contract import MEMBERS, Backend
 from backends.layers import framework_layer_rows
 from common import spec
+from common.contract import MEMBERS, Backend
 from common.errors import UserError
-from common.init import bias_bound, weight_bound
+from common.init import Law, law
 
 BACKENDS = selected()
 
@@ -236,32 +236,55 @@ def test_weights_round_trip(name, recipe_name):
 # ---- native init --------------------------------------------------------------------------------------------
 
 
-def _bound(recipe: spec.Recipe, parameter: str) -> float:
-    shapes = spec.parameter_shapes(recipe)
-    layer, kind = parameter.rsplit(".", 1)
-    if kind == "weight":
-        return weight_bound(recipe.init, shapes[parameter])
-    return bias_bound(recipe.init, shapes[f"{layer}.weight"])
+def _law(scheme: str, recipe: spec.Recipe, parameter: str) -> Law:
+    return law(scheme, spec.parameter_shapes(recipe), parameter)
 
 
-def _distribution_problems(parameter: str, values: np.ndarray, bound: float) -> list[str]:
-    """Where a parameter's values (pooled over seeds) do not look drawn from U(-bound, bound) (zeros for 0)."""
+def _distribution_problems(parameter: str, values: np.ndarray, expected: Law) -> list[str]:
+    """Where a parameter's values (pooled over seeds) do not look drawn from the law: within its bound, mean 0 and
+    its mean square, each within STANDARD_ERRORS standard errors (zeros for a bound of 0)."""
     values = values.astype(np.float64).ravel()
-    largest = float(np.abs(values).max())
+    largest, bound = float(np.abs(values).max()), expected.bound
     if bound == 0:
         return [f"{parameter} starts at zero in this scheme, drawn up to {largest:.3g}"] if largest else []
     n, problems = values.size, []
     if largest > bound * (1 + 1e-6):
         problems.append(f"{parameter} has values up to {largest:.4g}, beyond the bound {bound:.4g}")
-    mean, mean_se = values.mean(), bound / math.sqrt(3 * n)  # U(-b, b): mean 0, variance b^2/3
+    mean, mean_se = values.mean(), math.sqrt(expected.variance / n)
     if abs(mean) > STANDARD_ERRORS * mean_se:
         problems.append(f"{parameter} has mean {mean:.3g}, {abs(mean) / mean_se:.1f} standard errors from 0")
-    square, square_se = float((values**2).mean()), bound**2 * math.sqrt(4 / 45 / n)  # Var(x^2) = 4b^4/45
-    if abs(square - bound**2 / 3) > STANDARD_ERRORS * square_se:
+    square, square_se = float((values**2).mean()), math.sqrt((expected.fourth - expected.variance**2) / n)
+    if abs(square - expected.variance) > STANDARD_ERRORS * square_se:
         problems.append(f"{parameter} has standard deviation {math.sqrt(square):.4g}, the scheme's is "
-                        f"{bound / math.sqrt(3):.4g} ({abs(square - bound**2 / 3) / square_se:.1f} standard errors "
-                        "off in the mean square)")  # fmt: skip
+                        f"{math.sqrt(expected.variance):.4g} ({abs(square - expected.variance) / square_se:.1f} "
+                        "standard errors off in the mean square)")  # fmt: skip
     return problems
+
+
+def _native_draws_follow(backend, name: str, recipe: spec.Recipe, scheme: str) -> None:
+    """build_model's own initial weights follow `scheme` (per parameter over several seeds); the same seed draws
+    the same weights (also through native_init), another seed others."""
+    shapes = spec.parameter_shapes(recipe)
+    drawn = {seed: backend.get_weights(backend.build_model(recipe, "cpu", seed=seed)) for seed in INIT_SEEDS}
+    assert set(drawn[INIT_SEEDS[0]]) == set(shapes), f"get_weights named {sorted(drawn[INIT_SEEDS[0]])}"
+    problems = []
+    for parameter in shapes:
+        pooled = np.concatenate([np.ravel(drawn[seed][parameter]) for seed in INIT_SEEDS])
+        problems += _distribution_problems(parameter, pooled, _law(scheme, recipe, parameter))
+    assert not problems, (f"native initial weights (seeds {INIT_SEEDS}) do not follow the {scheme} scheme "
+                          f"(common/init.py), within {STANDARD_ERRORS} standard errors: "
+                          + "; ".join(problems))  # fmt: skip
+    first, second = INIT_SEEDS[:2]
+    model = backend.build_model(recipe, "cpu", seed=first)
+    same = backend.get_weights(model)
+    differ = [k for k in shapes if not np.array_equal(same[k], drawn[first][k])]
+    assert not differ, f"build_model with seed {first} twice gave different {differ}"
+    backend.native_init(model, second)
+    again = backend.get_weights(model)
+    differ = [k for k in shapes if not np.array_equal(again[k], drawn[second][k])]
+    assert not differ, f"native_init(model, {second}) gave other {differ} than build_model(seed={second})"
+    alike = [k for k in shapes if _law(scheme, recipe, k).bound and np.array_equal(drawn[first][k], drawn[second][k])]
+    assert not alike, f"seeds {first} and {second} gave the same {alike}"
 
 
 @pytest.mark.parametrize(("name", "recipe_name"), _by_recipe())
@@ -271,28 +294,23 @@ def test_native_init(name, recipe_name):
     others."""
     backend = require("native init", name, "build_model", "get_weights", "native_init")
     recipe = spec.get_recipe(recipe_name)
-    shapes = spec.parameter_shapes(recipe)
     with contract_item("native init", name, recipe_name):
-        drawn = {seed: backend.get_weights(backend.build_model(recipe, "cpu", seed=seed)) for seed in INIT_SEEDS}
-        assert set(drawn[INIT_SEEDS[0]]) == set(shapes), f"get_weights named {sorted(drawn[INIT_SEEDS[0]])}"
-        problems = []
-        for parameter in shapes:
-            pooled = np.concatenate([np.ravel(drawn[seed][parameter]) for seed in INIT_SEEDS])
-            problems += _distribution_problems(parameter, pooled, _bound(recipe, parameter))
-        assert not problems, (f"native initial weights (seeds {INIT_SEEDS}) do not follow the {recipe.init} scheme "
-                              f"(common/init.py), within {STANDARD_ERRORS} standard errors: "
-                              + "; ".join(problems))  # fmt: skip
-        first, second = INIT_SEEDS[:2]
-        model = backend.build_model(recipe, "cpu", seed=first)
-        same = backend.get_weights(model)
-        differ = [k for k in shapes if not np.array_equal(same[k], drawn[first][k])]
-        assert not differ, f"build_model with seed {first} twice gave different {differ}"
-        backend.native_init(model, second)
-        again = backend.get_weights(model)
-        differ = [k for k in shapes if not np.array_equal(again[k], drawn[second][k])]
-        assert not differ, f"native_init(model, {second}) gave other {differ} than build_model(seed={second})"
-        alike = [k for k in shapes if _bound(recipe, k) and np.array_equal(drawn[first][k], drawn[second][k])]
-        assert not alike, f"seeds {first} and {second} gave the same {alike}"
+        _native_draws_follow(backend, name, recipe, recipe.init)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_stock_init(name):
+    """Stock mode (the recipe's scheme "stock"): the framework's own default initialisers, the law the registry
+    names (`stock_init`), seeded as in native mode; a backend without defaults of its own refuses in one line."""
+    backend = require("stock init", name, "build_model", "get_weights", "native_init")
+    recipe = spec.get_recipe(FAST_RECIPE, {"init": "stock"})
+    stock = info(name).stock_init
+    with contract_item("stock init", name, FAST_RECIPE):
+        if stock is None:
+            with pytest.raises(UserError, match="stock"):
+                backend.build_model(recipe, "cpu", seed=0)
+            return
+        _native_draws_follow(backend, name, recipe, stock)
 
 
 # ---- native order -------------------------------------------------------------------------------------------
@@ -412,7 +430,7 @@ def test_typed(name, tmp_path):
     (tmp_path / "mypy.ini").write_text(
         "[mypy]\nfollow_imports = silent\nignore_missing_imports = True\n"
         f"cache_dir = {tmp_path / 'cache'}\n[mypy-{','.join(f'{p}.*' for p in frameworks)}]\nfollow_imports = skip\n")
-    (tmp_path / "check.py").write_text(f"import {module} as candidate\nfrom backends.contract import Backend\n\n"
+    (tmp_path / "check.py").write_text(f"import {module} as candidate\nfrom common.contract import Backend\n\n"
                                        "backend: Backend = candidate\n")  # fmt: skip
     roots = dict.fromkeys([_source_root("backends"), _source_root(module)])
     result = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(tmp_path / "mypy.ini"),

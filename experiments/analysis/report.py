@@ -328,14 +328,20 @@ def seed_table(entries: list[tuple[str, str, str, Group]], who: str = "backend")
 
 def starts_like_script(recipe: str, mode: str, backend: str, group: Group) -> bool:
     """Whether each run of `group` starts from the seed script's own initial weights for its seed, so that the
-    two can be compared seed by seed. The PyTorch script draws them from torch's generator after
-    torch.manual_seed(seed): shared mode replays that generator exactly (init source torch-cpu-mt19937, both
-    backends), and PyTorch's native mode draws from it (conv2's weights in channels-last order)."""
-    if recipe != "seed-torch" or not group.complete:
+    two can be compared seed by seed: where the recipe's shared draw replays the generator of the script's
+    framework (`common.init.SOURCES`, the registry's `generator`: PyTorch's after torch.manual_seed(seed), for
+    seed-torch), shared-mode runs start from the script's weights, and so do native-mode runs of a backend that
+    draws from that very generator (PyTorch's own, conv2's weights in channels-last order)."""
+    from common.init import SOURCES
+
+    spec_recipe = spec.get_recipe(recipe)
+    script = backends.registry().get(spec_recipe.script_backend or "")
+    if script is None or not group.complete or SOURCES[spec_recipe.init] != script.generator:
         return False
     if mode == "native":
-        return backend == "torch"
-    return all(r["meta"].get("init_source") == "torch-cpu-mt19937" for r in group.complete)
+        entry = backends.registry().get(backend)
+        return entry is not None and entry.generator == script.generator
+    return all(r["meta"].get("init_source") == script.generator for r in group.complete)
 
 
 def script_comparison(recipe: str, mode: str, backend: str, script: Group, group: Group) -> st.Comparison:
@@ -528,7 +534,7 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
 def machines_table(records: list[dict[str, Any]]) -> str:
     """How many runs of each backend each machine made (records name the processor since 2026-12-02; older
     ones only their host name), with what the records say of the kernels beyond the processor (kernel_note)."""
-    from common.machine import kernel_note, summary
+    from common.machine import summary
 
     counts: dict[str, dict[str, int]] = {}
     dates: dict[str, list[str]] = {}
@@ -536,7 +542,7 @@ def machines_table(records: list[dict[str, Any]]) -> str:
         meta = record.get("meta", {})
         where = (summary(meta["machine"]) if meta.get("machine")
                  else f"not recorded (host {meta.get('host', '?')})")  # fmt: skip
-        note = kernel_note(record["backend"], meta)
+        note = backends.kernel_note(record["backend"], meta)
         name = label(record["backend"]) + (f" ({note})" if note else "")
         counts.setdefault(where, {}).setdefault(name, 0)
         counts[where][name] += 1
@@ -670,6 +676,10 @@ def _variant_note(variant: str) -> str:
         "native": "Each framework uses its own initialisers and its own shuffling, as two independent scripts would "
         "(same distributions, each framework's own random numbers): the backends' curves differ as independent "
         "runs do. The seed's own scripts, where they ran, are native runs too.",
+        "stock": "Each framework as a student's port would have it: its own default initialisers (PyTorch's "
+        "kaiming-uniform(a=√5) with uniform biases, Keras's Glorot-uniform, Flax's LeCun-normal, Gluon's "
+        "Uniform(0.07), the last three with zero biases), its own random numbers and its own shuffling; everything "
+        "else is the recipe's. The backends' curves differ as independent runs do, and by what the defaults change.",
     }[mode]
     return text + (f" Data subset: the first {limit} training and test examples." if limit else "")
 

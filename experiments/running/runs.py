@@ -23,6 +23,7 @@ import numpy as np
 
 from common import data, environments, machine, spec
 from common.atomic import FAILPOINT_ENV, failpoint, stale_temps
+from common.contract import Backend
 from common.errors import UserError
 from common.init import SOURCES, initial_weights
 from common.preprocess import Images, resized
@@ -98,7 +99,8 @@ def new_record(key: RunKey, recipe: spec.Recipe, session: Session) -> dict[str, 
 def check_same_run(key: RunKey, record: dict[str, Any], recipe: spec.Recipe) -> None:
     """Refuse to resume or skip a stored run that was made with other settings."""
     stored, wanted = record["meta"]["spec"], spec.recipe_to_dict(recipe)
-    fields = [f"{k} {stored.get(k)!r} not {v!r}" for k, v in wanted.items() if stored.get(k) != v]
+    fields = [f"{k} {stored.get(k)!r} not {v!r}" for k, v in wanted.items()
+              if stored.get(k) != v and k not in spec.DESCRIPTIVE]  # fmt: skip
     if key.mode == "shared":  # runs from before the source was recorded drew every scheme from NumPy's PCG64
         source = record["meta"].get("init_source", "numpy-pcg64")
         if source != SOURCES[recipe.init]:
@@ -111,7 +113,7 @@ def check_same_run(key: RunKey, record: dict[str, Any], recipe: spec.Recipe) -> 
         )
 
 
-def start_model(backend: Any, key: RunKey, recipe: spec.Recipe, device: str) -> Any:
+def start_model(backend: Backend, key: RunKey, recipe: spec.Recipe, device: str) -> Any:
     """Build the model; in shared mode load the common initial weights so both backends start alike."""
     model = backend.build_model(recipe, device, seed=key.seed)
     if key.mode == "shared":
@@ -185,7 +187,7 @@ class HarnessSession:
 
 
 def open_session(key: RunKey, recipe: spec.Recipe, device: str) -> Session:
-    """The harness for 'torch' and 'mxnet'; the seed's own script for 'script'."""
+    """The harness for a registered backend; the seed's own script for 'script'."""
     if key.backend == SCRIPT_BACKEND:
         from experiments.running.seed_scripts import open_reference_run
 
@@ -195,11 +197,10 @@ def open_session(key: RunKey, recipe: spec.Recipe, device: str) -> Session:
 
 def framework_of(key: RunKey) -> str:
     """The registered backend whose framework trains the run (for the seed's scripts: the one each script uses)."""
-    if key.backend == SCRIPT_BACKEND:
-        from experiments.running.seed_scripts import FRAMEWORK
-
-        return FRAMEWORK[key.recipe]
-    return key.backend
+    backend = key.spec().script_backend if key.backend == SCRIPT_BACKEND else key.backend
+    if backend is None:
+        raise UserError(f"{key.recipe} reproduces no seed script: run it with a registered backend")
+    return backend
 
 
 def python_for_run(key: RunKey) -> str:

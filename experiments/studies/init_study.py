@@ -39,14 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
-from backends import frameworks
+from backends import baseline, frameworks
 from common.init import initial_weights
 from experiments.analysis import stats
 from experiments.studies.arms import arm_line, by_arm, difference_text, run_arms, train_and_test
 
 PCG64 = "numpy"  # the arm whose weights are NumPy's PCG64 draw of the spec's distribution
 WEIGHT_SEED_STRIDE = 1_000_000
-DEFAULT_ARMS = (PCG64, "torch")
 PLATEAU_GAP = 0.05  # an epoch whose mean training loss is within this of ln(classes) is still on the plateau
 
 
@@ -62,19 +61,21 @@ def weight_seed(arm: str, seed: int, independent: bool) -> int:
 
 def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | None = None,
               independent: bool = False) -> dict:
-    """Train one (seed, arm) with the shared batch order of `seed`; returns the final test accuracy and loss."""
+    """Train one (seed, arm) with the shared batch order of `seed` in the baseline framework (the registry's; its
+    own initialisers are its arm); returns the final test accuracy and loss."""
     from backends import load_backend
     from common import spec
     from common.batches import epoch_order
     from experiments.running.runs import prepare_data
 
-    backend = load_backend("torch")
+    trainer = baseline()
+    backend = load_backend(trainer)
     recipe = spec.get_recipe(recipe_name)
     drawn = weight_seed(arm, seed, independent)
-    model = backend.build_model(recipe, "cpu", seed=drawn)  # PyTorch's own initialisers, seeded
+    model = backend.build_model(recipe, "cpu", seed=drawn)  # the trainer's own initialisers, seeded
     if arm == PCG64:
         backend.set_weights(model, initial_weights(recipe, drawn, source="numpy-pcg64"))
-    elif arm != "torch":  # another framework's own initialisers for the seed, as its native mode draws them
+    elif arm != trainer:  # another framework's own initialisers for the seed, as its native mode draws them
         other = load_backend(arm)
         backend.set_weights(model, other.get_weights(other.build_model(recipe, "cpu", seed=drawn)))
     data = prepare_data(dataset, recipe, limit)
@@ -82,11 +83,15 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, limit: int | 
     return {"weight_seed": drawn, **train_and_test(backend, model, data, recipe.epochs, order)}
 
 
+def default_arms() -> tuple[str, ...]:
+    return (PCG64, baseline())
+
+
 def study(path: Path, recipe: str, dataset: str, seeds: int, limit: int | None,
-          arms: tuple[str, ...] = DEFAULT_ARMS, independent: bool = False) -> dict:
+          arms: tuple[str, ...] | None = None, independent: bool = False) -> dict:
     """Run the missing (seed, arm) pairs, seed by seed so the arms stay balanced; save after each."""
     header = {"recipe": recipe, "dataset": dataset, "limit": limit, "independent": independent}
-    return run_arms(path, header, seeds, arms,
+    return run_arms(path, header, seeds, arms or default_arms(),
                     lambda seed, arm: train_arm(recipe, dataset, seed, arm, limit, independent))  # fmt: skip
 
 
@@ -104,18 +109,19 @@ def _plateau_lines(results: dict) -> list[str]:
     """Epochs on the plateau per arm (median, range, mean), torch against each other arm and against the others
     pooled by the rank test, and how closely the final accuracy follows the count over all runs (Spearman)."""
     on_plateau = by_arm(results, plateau_epochs)
-    if "torch" not in on_plateau or len(on_plateau) < 2:
+    base = baseline()
+    if base not in on_plateau or len(on_plateau) < 2:
         return []
     lines = [f"epochs on the plateau (training loss within {PLATEAU_GAP} of ln 10, a uniform guess's):"]
     for arm, counts in on_plateau.items():
         lines.append(f"  {arm:<6} median {np.median(counts):g}, range {min(counts):g}-{max(counts):g}, "
                      f"mean {np.mean(counts):.2f} (n={len(counts)})")  # fmt: skip
-    others = [arm for arm in on_plateau if arm != "torch"]
+    others = [arm for arm in on_plateau if arm != base]
     groups = [(arm, on_plateau[arm]) for arm in others]
     if len(others) > 1:
         groups.append(("the others pooled", [v for arm in others for v in on_plateau[arm]]))
     for name, counts in groups:
-        lines.append(f"  torch v {name}: Mann-Whitney p = {stats.rank_test(counts, on_plateau['torch']):.2g}")
+        lines.append(f"  {base} v {name}: Mann-Whitney p = {stats.rank_test(counts, on_plateau[base]):.2g}")
     recorded = [(n, r["test_accuracy"]) for r in results["runs"] if (n := plateau_epochs(r)) is not None]
     rho, p = stats.rank_correlation([n for n, _ in recorded], [accuracy for _, accuracy in recorded])
     lines.append(f"  epochs on the plateau v final test accuracy, all {len(recorded)} runs: Spearman rho = {rho:.2f}, "
@@ -123,20 +129,20 @@ def _plateau_lines(results: dict) -> list[str]:
     return lines
 
 
-def _versus_torch(name: str, other: list[float], torch: list[float], percent: bool) -> str:
-    """One Welch comparison, torch − other: in percentage points with the verdict (accuracy), or as is (loss). The
+def _versus_baseline(name: str, other: list[float], base: list[float], percent: bool) -> str:
+    """One Welch comparison, baseline − other: in percentage points with the verdict (accuracy), or as is (loss). The
     accuracy also gets the rank test: a run that never leaves the plateau ends near 10%, and one such run can widen
     an arm's standard deviation threefold and decide Welch's test alone; the ranks see it as one low run."""
-    c = stats.welch(other, torch)
-    text = f"  torch − {name}: {difference_text(c, percent)}, Welch p = {c.p:.2g}"
+    c = stats.welch(other, base)
+    text = f"  {baseline()} − {name}: {difference_text(c, percent)}, Welch p = {c.p:.2g}"
     if not percent:
         return text
-    return (text + f", {c.verdict}; detectable at 80% power: {stats.detectable_difference(other, torch) * 100:.2f} pp"
-            f"; Mann-Whitney p = {stats.rank_test(other, torch):.2g}")  # fmt: skip
+    return (text + f", {c.verdict}; detectable at 80% power: {stats.detectable_difference(other, base) * 100:.2f} pp"
+            f"; Mann-Whitney p = {stats.rank_test(other, base):.2g}")  # fmt: skip
 
 
 def summary(results: dict) -> str:
-    """Each arm as mean ± std (n) with its 95% interval; torch against each other arm and against all the other
+    """Each arm as mean ± std (n) with its 95% interval; the baseline against each other arm and against all the other
     generators pooled, on the final test accuracy and (where recorded) the first epoch's mean training loss and the
     epochs spent on the plateau."""
     finals = by_arm(results, lambda r: r["test_accuracy"])
@@ -148,21 +154,22 @@ def summary(results: dict) -> str:
             e = stats.summarize(first_epoch[arm])
             line += f"; first-epoch loss {e.mean:.4f} ± {e.std:.4f}"
         lines.append(line)
-    others = [arm for arm in finals if arm != "torch"]
-    if "torch" not in finals or not others:
+    base = baseline()
+    others = [arm for arm in finals if arm != base]
+    if base not in finals or not others:
         return "\n".join(lines)
     for measure, grouped, percent in (("final test accuracy", finals, True), ("first-epoch loss", first_epoch, False)):
-        if "torch" not in grouped:
+        if base not in grouped:
             continue
         lines.append(f"{measure}:")
         present = [arm for arm in others if arm in grouped]
         for other in present:
-            lines.append(_versus_torch(other, grouped[other], grouped["torch"], percent))
+            lines.append(_versus_baseline(other, grouped[other], grouped[base], percent))
         if len(present) > 1:
             pooled = [v for arm in present for v in grouped[arm]]
-            lines.append(_versus_torch("the others pooled", pooled, grouped["torch"], percent))
+            lines.append(_versus_baseline("the others pooled", pooled, grouped[base], percent))
             if percent:  # the verdicts above are each at 5%; several arms against one are several tests
-                lines.append(f"  ({len(present)} arms against torch: one of them differs after Bonferroni only "
+                lines.append(f"  ({len(present)} arms against {base}: one of them differs after Bonferroni only "
                              f"at p < {stats.ALPHA / len(present):.3g}; the pooled test is one test)")  # fmt: skip
     return "\n".join(lines + _plateau_lines(results))
 

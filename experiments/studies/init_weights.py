@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends import frameworks
+from backends import baseline, frameworks
 from common.init import initial_weights
 from common.results import write_atomic
 from experiments.analysis import stats
@@ -75,7 +75,7 @@ def measure(path: Path, recipe: str, seeds: int, chosen: tuple[str, ...]) -> dic
     return results
 
 
-def comparison(results: dict, reference: str = "torch") -> list[dict]:
+def comparison(results: dict, reference: str) -> list[dict]:
     """Each source's per-seed statistics against the reference's: Welch's t-test, Bonferroni over all tests."""
     rows = []
     base = results["sources"][reference]
@@ -94,7 +94,9 @@ def comparison(results: dict, reference: str = "torch") -> list[dict]:
     return rows
 
 
-def summary(results: dict, reference: str = "torch") -> str:
+def summary(results: dict, reference: str | None = None) -> str:
+    """Each source against the reference's own draws (default: the registry's baseline)."""
+    reference = reference or baseline()
     rows = comparison(results, reference)
     n = len(results["sources"][reference])
     lines = [f"{results['recipe']}: initial weights of {n} seeds per source against {reference}'s own draws "
@@ -112,8 +114,8 @@ def summary(results: dict, reference: str = "torch") -> str:
 
 def run(args: argparse.Namespace) -> int:
     chosen = args.sources  # checked by the command line against sources()
-    if "torch" not in chosen:
-        chosen = ("torch", *chosen)
+    if baseline() not in chosen:
+        chosen = (baseline(), *chosen)
     path = Path(args.out) / f"init-weights-{args.recipe}.json"
     print(summary(measure(path, args.recipe, args.seeds, chosen)))
     return 0

@@ -26,7 +26,7 @@ from experiments.studies.arms import arm_line, by_arm, difference_text, run_arms
 ARMS = ("examples", "batches")
 
 
-def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, backend_name: str = "torch",
+def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, backend_name: str,
               limit: int | None = None) -> dict:  # fmt: skip
     """Train one (seed, arm) from shared mode's initial weights for `seed`, in the arm's order."""
     from backends import load_backend
@@ -47,9 +47,13 @@ def train_arm(recipe_name: str, dataset: str, seed: int, arm: str, backend_name:
     return train_and_test(backend, model, data, recipe.epochs, order)
 
 
-def study(path: Path, recipe: str, dataset: str, seeds: int, backend: str = "torch",
+def study(path: Path, recipe: str, dataset: str, seeds: int, backend: str | None = None,
           limit: int | None = None) -> dict:  # fmt: skip
-    """Run the missing (seed, arm) pairs, seed by seed so the arms stay balanced; save after each."""
+    """Run the missing (seed, arm) pairs, seed by seed so the arms stay balanced; save after each. `backend`
+    trains both arms (default: the registry's baseline)."""
+    from backends import baseline
+
+    backend = backend or baseline()
     header = {"recipe": recipe, "dataset": dataset, "backend": backend, "limit": limit}
     return run_arms(path, header, seeds, ARMS, lambda seed, arm: train_arm(recipe, dataset, seed, arm, backend, limit))
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+import backends
 from common import machine
 from common.errors import UserError
 from common.results import RunKey, RunStore
@@ -76,7 +77,7 @@ def made_on(record: dict[str, Any]) -> str:
     """The machine a record names, or what little an older record says."""
     recorded = record.get("meta", {}).get("machine")
     if recorded:
-        note = machine.kernel_note(record["backend"], record["meta"])
+        note = backends.kernel_note(record["backend"], record["meta"])
         return machine.summary(recorded) + (f" ({note})" if note else "")
     return f"not recorded (host {record.get('meta', {}).get('host', '?')}; made before records named the processor)"
 
@@ -183,8 +184,8 @@ def judge(record: dict[str, Any], again: dict[str, Any], full: bool, spread: tup
     then_versions = record["meta"].get("versions", {})
     changes = [f"{k} {then_versions.get(k)} -> {v}" for k, v in again.get("versions", {}).items()
                if then_versions.get(k) != v]  # fmt: skip
-    kernels = (machine.kernel_note(record["backend"], record["meta"]),
-               machine.kernel_note(record["backend"], {"kernels": again.get("kernels") or {}}))
+    kernels = (backends.kernel_note(record["backend"], record["meta"]),
+               backends.kernel_note(record["backend"], {"kernels": again.get("kernels") or {}}))
     if kernels[0] and kernels[1] and kernels[0] != kernels[1]:
         changes.append(f"{kernels[0]} -> {kernels[1]}")
     changed = ", ".join(changes)

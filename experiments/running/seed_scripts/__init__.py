@@ -15,8 +15,6 @@ from common.results import RunKey
 
 # The recipe each script is the reference for, and the module that holds it.
 SCRIPTS = {"seed-torch": f"{__name__}.seed_torch", "seed-mxnet": f"{__name__}.seed_mxnet"}
-# The registered backend whose framework (and so whose environment) each script runs on.
-FRAMEWORK = {"seed-torch": "torch", "seed-mxnet": "mxnet"}
 
 
 def open_reference_run(key: RunKey, device: str):

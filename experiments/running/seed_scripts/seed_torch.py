@@ -204,12 +204,15 @@ def train(net, trainloader, criterion, optimizer, epochs: int = 10, max_steps: i
 
 
 def run(epochs: int = 10, max_steps: int | None = None, quiet: bool = True, seed: int = 0,
-        threads: int | None = None, root: lenet_data.StrPath | None = None) -> dict:
+        threads: int | None = None, root: lenet_data.StrPath | None = None, evaluate: bool = False) -> dict:
     """Run the seed script for `epochs` (or until `max_steps` optimiser steps) and return counts and timings.
 
     `seconds` is the training loop's wall time; `setup_seconds` covers the root check, dataset, loader, model
-    and optimiser. `root` is the torchvision root to use (default: see prepare_root).
+    and optimiser. `root` is the torchvision root to use (default: see prepare_root). The script never evaluates
+    on the test set, so `evaluate` (which the MXNet script's runner takes too) can only be False.
     """
+    if evaluate:
+        raise UserError("the seed's PyTorch script has no test pass to time (evaluate must be False)")
     if epochs < 1 or (max_steps is not None and max_steps < 1):
         raise UserError(f"epochs and max_steps must be at least 1 (got {epochs}, {max_steps})")
     if threads is not None:
