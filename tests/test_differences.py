@@ -14,7 +14,7 @@ from conftest import subset
 from backends import BUILTIN
 from common import spec
 from common.errors import UserError
-from common.init import initial_weights
+from common.init import SOURCES, initial_weights
 
 BACKENDS = [entry.name for entry in BUILTIN]
 
@@ -70,7 +70,7 @@ def test_double_softmax_loss_has_a_floor(backend):
     assert np.log(np.exp(perfect).sum(axis=1)).mean() - 1 == pytest.approx(floor)
 
 
-@pytest.mark.parametrize("scheme", spec.INIT_SCHEMES)
+@pytest.mark.parametrize("scheme", list(SOURCES))  # the schemes shared mode draws
 def test_native_weights_are_the_shared_draw_only_where_the_spec_replays_the_framework(backend_name, backend, scheme):
     """(That native weights follow the scheme's distribution is the conformance suite's item 'native init'.)"""
     recipe = spec.get_recipe("d2l", {"init": scheme})
