@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--backends", help="comma-separated: only these backends' runs")
     verify.add_argument("--results", help="the published runs (default: the repository's docs/results)")
     verify.add_argument("--json", help="also write the outcomes to this JSON file")
+    verify.add_argument("--against", metavar="PYTHON",
+                        help="quick mode: replay each run first with this interpreter (another environment: other "
+                             "versions), then with its own, and judge the second against the first, both made here")
     verify.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     verify.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
 

@@ -41,7 +41,7 @@ import numpy as np
 import backends
 from common import machine
 from common.errors import UserError
-from common.results import RunKey, RunStore
+from common.results import RunKey, RunStore, write_atomic
 from experiments.running.runs import python_for_run
 
 QUICK_STEPS = 20
@@ -217,12 +217,17 @@ def run(args: argparse.Namespace) -> int:
     if not sample:
         raise UserError(f"no published run under {results} matches {args.runs!r}; names look like {FULL_DEFAULT[0]}")
     here = machine.summary(machine.describe())
+    if args.against and args.full:
+        raise UserError("--against compares the first steps of two replays here; it does not go with --full")
     steps = None if args.full else args.steps
     what = ("chosen runs to the end" if args.full else
             f"the first {'epoch' if not steps else f'{steps} steps'} of the lowest seed of every published recipe, "
             "dataset and backend (shared mode)")  # fmt: skip
     print(f"lenet-repro verify: {len(sample)} runs, {what}")
     print(f"this machine: {here}")
+    if args.against:
+        print(f"each replayed with {args.against}, then with its own environment's interpreter, the second judged "
+              "against the first")
     for name, count in Counter(made_on(r) for _, r in sample).items():
         print(f"made on:      {name}: {count} run{'s' if count > 1 else ''}")
     width = max(len(run_name(r)) for _, r in sample)
@@ -235,8 +240,14 @@ def run(args: argparse.Namespace) -> int:
         by_threads.setdefault((int(record["meta"].get("threads") or 1), python), []).append((path, record))
     for (threads, python), group in sorted(by_threads.items()):
         wanted_paths = {str(p): r for p, r in group}
-        for again in _children(python, threads, list(wanted_paths), steps, args.full):
+        if args.against:  # each run replayed in both interpreters here: its own environment's against the other's
+            mine = {again["path"]: again for again in _children(args.against, threads, list(wanted_paths), steps,
+                                                                 args.full)}  # fmt: skip
+        replays = _children(python, threads, list(wanted_paths), steps, args.full)
+        for again in replays:
             record = wanted_paths[again["path"]]
+            if args.against:
+                record = as_replayed(record, mine[again["path"]])
             outcome = judge(record, again, args.full, seed_spread(records, record))
             outcomes.append(outcome)
             print(_format(outcome, width), flush=True)
@@ -252,9 +263,17 @@ def run(args: argparse.Namespace) -> int:
         for o in outcomes:
             print(f"  {o.run}: {o.tolerance}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"this_machine": here, "outcomes": [asdict(o) for o in outcomes]},
-                                              indent=1))  # fmt: skip
+        document = {"this_machine": here, **({"against": args.against} if args.against else {}),
+                    "outcomes": [asdict(o) for o in outcomes]}  # fmt: skip
+        write_atomic(Path(args.json), (json.dumps(document, indent=1) + "\n").encode())
     return 1 if counts.get("different result") else 0
+
+
+def as_replayed(record: dict[str, Any], replay: dict[str, Any]) -> dict[str, Any]:
+    """The record as a replay here made it (--against): its step losses, versions and kernels, this machine."""
+    meta = {**record["meta"], "versions": replay["versions"], "kernels": replay["kernels"],
+            "machine": machine.describe()}  # fmt: skip
+    return {**record, "step_losses": replay["step_losses"], "meta": meta}
 
 
 def _children(python: str, threads: int, paths: list[str], steps: int | None, full: bool):
