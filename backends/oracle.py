@@ -101,17 +101,6 @@ def prepare(recipe_name: str, seed: int = 1) -> Setup:
     return Setup(recipe_name, recipe, dataset, seed, initial_weights(recipe, seed), x, y, step_batch, batches)
 
 
-@dataclass
-class Trace:
-    """What one implementation computed: one batch's output, loss and gradients, then the SGD steps."""
-
-    output: np.ndarray
-    loss: float
-    gradients: dict[str, np.ndarray]
-    step_losses: list[float]
-    weights_after: dict[str, np.ndarray]
-
-
 def first_batch(backend, model, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
     """One batch (the first BATCH_EXAMPLES examples) forward and backward: (output, loss, gradients)."""
     one_x, one_y = x[:BATCH_EXAMPLES], y[:BATCH_EXAMPLES]
@@ -129,11 +118,6 @@ def sgd_steps(backend, model, x: np.ndarray, y: np.ndarray, batches: list[np.nda
         step_losses.append(backend.train_step(model, x[index], y[index])[0] / len(index))
     return step_losses, backend.get_weights(model)
 
-
-def trace(backend, model, x: np.ndarray, y: np.ndarray, batches: list[np.ndarray], steps: int) -> Trace:
-    """Run one implementation through the oracle's fixed sequence: one batch forward and backward, then `steps`
-    SGD steps cycling over `batches` (index arrays into x, y)."""
-    return Trace(*first_batch(backend, model, x, y), *sgd_steps(backend, model, x, y, batches, steps))
 
 
 def candidate_backend(candidate: str):

@@ -38,14 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from common.errors import UserError
+from common.errors import UserError, advice
 
 FAILPOINT_ENV = "LENET_REPRO_FAILPOINT"
 TEMP_MARK = ".tmp"
 _hits: dict[str, int] = {}
 
-_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class WriteError(UserError, OSError):
@@ -57,21 +55,6 @@ class WriteError(UserError, OSError):
 
     def __reduce__(self):  # keeps the errno across processes (a Ray task's error is pickled)
         return type(self), (str(self), self.errno)
-
-
-def advice(error: OSError, path: Path) -> str:
-    """What to do about an OSError met while writing `path`, in a few words."""
-    if error.errno in _FULL:
-        return "the disk is full: free some space, then run the same command again (finished work is kept)"
-    if error.errno == errno.EFBIG:
-        return ("the file is larger than this process may write (the file size limit, `ulimit -f`, or the file "
-                "system's): raise the limit or free space, then run the same command again (finished work is kept)")
-    if error.errno in _READ_ONLY:
-        refused = Path(error.filename) if error.filename else path
-        where = refused if refused.exists() else refused.parent  # a read-only file, or the folder that refused
-        return (f"{where} is not writable here: make it writable (or use another directory), "
-                "then run the same command again")
-    return "check that disk and folder, then run the same command again (finished work is kept)"
 
 
 def write_error(error: OSError, path: Path, doing: str = "write") -> WriteError:

@@ -12,6 +12,10 @@ from pathlib import Path
 USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", 0)}
 
 
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 class UserError(Exception):
     """A mistake the user can fix (bad name, missing file, corrupt data); printed as one line."""
 
@@ -32,11 +36,24 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except OSError as error:
         if error.errno not in USER_ERRNOS or not error.filename:
             raise
-        from common.atomic import advice
-
         print(f"error: {error.filename}: {error.strerror}; {advice(error, Path(error.filename))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: finished work is saved; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def advice(error: OSError, path: Path) -> str:
+    """What to do about an OSError met while writing `path`, in a few words."""
+    if error.errno in _FULL:
+        return "the disk is full: free some space, then run the same command again (finished work is kept)"
+    if error.errno == errno.EFBIG:
+        return ("the file is larger than this process may write (the file size limit, `ulimit -f`, or the file "
+                "system's): raise the limit or free space, then run the same command again (finished work is kept)")
+    if error.errno in _READ_ONLY:
+        refused = Path(error.filename) if error.filename else path
+        where = refused if refused.exists() else refused.parent  # a read-only file, or the folder that refused
+        return (f"{where} is not writable here: make it writable (or use another directory), "
+                "then run the same command again")
+    return "check that disk and folder, then run the same command again (finished work is kept)"

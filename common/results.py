@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from common.atomic import move_aside, write_error
-from common.atomic import write_atomic as _write_atomic
+from common.atomic import move_aside, write_atomic, write_error
 from common.errors import UserError, unknown_name
 from common.spec import Recipe, get_recipe
 
@@ -109,12 +108,6 @@ def variant_name(mode: str, limit: int | None = None, epochs: int | None = None)
     return mode + (f"-epochs{epochs}" if epochs else "") + (f"-limit{limit}" if limit else "")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes so that readers see the old file or the new one, never a half-written one (common.atomic);
-    a failure is a WriteError: one line naming the file and what to do."""
-    _write_atomic(path, data)
-
-
 def set_aside(path: Path) -> Path:
     """Move a damaged file out of the way, to `<name>.damaged` (replacing an older one), and return that name."""
     return move_aside(path, DAMAGED)
@@ -154,7 +147,7 @@ class RunStore:
     def save_checkpoint(self, key: RunKey, state: dict[str, np.ndarray], record: dict[str, Any]) -> None:
         """State and record together in one atomic file: they can never disagree about the epoch. The checkpoint
         it replaces stays as the fallback (<name>.prev.npz), should this one ever be found damaged."""
-        _write_atomic(self.checkpoint_path(key), checkpoint_bytes(state, record),
+        write_atomic(self.checkpoint_path(key), checkpoint_bytes(state, record),
                       keep_previous=self.previous_checkpoint_path(key))  # fmt: skip
 
     def load_checkpoint(self, key: RunKey, report: Callable[[str], None] = warn

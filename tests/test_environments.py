@@ -187,7 +187,8 @@ def _side_by_side_table(path) -> str:
         backend = run.split("-seed")[0]
         by.setdefault(backend, {}).setdefault(recipe, []).append(outcome)
         versions[backend] = outcome["versions"]
-    lines = ["| framework | what changed | " + " | ".join(f"`{r}`" for r in RECIPES) + " | worst step-loss difference |",
+    columns = " | ".join(f"`{recipe}`" for recipe in RECIPES)
+    lines = [f"| framework | what changed | {columns} | worst step-loss difference |",
              "|---" * (len(RECIPES) + 3) + "|"]
     for backend, label in UPGRADE_LABELS.items():
         if backend not in by:
