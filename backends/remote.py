@@ -176,7 +176,7 @@ class RemoteBackend:
 
         call.__name__ = attribute
         call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # the module's own, as inspect reads it
-            [inspect.Parameter(name, inspect._ParameterKind(kind),
+            [inspect.Parameter(name, type(inspect.Parameter.POSITIONAL_ONLY)(kind),
                                default=inspect.Parameter.empty if isinstance(default, _Empty) else default)
              for name, kind, default in self._members[attribute]])  # fmt: skip
         return call
