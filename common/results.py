@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from common import seal
 from common.atomic import move_aside, write_atomic, write_error
 from common.errors import UserError, unknown_name
 from common.spec import Recipe, get_recipe
@@ -135,14 +136,20 @@ class RunStore:
         return self.root / LOCKS / key.relative(".train.lock")
 
     def load_record(self, key: RunKey) -> dict[str, Any] | None:
-        """The run's JSON record, or None when the run has not been started (DamagedFile for a damaged one)."""
+        """The run's JSON record, or None when the run has not been started (DamagedFile for a damaged one, or one
+        whose content does not match its seal: it is set aside and the run trained again; a record from before
+        seals, with none, is taken as it is)."""
         path = self.record_path(key)
         if not path.exists():
             return None
-        return read_record(path)
+        record = read_record(path)
+        if seal.SEAL in record and seal.problem(record):
+            raise _damaged_record(path, "its content does not match its seal (changed after it was written)")
+        return record
 
     def save_record(self, key: RunKey, record: dict[str, Any]) -> None:
-        write_atomic(self.record_path(key), record_json(record).encode())
+        """Write the record, sealed (common/seal.py)."""
+        write_atomic(self.record_path(key), record_json(seal.sealed(record)).encode())
 
     def save_checkpoint(self, key: RunKey, state: dict[str, np.ndarray], record: dict[str, Any]) -> None:
         """State and record together in one atomic file: they can never disagree about the epoch. The checkpoint
@@ -206,11 +213,40 @@ class RunStore:
         except OSError as error:
             raise write_error(error, self.checkpoint_path(key), "remove") from None
 
-    def records(self, variant: str | None = None) -> list[dict[str, Any]]:
-        """Every run record under the results directory (optionally one variant), sorted by path."""
+    def record_paths(self, variant: str | None = None) -> list[Path]:
         base = self.root / variant if variant else self.root
-        paths = sorted(p for p in base.rglob("*-seed*.json") if CHECKPOINTS not in p.parts)  # not oracle.json
-        return [read_record(p) for p in paths]
+        return sorted(p for p in base.rglob("*-seed*.json") if CHECKPOINTS not in p.parts)  # not oracle.json
+
+    def records(self, variant: str | None = None, report: Callable[[str], None] = warn) -> list[dict[str, Any]]:
+        """Every run record under the results directory (optionally one variant) whose content is what was written,
+        sorted by path. A damaged record, or one whose content does not match its seal, is left out with one line
+        (`report`) and listed in `self.left_out` as (path, what is wrong)."""
+        self.left_out: list[tuple[Path, str]] = []
+        found = []
+        for path in self.record_paths(variant):
+            try:
+                record = read_record(path)
+            except DamagedFile as error:
+                wrong = error.problem
+            else:
+                wrong = seal.problem(record)
+                if wrong is None:
+                    found.append(record)
+                    continue
+            self.left_out.append((path, wrong))
+            report(f"run record {path}: {wrong}; left out (`lenet-repro compare --accept-changed` seals it as it is)")
+        return found
+
+    def accept_changed(self, report: Callable[[str], None] = warn) -> list[Path]:
+        """Seal again, as they are now, the records whose seal does not match (or that have none): on purpose."""
+        resealed = []
+        for path in self.record_paths():
+            record = read_record(path)
+            if seal.problem(record) is not None:
+                write_atomic(path, record_json(seal.sealed(record)).encode())
+                report(f"run record {path}: sealed as it is now")
+                resealed.append(path)
+        return resealed
 
 
 class RunLock:
@@ -267,7 +303,7 @@ def lock_error(path: Path, error: OSError | None) -> UserError:
 def checkpoint_bytes(state: dict[str, np.ndarray], record: dict[str, Any]) -> bytes:
     """A checkpoint file's content: the arrays and the record (as JSON bytes) in one .npz."""
     buffer = io.BytesIO()
-    np.savez(buffer, __record__=np.frombuffer(json.dumps(record).encode(), dtype=np.uint8), **state)
+    np.savez(buffer, __record__=np.frombuffer(json.dumps(seal.sealed(record)).encode(), dtype=np.uint8), **state)
     return buffer.getvalue()
 
 
@@ -287,6 +323,8 @@ def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             raise ValueError("not a checkpoint of a run")
         if not isinstance(record.get("step_losses"), list) or not isinstance(record.get("meta"), dict):
             raise ValueError("its record lacks step_losses or meta")
+        if seal.SEAL in record and seal.problem(record):  # checkpoints from before seals have none
+            raise ValueError("its record does not match its seal")
     except Exception as error:  # noqa: BLE001 - KeyError, JSON and Unicode errors, wrong content
         raise _damaged_checkpoint(path, error) from None
     return arrays, record

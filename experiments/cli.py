@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--results", default="results")
     compare.add_argument("--mode", default=None, type=_choice("mode", lambda: MODES),
                          help="default: every mode present")
+    compare.add_argument("--accept-changed", action="store_true",
+                         help="seal again, as they are now, the records whose content no longer matches their seal "
+                              "(or that have none), after checking them by hand: they enter the tables again")
     compare.add_argument("--sync", default=(), type=_files("document"), metavar="FILES",
                          help="comma-separated Markdown files whose copies of the report's results and fidelity "
                               "tables are replaced by the new ones (the published report: README.md,docs/fidelity.md)")
@@ -420,10 +423,25 @@ def _study(module: str):
     return run
 
 
+def existing_results(results: str) -> RunStore:
+    """The store of a results directory that exists and holds run records; else one line (nothing is created)."""
+    store = RunStore(results)
+    if not store.root.is_dir():
+        raise UserError(f"no results directory {results}: give the one your runs were written to (RESULTS=..., "
+                        "default: results)")  # fmt: skip
+    if not store.record_paths():
+        raise UserError(f"{results} holds no run records: train some first (make reproduce-<backend> "
+                        f"RESULTS={results}), or give another directory")  # fmt: skip
+    return store
+
+
 def _compare(args: argparse.Namespace) -> int:
     from experiments.analysis.report import sync_tables, write_report
 
-    print(write_report(RunStore(args.results), args.mode))
+    store = existing_results(args.results)
+    if args.accept_changed:
+        store.accept_changed()
+    print(write_report(store, args.mode))
     for document in args.sync:
         synced = sync_tables(Path(args.results) / "report.md", document)
         if not synced:

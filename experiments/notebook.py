@@ -38,7 +38,7 @@ def write_ipynb() -> Path:
     """The .ipynb paired with the script (outputs empty); JupyterLab with jupytext saves both from then on."""
     import jupytext
 
-    jupytext.write(read(), NOTEBOOK, fmt="ipynb")
+    write_atomic(NOTEBOOK, jupytext.writes(read(), fmt="ipynb").encode())
     return NOTEBOOK
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
+from common import seal
 from common.batches import batch_order, batch_slices, epoch_order
 from experiments.studies import order_study
 from tests.test_seed_scripts import require_real
@@ -48,7 +47,7 @@ def test_the_study_pairs_both_orders_by_seed_and_resumes(tmp_path):
     assert examples["epoch_losses"] != batches["epoch_losses"]  # only the order differs, and it shows
     second = order_study.study(path, "d2l", "mnist", 2, limit=512)  # only seed 1 is new
     assert second["runs"][:2] == first["runs"] and len(second["runs"]) == 4
-    assert json.loads(path.read_text()) == second
+    assert seal.read_json(path, "study file") == second
     text = order_study.summary(second)
     assert "batches − examples, final test accuracy" in text and "paired (2 seeds)" in text
     assert "Pitman-Morgan paired test" in text

@@ -516,6 +516,7 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
     from experiments.analysis.plots import plot_group
 
     records = [r for r in store.records() if mode is None or r.get("mode", "shared") == mode]
+    left_out = len(store.left_out)
     groups = group_records(records)
     rows = side_by_side_rows(groups)
     plots = {}
@@ -524,11 +525,14 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
         write_atomic(store.root / path, plot_group(key, by_backend))
         plots[key] = path
     fidelity = fidelity_rows(groups)
-    text = report_markdown(rows, plots, runs_summary(records), fidelity, read_oracle(store.root),
+    summary = runs_summary(records) + (f"; {left_out} more left out, their content changed after they were written "
+                                       "or damaged (named on stderr)" if left_out else "")  # fmt: skip
+    text = report_markdown(rows, plots, summary, fidelity, read_oracle(store.root),
                            machines_table(records), versions_table(records))  # fmt: skip
     write_atomic(store.root / "report.md", text.encode())
     write_atomic(store.root / "report.csv", csv_text(rows).encode())
-    return f"wrote {store.root / 'report.md'}, report.csv and {len(plots)} plots from {len(records)} runs"
+    return (f"wrote {store.root / 'report.md'}, report.csv and {len(plots)} plots from {len(records)} runs"
+            + (f" ({left_out} left out: see above)" if left_out else ""))
 
 
 def machines_table(records: list[dict[str, Any]]) -> str:

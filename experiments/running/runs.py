@@ -10,7 +10,6 @@ import math
 import os
 import platform
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from common import data, environments, machine, spec
+from common import data, environments, machine, seal, spec
 from common.atomic import FAILPOINT_ENV, failpoint, stale_temps
 from common.contract import Backend
 from common.errors import UserError
@@ -55,15 +54,6 @@ def prepare_data(dataset: str, recipe: spec.Recipe, limit: int | None) -> Prepar
     )
 
 
-def git_commit() -> str | None:
-    """The project's current commit, when it is a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
-
-
 def new_record(key: RunKey, recipe: spec.Recipe, session: Session) -> dict[str, Any]:
     """A fresh run record with its metadata."""
     return {
@@ -87,7 +77,7 @@ def new_record(key: RunKey, recipe: spec.Recipe, session: Session) -> dict[str, 
             "host": socket.gethostname(),
             "machine": machine.describe(),
             "kernels": session.kernels(),
-            "git_commit": git_commit(),
+            "git_commit": seal.git_commit(),
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "finished": None,
             "spec": spec.recipe_to_dict(recipe),

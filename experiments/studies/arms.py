@@ -8,25 +8,24 @@ the runs by arm for the comparisons; `arm_line` and `difference_text` print them
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from common.results import write_atomic
+from common import seal
 from experiments.analysis import stats
 
 
 def run_arms(path: Path, header: dict[str, Any], seeds: int, arms: Sequence[str],
              train: Callable[[int, str], dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     """Train each (seed, arm) not yet in `path` with `train(seed, arm)`; returns the study (header + runs)."""
-    results = json.loads(path.read_text()) if path.exists() else {**header, "runs": []}
+    results = seal.read_json(path, "study file") if path.exists() else {**header, "runs": []}
     done = {(r["seed"], r["arm"]) for r in results["runs"]}
     for seed in range(seeds):
         for arm in arms:
             if (seed, arm) not in done:
                 results["runs"].append({"seed": seed, "arm": arm, **train(seed, arm)})
-                write_atomic(path, json.dumps(results, indent=1).encode())
+                seal.write_json(path, results)
                 print(f"seed {seed} {arm}: {results['runs'][-1]['test_accuracy']:.4f}", flush=True)
     return results
 

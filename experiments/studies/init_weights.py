@@ -16,14 +16,13 @@ PyTorch's own draws by Welch's t-test over the seeds, Bonferroni-corrected for t
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from backends import baseline, frameworks
+from common import seal
 from common.init import initial_weights
-from common.results import write_atomic
 from experiments.analysis import stats
 
 PCG64 = "numpy"
@@ -65,13 +64,13 @@ def layer_statistics(weights: dict[str, np.ndarray]) -> dict[str, dict[str, floa
 
 def measure(path: Path, recipe: str, seeds: int, chosen: tuple[str, ...]) -> dict:
     """Statistics for seeds 0..N-1 of every source (resumable: sources already measured are kept)."""
-    results = json.loads(path.read_text()) if path.exists() else {"recipe": recipe, "sources": {}}
+    results = seal.read_json(path, "study file") if path.exists() else {"recipe": recipe, "sources": {}}
     for source in chosen:
         have = results["sources"].get(source, [])
         for seed in range(len(have), seeds):
             have.append(layer_statistics(draw(source, recipe, seed)))
         results["sources"][source] = have
-        write_atomic(path, json.dumps(results).encode())
+        seal.write_json(path, results, indent=None)
     return results
 
 

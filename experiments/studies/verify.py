@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 
 import backends
-from common import machine
+from common import machine, seal
 from common.errors import UserError
-from common.results import RunKey, RunStore, write_atomic
+from common.results import RunKey, RunStore, warn, write_atomic
 from experiments.running.runs import python_for_run
 
 QUICK_STEPS = 20
@@ -92,6 +92,10 @@ def published(results: Path) -> list[tuple[Path, dict[str, Any]]]:
             try:
                 record = json.loads(path.read_text())
             except (OSError, ValueError):
+                continue
+            wrong = seal.problem(record) if isinstance(record, dict) else "not a run record"
+            if wrong:
+                warn(f"run record {path}: {wrong}; left out")
                 continue
             if (record.get("status") == "complete" and record.get("backend") in names() and record.get("limit") is None
                     and record.get("epochs_override") is None):  # fmt: skip
@@ -205,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
     from experiments.running.runs import REPO
 
     results = Path(args.results) if args.results else REPO / "docs" / "results"
+    if not results.is_dir():
+        raise UserError(f"no results directory {results}: give one that holds published runs (--results)")
     records = published(results)
     if not records:
         raise UserError(f"no complete published runs under {results}: nothing to verify")
