@@ -219,20 +219,17 @@ class RunStore:
 
     def records(self, variant: str | None = None, report: Callable[[str], None] = warn) -> list[dict[str, Any]]:
         """Every run record under the results directory (optionally one variant) whose content is what was written,
-        sorted by path. A damaged record, or one whose content does not match its seal, is left out with one line
-        (`report`) and listed in `self.left_out` as (path, what is wrong)."""
+        sorted by path. One whose content does not match its seal, or that has none, is left out with one line
+        (`report`) and listed in `self.left_out` as (path, what is wrong); a damaged one (not a record at all)
+        raises DamagedFile, whose line says how to train it again."""
         self.left_out: list[tuple[Path, str]] = []
         found = []
         for path in self.record_paths(variant):
-            try:
-                record = read_record(path)
-            except DamagedFile as error:
-                wrong = error.problem
-            else:
-                wrong = seal.problem(record)
-                if wrong is None:
-                    found.append(record)
-                    continue
+            record = read_record(path)  # a damaged one: one line saying what to do (DamagedFile)
+            wrong = seal.problem(record)
+            if wrong is None:
+                found.append(record)
+                continue
             self.left_out.append((path, wrong))
             report(f"run record {path}: {wrong}; left out (`lenet-repro compare --accept-changed` seals it as it is)")
         return found
@@ -325,6 +322,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             raise ValueError("its record lacks step_losses or meta")
         if seal.SEAL in record and seal.problem(record):  # checkpoints from before seals have none
             raise ValueError("its record does not match its seal")
+        record.pop(seal.SEAL, None)
     except Exception as error:  # noqa: BLE001 - KeyError, JSON and Unicode errors, wrong content
         raise _damaged_checkpoint(path, error) from None
     return arrays, record
