@@ -70,7 +70,7 @@ data: venv
 test: data venvs
 	$(PY) -m pytest
 
-# The fast tier for a development loop: every test not marked slow, on every core (under 2 minutes here).
+# The fast tier for a development loop: every test not marked slow, on every core (about 2.5 minutes here).
 test-fast: data venvs
 	$(PY) -m pytest -m "not slow" -n auto
 
