@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from common import seal
 from common.results import RunKey, RunStore, record_json, write_atomic
 from experiments.running import grid
 
@@ -174,7 +175,7 @@ def test_a_run_held_by_another_driver_is_skipped_then_taken_up_or_left_finished(
     while store.load_record(keys[2])["status"] != "complete" and time.monotonic() < deadline:
         time.sleep(0.02)  # the record exists after the epoch; the run's last write marks it complete
     assert store.load_record(keys[2])["status"] == "complete", "the free run did not finish within 120 s"
-    finished = {**store.load_record(keys[2]), "seed": 1}
+    finished = seal.sealed({**store.load_record(keys[2]), "seed": 1})  # as a driver writes it: sealed
     write_atomic(store.record_path(keys[1]), record_json(finished).encode())
     held[1].release()
     held[0].release()  # the other driver stopped before seed 0 was done: this driver takes it up
