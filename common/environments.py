@@ -104,13 +104,12 @@ def python_for(environment: str) -> str:
     here = current_name()
     if here in (environment, "unmanaged"):
         return sys.executable
-    given = os.environ.get(PYTHON_ENV.format(environment.upper().replace("-", "_")))
-    if given:
-        return given
+    variable = PYTHON_ENV.format(environment.upper().replace("-", "_"))
+    if os.environ.get(variable):
+        return os.environ[variable]
     if environment not in ENVIRONMENTS:
-        raise UserError(
-            f"environment {environment!r} is not one of the project's ({', '.join(ENVIRONMENTS)}); "
-            f"set {PYTHON_ENV.format(environment.upper().replace('-', '_'))} to its python")
+        raise UserError(f"environment {environment!r} is not one of the project's ({', '.join(ENVIRONMENTS)}); "
+                        f"set {variable} to its python")
     env = ENVIRONMENTS[environment]
     if not env.up_to_date():
         ensure(environment)
