@@ -36,7 +36,7 @@ RUN_ARGS = $(GRID_ARGS) --mode $(MODE)
 
 .PHONY: help venv venvs lock data test test-fast lint typecheck layers reproduce \
 	reproduce-seed-scripts compare conformance oracle notebook notebook-html bench bench-backends verify verify-full publish \
-	publish-stock clean \
+	publish-stock handout clean \
 	ray-head ray-worker ray-stop
 
 # List the targets.
@@ -129,6 +129,10 @@ $(LAB_STAMP): locks/main-lab.txt
 notebook-html: data
 	$(CLI) notebook html
 
+# The one-page handout (docs/handout.md) as a printable page: build/handout.html (print it from a browser).
+handout: venv
+	$(CLI) handout
+
 # Time the seed's two scripts against the harness, side by side in one run (about 5 minutes here).
 bench: data
 	$(CLI) bench
@@ -200,7 +204,11 @@ publish: data
 		$(PUBLISH_RUN) --backend $$backend --seeds 10 --recipes seed-mxnet --datasets fashion-mnist --threads 1 || exit; done
 	$(MAKE) publish-stock
 	$(CLI) oracle --results $(PUBLISHED)
-	$(CLI) compare --results $(PUBLISHED) --sync README.md,docs/fidelity.md
+	$(CLI) compare --results $(PUBLISHED) --sync $(SYNCED)
+
+# The documents that carry tables of the published report, copied over by `compare --sync` (the figures they quote
+# come from the runs; tests/test_published.py checks each copy).
+SYNCED ?= README.md,docs/fidelity.md,docs/handout.md
 
 # Stock mode, published: every framework on its own default initialisers, seed-torch-fixed and d2l on both datasets,
 # 10 seeds, seed by seed across the frameworks (an interrupted run leaves them with about the same number of seeds),

@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "lenet_repro.backends"
 Role = Literal["framework", "reference"]
 
-# Plot colours for plug-ins, in order of registration (the built-in backends have their own).
-PALETTE = ("#e67700", "#862e9c", "#0b7285", "#c2255c", "#5c940d", "#364fc7")
+# Plot colours for plug-ins, in order of registration (the built-in backends have their own): Tableau's, after the
+# five the built-in backends take, each far from the others (tests/test_report.py measures how far).
+PALETTE = ("#8c564b", "#e377c2", "#bcbd22", "#17becf")
 LINESTYLES = ("-.", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1)))
 
 
@@ -70,18 +71,18 @@ class BackendInfo:
 
 BUILTIN: tuple[BackendInfo, ...] = (
     BackendInfo("torch", "backends.torch_lenet", "PyTorch", "framework", ("torch", "torchvision"),
-                {"color": "#d9480f", "linestyle": "-"}, generator="torch-cpu-mt19937", baseline=True,
+                {"color": "#d62728", "linestyle": "-"}, generator="torch-cpu-mt19937", baseline=True,
                 stock_init="torch-default"),
     BackendInfo("mxnet", "backends.mxnet_lenet", "MXNet", "framework", ("mxnet", "d2lzh"),
-                {"color": "#1864ab", "linestyle": "--"}, environment="mxnet", generator="mxnet-cpu",
+                {"color": "#1f77b4", "linestyle": "--"}, environment="mxnet", generator="mxnet-cpu",
                 stock_init="gluon-default"),
     BackendInfo("jax", "backends.jax_lenet", "JAX", "framework", ("jax", "jaxlib", "flax", "optax"),
-                {"color": "#f08c00", "linestyle": "-."}, generator="jax-threefry2x32", stock_init="flax-default"),
+                {"color": "#ff7f0e", "linestyle": "-."}, generator="jax-threefry2x32", stock_init="flax-default"),
     BackendInfo("tensorflow", "backends.tensorflow_lenet", "TensorFlow", "framework", ("tensorflow", "keras"),
-                {"color": "#2b8a3e", "linestyle": (0, (5, 1))}, generator="keras-seed-generator",
+                {"color": "#2ca02c", "linestyle": (0, (5, 1))}, generator="keras-seed-generator",
                 stock_init="keras-default", kernel_note="backends.kernel_notes:onednn"),
     BackendInfo("numpy", "backends.numpy_lenet", "NumPy", "reference", (),
-                {"color": "#5f3dc4", "linestyle": ":"}, generator="numpy-pcg64"),
+                {"color": "#9467bd", "linestyle": ":"}, generator="numpy-pcg64"),
 )  # fmt: skip
 REFERENCE = "numpy"  # the float64 reference every framework is measured against (the oracle)
 

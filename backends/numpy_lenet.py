@@ -99,7 +99,7 @@ class MaxPool:
     def forward(self, x: Array, params: dict[str, Array]) -> Array:
         win = windows(x, self.k, self.stride)
         flat = win.reshape(*win.shape[:3], -1, win.shape[-1])  # (N, Ho, Wo, k*k, C), window in row-major (p, q)
-        # argmax keeps the first of equal maxima in row-major order: the tie rule of both frameworks' kernels
+        # argmax keeps the first of equal maxima in row-major order: the tie rule of the frameworks' kernels
         self.argmax, self.in_shape = flat.argmax(axis=3), x.shape
         return np.take_along_axis(flat, self.argmax[:, :, :, None], axis=3)[:, :, :, 0]
 
@@ -147,7 +147,7 @@ class ReLU:
         self.positive = x > 0
         return np.where(self.positive, x, 0.0).astype(x.dtype, copy=False)
 
-    # dx = dy where x > 0, else 0 (at x = 0 exactly: 0, as both frameworks define it)
+    # dx = dy where x > 0, else 0 (at x = 0 exactly: 0, as the frameworks define it)
     def backward(self, dy: Array, params: dict[str, Array], grads: Grads) -> Array:
         return np.where(self.positive, dy, 0.0).astype(dy.dtype, copy=False)
 

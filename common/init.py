@@ -1,4 +1,4 @@
-"""Initial weights generated once, in NumPy, from a seed, so that both backends can start identically.
+"""Initial weights generated once, in NumPy, from a seed, so that every backend can start identically.
 
 Each scheme reproduces the distribution that a framework's own initialiser draws from:
 - "torch-default": PyTorch's Conv2d/Linear reset_parameters: kaiming_uniform_(a=sqrt(5)) weights,
@@ -10,7 +10,7 @@ Each scheme reproduces the distribution that a framework's own initialiser draws
   U(-sqrt(3 / ((fan_in + fan_out) / 2)), ...) weights; Gluon biases start at zero.
 - "d2l-xavier": d2l-en's PyTorch `nn.init.xavier_uniform_` weights, U(-sqrt(6 / (fan_in + fan_out)), ...)
   (the same bound as gluon-xavier), with PyTorch's default uniform biases left in place.
-fan_in = in_channels * k * k and fan_out = out_channels * k * k for a convolution, as both frameworks compute.
+fan_in = in_channels * k * k and fan_out = out_channels * k * k for a convolution, as every framework computes.
 
 Stock mode ("stock" in a recipe) gives each framework its own defaults, as a student's port would have them; the
 registry names each framework's (`BackendInfo.stock_init`), and they are laws of their own here, so the

@@ -1,4 +1,4 @@
-"""Preprocessing done once, in NumPy, so both backends receive identical float32 input arrays.
+"""Preprocessing done once, in NumPy, so every backend receives identical float32 input arrays.
 
 Resize. The seed's d2lzh loader applies Gluon's `transforms.Resize(96)` to each uint8 28x28 image. Gluon
 calls OpenCV's `cv::resize(INTER_LINEAR)` on uint8, which works in fixed point: 11-bit interpolation
@@ -69,7 +69,7 @@ def to_float(pixels: np.ndarray, preprocess: Preprocess) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Images:
-    """A dataset resized once and kept as uint8; indexing gives the float32 batch both backends receive.
+    """A dataset resized once and kept as uint8; indexing gives the float32 batch every backend receives.
 
     Converting per batch costs about a millisecond and is element for element the same arithmetic as
     converting everything up front, but keeps 60,000 images at 96x96 in 0.55 GB instead of 2.2 GB.

@@ -67,7 +67,7 @@ class Activation:
 
 @dataclass(frozen=True)
 class Flatten:
-    """(N, C, H, W) -> (N, C*H*W) in C order, the same in both frameworks."""
+    """(N, C, H, W) -> (N, C*H*W) in C order, the same in every backend."""
 
     kind: str = "flatten"
 
@@ -95,7 +95,7 @@ class Preprocess:
     """Input pipeline applied once to the uint8 images: resize, then x/divisor, then (x-mean)/std."""
 
     resize: int | None = None  # bilinear resize of the 28x28 uint8 image to resize x resize, as Gluon's Resize
-    divisor: float = 255.0  # ToTensor in both frameworks divides (not multiplies by 1/255) in float32
+    divisor: float = 255.0  # ToTensor in torchvision and Gluon divides (not multiplies by 1/255) in float32
     mean: float = 0.0
     std: float = 1.0
 
@@ -286,7 +286,7 @@ def flops_per_example(recipe: Recipe) -> tuple[int, int]:
 
 
 def parameter_shapes(recipe: Recipe) -> dict[str, tuple[int, ...]]:
-    """Named parameter shapes in the layout both frameworks use: conv (out, in, k, k), dense (out, in)."""
+    """Named parameter shapes in the layout PyTorch and MXNet use: conv (out, in, k, k), dense (out, in)."""
     shapes: dict[str, tuple[int, ...]] = {}
     rows = layer_rows(recipe)
     for previous, row in zip(rows, rows[1:], strict=False):

@@ -1,4 +1,4 @@
-"""The training loop, written once for both backends: NumPy batches in, NumPy numbers out."""
+"""The training loop, written once for every backend: NumPy batches in, NumPy numbers out."""
 
 from __future__ import annotations
 

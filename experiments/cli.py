@@ -11,6 +11,7 @@
     lenet-repro oracle [--results DIR]         each framework against the float64 reference
     lenet-repro bench [--backends]             speed, side by side in one run
     lenet-repro notebook ipynb|html|check      the teaching notebook
+    lenet-repro handout                        the one-page handout, printable (build/handout.html)
     lenet-repro init-study [--seeds N] ...     the crossed initialisation study
     lenet-repro init-weights [--seeds N] ...   the initial weights of each generator, beyond their marginals
     lenet-repro order-study [--seeds N] ...    d2l-en's batch-level shuffle against the example shuffle
@@ -240,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="ipynb: docs/side_by_side.ipynb from the script; html: execute it into "
                           "build/side_by_side.html; check: execute it on a small subset")  # fmt: skip
 
+    commands.add_parser("handout", help="the one-page handout (docs/handout.md) as a printable page, "
+                        "build/handout.html")  # fmt: skip
+
     study = commands.add_parser("init-study", help="the crossed initialisation study (same batches, weights from "
                                 "several generators)")  # fmt: skip
     study.add_argument("--seeds", type=positive_int, default=20)
@@ -461,6 +465,7 @@ COMMANDS = {
     "oracle": _study("experiments.studies.oracle"),
     "bench": _study("experiments.studies.bench"),
     "notebook": _study("experiments.notebook"),
+    "handout": _study("experiments.handout"),
     "init-study": _study("experiments.studies.init_study"),
     "verify": _study("experiments.studies.verify"),
     "init-weights": _study("experiments.studies.init_weights"),

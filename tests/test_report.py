@@ -237,3 +237,46 @@ def test_the_seeds_that_would_decide_an_undecided_line_need_two_seeds_a_side_to_
     assert "about" in torch_note and "seeds a side would decide it" in torch_note
     assert mxnet_note == ("- `seed-torch` on mnist, MXNet, native: undecided with 6 and 1 seeds; one seed has no "
                           "spread to go by: a second one will tell how many would decide it.")
+
+
+def _lab(colour: str) -> tuple[float, float, float]:
+    """CIE L*a*b* (D65) of a matplotlib colour: perceptual distances between plot colours."""
+    from matplotlib.colors import to_rgb
+
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in to_rgb(colour))
+    xyz = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047, 0.2126 * r + 0.7152 * g + 0.0722 * b, (
+        0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
+    fx, fy, fz = (t ** (1 / 3) if t > 216 / 24389 else (24389 / 27 * t + 16) / 116 for t in xyz)
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def test_every_series_of_a_plot_has_its_own_colour_and_line_style():
+    """The built-in backends, the plug-in palette, the seed's script and an unregistered backend: any two colours
+    differ by at least 20 (CIE76 ΔE; 2.3 is the smallest difference the eye sees, 20 reads as another colour), and
+    the registered backends' line styles differ (the curves stay apart printed in grey)."""
+    import itertools
+    import math
+
+    import backends
+    from experiments.analysis import plots
+
+    colours = {name: entry.style["color"] for name, entry in backends.registry().items()}
+    colours |= {f"plug-in {i}": c for i, c in enumerate(backends.PALETTE)}
+    colours |= {"seed script": plots.SCRIPT_STYLE["color"], "unregistered": plots.UNREGISTERED_STYLE["color"]}
+    close = [(a, b, round(math.dist(_lab(colours[a]), _lab(colours[b])), 1))
+             for a, b in itertools.combinations(colours, 2) if math.dist(_lab(colours[a]), _lab(colours[b])) < 20]
+    assert not close, f"colours too alike to tell apart: {close}"
+    styles = [repr(entry.style["linestyle"]) for entry in backends.registry().values()] + [
+        repr(plots.SCRIPT_STYLE["linestyle"])]
+    assert len(set(styles)) == len(styles)
+
+
+def test_the_colour_check_tells_alike_colours_apart():
+    import math
+
+    assert math.dist(_lab("#2b8a3e"), _lab("#2b8a3e")) == 0
+    assert math.dist(_lab("#d9480f"), _lab("#e8590c")) < 20  # two oranges
+    assert math.dist(_lab("#d62728"), _lab("#1f77b4")) > 20

@@ -22,6 +22,8 @@ from backends.oracle import OracleFigures
 from common import spec
 from common.results import SCRIPT_BACKEND, RunStore, variant_name, write_atomic
 from experiments.analysis import stats as st
+from experiments.analysis.findings import COST_HEADER, cost_table, findings_table
+from experiments.analysis.findings import HEADER as FINDINGS_HEADER
 from experiments.analysis.oracle_figures import oracle_markdown, read_oracle
 
 
@@ -528,7 +530,8 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
     summary = runs_summary(records) + (f"; {left_out} more left out, their content changed after they were written "
                                        "or damaged (named on stderr)" if left_out else "")  # fmt: skip
     text = report_markdown(rows, plots, summary, fidelity, read_oracle(store.root),
-                           machines_table(records), versions_table(records))  # fmt: skip
+                           machines_table(records), versions_table(records), findings_table(groups),
+                           cost_table(groups))  # fmt: skip
     write_atomic(store.root / "report.md", text.encode())
     write_atomic(store.root / "report.csv", csv_text(rows).encode())
     return (f"wrote {store.root / 'report.md'}, report.csv and {len(plots)} plots from {len(records)} runs"
@@ -589,7 +592,8 @@ def runs_summary(records: list[dict[str, Any]]) -> str:
 
 def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
                     fidelity: list[dict[str, Any]] | None = None, oracle: list[OracleFigures] | None = None,
-                    machines: str | None = None, versions: str | None = None) -> str:
+                    machines: str | None = None, versions: str | None = None, findings: str | None = None,
+                    costs: str | None = None) -> str:
     """The whole report as Markdown."""
     out = ["# lenet-repro report", "",
            f"Built by `make compare` from {runs}. Each cell: mean ± sample std over seeds (n).",
@@ -604,6 +608,9 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
            f"{st.RULE}. Each variant's first table gives one test accuracy column per backend; the tables below it "
            "give the differences with their intervals and every other figure.",
            ""]  # fmt: skip
+    if findings:
+        out += ["## Findings", "", "What the runs show, each with the figure behind it (the sections below give "
+                "every run; \"points\" are percentage points of test accuracy, intervals are 95%):", "", findings, ""]
     out += fidelity_section(fidelity or [])
     for row in fidelity or []:
         key = (row["variant"], row["dataset"], row["recipe"])
@@ -639,6 +646,12 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
                 "processors with AVX-512 VNNI/BF16, AVX-VNNI or AMX, and the backend pins them on since 2026-12-06 "
                 "(docs/tensorflow.md):", "",
                 machines, ""]  # fmt: skip
+    if costs:
+        out += ["## What a run costs", "",
+                "Minutes one run of a recipe took, per framework: the median over its committed runs of the seconds of "
+                "every epoch, test evaluation included, on the machines above (2 cores; one or two threads a run, "
+                "sometimes beside another run). `lenet-repro bench` compares speeds side by side; this is what the "
+                "published runs cost:", "", costs, ""]  # fmt: skip
     if versions:
         out += ["## Which versions made the runs", "",
                 "Each run keeps the framework versions it was made with; a table above mixes versions where a "
@@ -688,9 +701,10 @@ def _variant_note(variant: str) -> str:
     return text + (f" Data subset: the first {limit} training and test examples." if limit else "")
 
 
-# The report's tables that the documentation carries verbatim (README.md the first, docs/fidelity.md the second),
-# each found by its header row's first cells; tests/test_published.py holds the copies to these.
-DOCUMENTED_TABLES = ("| recipe | dataset | PyTorch test acc |", "| recipe | dataset | run by |")
+# The report's tables that the documentation carries verbatim (README.md all but the second, docs/fidelity.md the
+# second), each found by its header row's first cells; tests/test_published.py holds the copies to these.
+DOCUMENTED_TABLES = ("| recipe | dataset | PyTorch test acc |", "| recipe | dataset | run by |", FINDINGS_HEADER,
+                     COST_HEADER)
 
 
 def table_span(lines: list[str], header: str) -> tuple[int, int] | None:

@@ -243,7 +243,7 @@ def run_one_command(key: RunKey, results: Path, settings: RunSettings) -> list[s
 
 
 class SubprocessExecutor:
-    """The default: one run at a time, each in a child process (the two frameworks never share one).
+    """The default: one run at a time, each in a child process (no two frameworks ever share one).
 
     The child gets the driver's lock on its run as an open file (pass_fds): an flock belongs to the open file, so
     the run stays locked for as long as the child trains, even if the driver is killed; and the child takes the

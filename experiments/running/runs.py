@@ -1,6 +1,6 @@
 """One run = (backend, dataset, recipe, seed): train, record every number, checkpoint each epoch, resume.
 
-`train_run` executes inside its own process (see `run_grid`), so the two frameworks never share one.
+`train_run` executes inside its own process (see `run_grid`), so no two frameworks ever share one.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def check_same_run(key: RunKey, record: dict[str, Any], recipe: spec.Recipe) -> 
 
 
 def start_model(backend: Backend, key: RunKey, recipe: spec.Recipe, device: str) -> Any:
-    """Build the model; in shared mode load the common initial weights so both backends start alike."""
+    """Build the model; in shared mode load the common initial weights so every backend starts alike."""
     model = backend.build_model(recipe, device, seed=key.seed)
     if key.mode == "shared":
         backend.set_weights(model, initial_weights(recipe, key.seed))

@@ -186,7 +186,7 @@ def report_lines(pair: Pair, result: dict, peak: float) -> list[str]:
         )
     speedup = result["seed"]["seconds"] / result["harness"]["seconds"]
     verdict = "meets" if speedup >= pair.target else "BELOW"
-    lines.append(f"  {pair.recipe}: speedup {speedup:.1f}x (target {pair.target:.1f}x: {verdict})")
+    lines.append(f"  {pair.recipe}: speedup {speedup:.1f}x (goal ≥ {pair.target:.1f}x, docs/speed.md: {verdict})")
     return lines
 
 

@@ -1,0 +1,56 @@
+"""The documentation speaks of the project as it is: no words about how it came to be."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+# Phrases that tell the story of the work instead of the project: who asked, when it was done, what it used to
+# say. A text states what is and what was measured; the history is in git.
+HISTORY = [
+    r"\bthis (task|session)\b", r"\b(earlier|previous|later|next) sessions?\b", r"\bthe issue('s)?\b",
+    r"\bhere today\b", r"\bwhile the suite was being written\b", r"\bfirst publication\b", r"\bhas since\b",
+    r"\b(days|weeks) (earlier|later|ago)\b", r"\blanded so far\b", r"\b(was|were) (not )?lent\b",
+    r"\btarget \d+(\.\d+)?x\b", r"\bnow (replays|pins|runs|uses)\b", r"\bat the time\b", r"\bso far\b",
+]
+
+
+def history_words(text: str) -> list[str]:
+    """The phrases of HISTORY in `text`, as found."""
+    return [m.group(0) for pattern in HISTORY for m in re.finditer(pattern, text, flags=re.IGNORECASE)]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_words_about_how_the_project_was_made(document):
+    found = [f"{document.relative_to(ROOT)}:{n}: {word!r}" for n, line in
+             enumerate(document.read_text().splitlines(), 1) for word in history_words(line)]  # fmt: skip
+    assert not found, "words about how the project was made, not about the project:\n" + "\n".join(found)
+
+
+def test_the_history_check_catches_what_it_names():
+    assert sorted(history_words("Four days earlier the same bench, while the suite was being written")) == [
+        "days earlier", "while the suite was being written"]
+    assert sorted(history_words("The first publication reported 76%; this task was not lent a GPU machine")) == [
+        "first publication", "this task", "was not lent"]
+    assert history_words("Each record names the kernels; the seed's text explains 16*5*5.") == []
+
+
+def test_the_handout_page_is_self_contained_and_has_its_tables(tmp_path):
+    from experiments import handout
+
+    page = handout.write_page(page=tmp_path / "handout.html").read_text()
+    assert page.count("<table>") == 2 and "@page" in page
+    assert "src=" not in page and "<link" not in page, "the page loads nothing: it prints offline"
+
+
+def test_the_handouts_habits_table_has_a_column_per_framework():
+    import backends
+
+    text = (ROOT / "docs" / "handout.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| |"))
+    assert all(backends.label(name) in header for name in backends.frameworks()), header
