@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from common.quiet import stderr_without
+
 # MXNet reads its engine and OpenMP settings once, when it is first imported. Measured on 2 cores at 96x96
 # (seed-mxnet, one step of 256): default settings 358 ms, OMP_NUM_THREADS=cores 246 ms, plus the synchronous
 # NaiveEngine 215 ms: our loop reads the loss every step anyway, so the threaded engine only adds overhead.
@@ -25,11 +27,13 @@ _SAVED = {name: os.environ.get(name) for name in _CHOSEN}
 os.environ.update({name: _SAVED[name] or value for name, value in _CHOSEN.items()})
 THREADS = int(os.environ["OMP_NUM_THREADS"])
 
+
 import mxnet as mx  # noqa: E402 - must follow the environment settings above
 from mxnet import autograd, gluon, init, nd  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
 
-mx.nd.zeros(1).wait_to_read()  # the engine exists now; the environment can go back as it was
+with stderr_without("MXNet start using engine"):  # MXNet logs the engine chosen above
+    mx.nd.zeros(1).wait_to_read()  # the engine exists now; the environment can go back as it was
 for _name, _value in _SAVED.items():
     if _value is None:
         os.environ.pop(_name)

@@ -228,8 +228,8 @@ def serve(name: str) -> int:
     while True:
         try:
             function, args, kwargs = receive(channel_in)
-        except EOFError:
-            return 0
+        except (EOFError, KeyboardInterrupt):  # the parent is gone, or Ctrl-C reached its whole process group: the
+            return 0  # parent reports what happened; a waiting child has nothing to add
         try:
             if function == "__members__":  # each function of the contract the module has, with its parameters
                 result: Any = {member: _parameters(getattr(module, member)) for member in MEMBERS

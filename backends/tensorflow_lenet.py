@@ -47,6 +47,7 @@ import numpy as np
 
 from backends import init_scheme
 from common.errors import UserError
+from common.quiet import stderr_without
 
 if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
     raise UserError(f"Keras was already imported for the {os.environ['KERAS_BACKEND']!r} backend in this process; "
@@ -68,9 +69,11 @@ ONEDNN_OPTS = os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 _HIDE_JAX = "jax" not in sys.modules
 if _HIDE_JAX:
     sys.modules["jax"] = None  # type: ignore[assignment]
+# TensorFlow's core says at start-up, past TF_CPP_MIN_LOG_LEVEL, that oneDNN is on (the pin above): left out.
 try:
-    import keras  # noqa: E402 - must follow the environment settings above
-    import tensorflow as tf  # noqa: E402
+    with stderr_without("oneDNN custom operations are on", "before absl::InitializeLog() is called"):
+        import keras  # noqa: E402 - must follow the environment settings above
+        import tensorflow as tf  # noqa: E402
 finally:
     if _HIDE_JAX:
         del sys.modules["jax"]

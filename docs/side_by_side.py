@@ -12,11 +12,12 @@
 # ---
 
 # %% [markdown]
-# # One LeNet, three implementations, side by side
+# # One LeNet in every framework, side by side
 #
-# The same network, written once as a spec, built in **PyTorch**, in **MXNet Gluon** and in plain **NumPy**
-# (every derivative by hand, in float64: the math itself). This notebook runs them on the same real images
-# from the same weights, trains them live, then reads the full published reproduction (`docs/results/`).
+# The same network, written once as a spec, built in every framework the project's registry lists, and in plain
+# **NumPy** (every derivative by hand, in float64: the math itself); the first cell says which, and which versions.
+# This notebook runs them on the same real images from the same weights, trains them live, then reads the full
+# published reproduction (`docs/results/`).
 #
 # *Run all* takes a few minutes on a laptop CPU. Everything here calls the project's own functions
 # (`common/`, `backends/`, `experiments/`): what you see is what `make reproduce` does. The one cell made for
@@ -38,6 +39,7 @@ EPOCHS = int(os.environ.get("LENET_NOTEBOOK_EPOCHS", "3"))
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from IPython.display import Image, Markdown, clear_output, display  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 import backends  # noqa: E402
 from backends.oracle import relative_error  # noqa: E402
@@ -49,13 +51,14 @@ from common.results import RunStore  # noqa: E402
 from common.train import evaluate, train_epoch  # noqa: E402
 from experiments.analysis import report  # noqa: E402
 
-# Every list of backends comes from the registry (backends/__init__.py): the built-in PyTorch, MXNet and NumPy,
-# then any installed plug-in. FRAMEWORKS are the ones under test; backends.REFERENCE is the float64 NumPy math.
+# Every list of backends comes from the registry (backends/__init__.py): the built-in ones, then any installed
+# plug-in. FRAMEWORKS are the ones under test; backends.REFERENCE is the float64 NumPy math.
 FRAMEWORKS = backends.frameworks()
 LABEL = {name: backends.label(name) + (" (float64)" if backends.info(name).role == "reference" else "")
          for name in backends.names()}  # fmt: skip
 loaded = {name: backends.load_backend(name) for name in LABEL}
-print("loaded:", ", ".join(f"{LABEL[n]} {b.versions()}" for n, b in loaded.items()))
+display(Markdown(f"This notebook runs **{len(FRAMEWORKS)} frameworks** and the reference: " + "; ".join(
+    f"**{LABEL[n]}** ({', '.join(f'{k} {v}' for k, v in b.versions().items())})" for n, b in loaded.items()) + "."))
 
 
 def table(header: list[str], rows: list[list]) -> Markdown:
@@ -93,9 +96,9 @@ display(Markdown(
     "first convolution pads by 2 so that 28x28 stays 28x28 (the 32x32 of LeCun's original input)."))  # fmt: skip
 
 # %% [markdown]
-# ## 2. Three implementations, one batch, the same weights
+# ## 2. Every implementation, one batch, the same weights
 #
-# All three start from the same initial weights (for `seed-torch` they are exactly the ones
+# All start from the same initial weights (for `seed-torch` they are exactly the ones
 # `torch.manual_seed(0)` gives the seed's script) and see the same 64 real MNIST images. Each computes the
 # output, the loss and every gradient. The table gives the largest relative difference,
 # max |a − b| / max |b|. The frameworks compute in float32, NumPy in float64: the columns against NumPy are how
@@ -142,49 +145,60 @@ def subset(dataset: str, recipe: spec.Recipe):
             prepare_images(raw.test_images[:1000], recipe.preprocess), raw.test_labels[:1000])  # fmt: skip
 
 
-def train_live(runs: dict[str, tuple[str, spec.Recipe]], dataset: str, title: str) -> dict[str, dict]:
-    """Train every run one epoch at a time, redrawing the loss and accuracy curves after each epoch."""
-    history = {label: {"steps": [], "test": []} for label in runs}
-    # each framework's line style from the registry: PyTorch solid, MXNet dashed
-    linestyle = {label: backends.info(name).style.get("linestyle", "-") for label, (name, _) in runs.items()}
+LINESTYLES = ["-", "--", ":", "-."]  # one per variant of a live plot
+
+
+def train_live(variants: dict[str, tuple[spec.Recipe, list[str]]], dataset: str, title: str) -> dict[str, dict]:
+    """Train each variant (a recipe, in the frameworks listed) one epoch at a time, redrawing the loss and accuracy
+    curves after each epoch: one colour per framework (the registry's), one line style per variant. Where the
+    frameworks' curves coincide, the one drawn first is the widest, so each stays visible under the next."""
+    runs = {(variant, name): recipe for variant, (recipe, names) in variants.items() for name in names}
+    history = {key: {"steps": [], "test": []} for key in runs}
     started = {}
-    for label, (name, recipe) in runs.items():
+    for (variant, name), recipe in runs.items():
         backend = loaded[name]
         model = backend.build_model(recipe, "cpu")
         backend.set_weights(model, initial_weights(recipe, 0))
-        started[label] = (backend, model, subset(dataset, recipe))
+        started[(variant, name)] = (backend, model, subset(dataset, recipe))
+    names = list(dict.fromkeys(name for _, name in runs))
     for epoch in range(EPOCHS):
-        for label, (backend, model, (tx, ty, vx, vy)) in started.items():
+        for key, (backend, model, (tx, ty, vx, vy)) in started.items():
             order = epoch_order(0, epoch, len(ty), model.recipe.shuffle)
-            history[label]["steps"] += train_epoch(backend, model, tx, ty, order).step_losses
-            history[label]["test"].append(evaluate(backend, model, vx, vy)[1])
-        figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
-        for label, h in history.items():
-            style = linestyle[label]
-            left.plot(h["steps"], linestyle=style, label=label, linewidth=1.5)
-            right.plot(range(1, len(h["test"]) + 1), np.array(h["test"]) * 100, linestyle=style, marker="o",
-                       label=label)  # fmt: skip
+            history[key]["steps"] += train_epoch(backend, model, tx, ty, order).step_losses
+            history[key]["test"].append(evaluate(backend, model, vx, vy)[1])
+        figure, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
+        for (variant, name), h in history.items():
+            look = {"color": backends.info(name).style["color"],
+                    "linewidth": 1.2 + 1.5 * (len(names) - 1 - names.index(name)),
+                    "linestyle": LINESTYLES[list(variants).index(variant) % len(LINESTYLES)]}  # fmt: skip
+            left.plot(h["steps"], **look)
+            right.plot(range(1, len(h["test"]) + 1), np.array(h["test"]) * 100, marker="o", **look)
         left.set(xlabel="step", ylabel="training loss", title=f"{title}: loss per step")
         right.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"test accuracy, epoch {epoch + 1}/{EPOCHS}",
                   ylim=(0, 100))  # fmt: skip
-        left.legend(fontsize=8)
+        handles = [Line2D([], [], color=backends.info(n).style["color"], linewidth=4, label=backends.label(n))
+                   for n in names]  # fmt: skip
+        handles += [Line2D([], [], color="#495057", linestyle=LINESTYLES[i % len(LINESTYLES)], label=variant)
+                    for i, variant in enumerate(variants)]  # fmt: skip
+        figure.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9)
+        figure.tight_layout()
         clear_output(wait=True)
         display(figure)
         plt.close(figure)
-    return history
+    return {f"{backends.label(name)}, {variant}": h for (variant, name), h in history.items()}
 
 
 # %% tags=["expect-output"]
 quirk = train_live({
-    f"{backends.label(name)}, {what} ({recipe_name})": (name, spec.get_recipe(recipe_name))
-    for recipe_name, what in [("seed-torch", "softmax in forward"), ("seed-torch-fixed", "logits")]
-    for name in FRAMEWORKS
-}, "mnist", "softmax inside forward vs the fix")  # fmt: skip
+    "softmax in forward (seed-torch)": (spec.get_recipe("seed-torch"), FRAMEWORKS),
+    "logits (seed-torch-fixed)": (spec.get_recipe("seed-torch-fixed"), FRAMEWORKS),
+}, "mnist", "softmax inside forward vs the fix")
 final = {label: h["test"][-1] * 100 for label, h in quirk.items()}
 display(table(["run", f"test accuracy after {EPOCHS} epochs (%)"], [[k, f"{v:.1f}"] for k, v in final.items()]))
 
 # %% [markdown]
-# Under the same weights and batches the dashed MXNet lines lie on the solid PyTorch ones. The softmax
+# Under the same weights and batches every framework's line lies on the others (the widest, drawn first, shows
+# at the edges). The softmax
 # version's loss cannot fall below log(e + 9) − 1 ≈ 1.46 (a perfect one-hot output fed to the second
 # softmax), and its gradients pass through a softmax twice, so at the seed's lr of 0.001 it learns slowly.
 #
@@ -192,9 +206,8 @@ display(table(["run", f"test accuracy after {EPOCHS} epochs (%)"], [[k, f"{v:.1f
 # everywhere, 10% accuracy) before it finds a way down: the sigmoid plateau.
 
 # %% tags=["expect-output"]
-plateau = train_live({
-    f"{backends.label(name)}, d2l (sigmoid, lr 0.9)": (name, spec.get_recipe("d2l")) for name in FRAMEWORKS
-}, "fashion-mnist", "the sigmoid plateau")  # fmt: skip
+plateau = train_live({"d2l (sigmoid, lr 0.9)": (spec.get_recipe("d2l"), FRAMEWORKS)}, "fashion-mnist",
+                     "the sigmoid plateau")
 steps = np.array(next(iter(plateau.values()))["steps"])
 smooth = np.convolve(steps, np.ones(5) / 5, mode="valid")  # running mean of 5 steps
 left = int(np.argmax(smooth < 2.2)) if (smooth < 2.2).any() else None
@@ -275,9 +288,8 @@ OVERRIDES = {"optimizer.lr": 0.01}
 # %% tags=["expect-output"]
 changed = spec.get_recipe(RECIPE_TO_CHANGE, OVERRIDES)
 mine = train_live({
-    f"{backends.label(FRAMEWORKS[0])}, {RECIPE_TO_CHANGE} as written": (FRAMEWORKS[0],
-                                                                        spec.get_recipe(RECIPE_TO_CHANGE)),
-    **{f"{backends.label(name)}, with {OVERRIDES}": (name, changed) for name in FRAMEWORKS},
-}, "mnist", "your change")  # fmt: skip
+    f"{RECIPE_TO_CHANGE} as written": (spec.get_recipe(RECIPE_TO_CHANGE), FRAMEWORKS[:1]),
+    f"with {OVERRIDES}": (changed, FRAMEWORKS),
+}, "mnist", "your change")
 display(table(["run", f"test accuracy after {EPOCHS} epochs (%)"],
               [[k, f"{h['test'][-1] * 100:.1f}"] for k, h in mine.items()]))  # fmt: skip

@@ -20,6 +20,16 @@ def test_the_notebook_runs_top_to_bottom_and_every_table_and_plot_shows(executed
     assert notebook.empty_cells(executed) == []
     kinds = {kind for c in tagged for o in c.outputs for kind in o.get("data", {})}
     assert {"image/png", "text/markdown"} <= kinds
+    stderr = [o["text"] for c in executed.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not stderr, f"the page would show these as error boxes: {stderr}"
+
+
+@pytest.mark.slow
+def test_the_notebook_names_every_framework_it_runs(executed):
+    import backends
+
+    first = "".join(o.get("data", {}).get("text/markdown", "") for o in executed.cells[1].outputs)
+    assert all(f"**{backends.label(name)}" in first for name in backends.names()), first
 
 
 @pytest.mark.slow
