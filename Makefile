@@ -66,13 +66,16 @@ lock:
 data: venv
 	$(CLI) data provision
 
-# Run the test suite, the conformance suite included (sets up the environment and the data first).
+# Run the test suite, the conformance suite included (sets up the environments and the data first), on every
+# core: three tiers (unit, conformance, integration; `pytest -m unit` runs one), the tests that start Ray one after
+# another on one worker. BACKEND=name runs the tests of one backend (its conformance items and every test
+# parametrised with it).
 test: data venvs
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadgroup $(if $(BACKEND),-k $(BACKEND))
 
-# The fast tier for a development loop: every test not marked slow, on every core (about 2.5 minutes here).
+# The fast tier for a development loop: the unit tests not marked slow, on every core.
 test-fast: data venvs
-	$(PY) -m pytest -m "not slow" -n auto
+	$(PY) -m pytest -m "unit and not slow" -n auto
 
 # The backend conformance suite alone (BACKEND=name for one backend, plug-ins included; default every backend).
 conformance: data

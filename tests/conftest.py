@@ -50,6 +50,22 @@ def mxnet_backend():
     return load_backend("mxnet")
 
 
+# The test files whose tests start processes (the command line, run-one children, drivers, Ray, a notebook kernel)
+# or train to the end: the integration tier. The conformance suite (backends/conformance/) is its own tier; every
+# other test runs in-process on synthetic arrays or small subsets: the unit tier.
+INTEGRATION = {"test_cli.py", "test_data.py", "test_environments.py", "test_faults.py", "test_grid.py",
+               "test_notebook.py", "test_records.py", "test_reference_runs.py", "test_runs.py", "test_seed_scripts.py",
+               "test_tensorflow.py", "test_verify.py"}
+
+
+def tier(item: pytest.Item) -> pytest.MarkDecorator:
+    """The tier marker of a test, from where it lives."""
+    path = item.path
+    if "conformance" in path.parts:
+        return pytest.mark.conformance
+    return pytest.mark.integration if path.name in INTEGRATION else pytest.mark.unit
+
+
 def _wanted(item: pytest.Item) -> str:
     marker = item.get_closest_marker("environment")
     return marker.args[0] if marker else environments.MAIN
@@ -67,7 +83,14 @@ def pytest_ignore_collect(collection_path, config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Keep the tests of this interpreter's environment (every test, in an environment set up by hand)."""
+    """Keep the tests of this interpreter's environment (every test, in an environment set up by hand); give every
+    test its tier (TIERS: unit, conformance or integration); and put every test that starts a Ray instance into one
+    xdist group, so that `make test` (`-n auto --dist loadgroup`) runs them one after another on one worker while
+    the other workers take the rest (each checks that no Ray process of its own is left)."""
+    for item in items:
+        item.add_marker(tier(item))
+        if item.get_closest_marker("ray") or "no_ray_left" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
     here = environments.current_name()
     if here == "unmanaged":
         return

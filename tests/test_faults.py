@@ -779,6 +779,7 @@ def test_a_process_forked_by_a_run_dies_on_sigterm_whichever_thread_gets_it():
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_a_sequential_and_a_ray_driver_at_once_then_a_killed_ray_driver_never_train_one_run_twice(reference,
                                                                                                    tmp_path):
     store = RunStore(tmp_path)

@@ -254,19 +254,23 @@ def test_a_worker_without_the_drivers_directory_checkpoints_on_its_own_disk(tmp_
     key = RunKey("torch", "mnist", "d2l", 0, "shared", 256, 3)
     driver = RunStore(tmp_path / "results")
     write_atomic(driver.root / grid.GRID / "marker", b"driver")
-    store, shared = grid.worker_store(key, str(driver.root), "marker", None)
-    assert shared and store.root == driver.root
+    store, shared, lock = grid.worker_store(key, str(driver.root), "marker", None)
+    assert shared and store.root == driver.root and lock is not None
+    assert grid.worker_store(key, str(driver.root), "marker", None)[2] is None, "a second worker finds it locked"
+    lock.release()
     # Another node: no marker there. It starts from the driver's checkpoint unless its own is further on.
     one_epoch = {"epochs": [{}], "step_losses": [1.0], "meta": {}}
     ahead = {"epochs": [{}, {}], "step_losses": [1.0, 0.5], "meta": {}}
     driver.save_checkpoint(key, {"w": np.ones(2)}, one_epoch)
     shipped = driver.checkpoint_path(key).read_bytes()
-    store, shared = grid.worker_store(key, str(driver.root), "not-here", shipped)
+    store, shared, lock = grid.worker_store(key, str(driver.root), "not-here", shipped)
     assert not shared and store.root != driver.root and str(store.root).startswith(str(tmp_path / "node-tmp"))
     assert store.load_checkpoint(key)[1] == one_epoch
     store.save_checkpoint(key, {"w": np.zeros(2)}, ahead)
-    store, _ = grid.worker_store(key, str(driver.root), "not-here", shipped)
+    lock.release()
+    store, _, lock = grid.worker_store(key, str(driver.root), "not-here", shipped)
     assert store.load_checkpoint(key)[1] == ahead
+    lock.release()
     assert not list(store.root.rglob("*.driver"))
 
 

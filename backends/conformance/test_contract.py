@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -420,16 +421,23 @@ def _source_root(module: str) -> str:
     return os.path.dirname(location[0]) if top.submodule_search_locations else location[0]
 
 
+@pytest.fixture(scope="session")
+def mypy_cache(tmp_path_factory) -> Path:
+    """One mypy cache for every backend's check in this process (xdist workers have their own): the project and the
+    standard library are read once, not once per backend."""
+    return tmp_path_factory.mktemp("mypy-cache")
+
+
 @pytest.mark.slow  # mypy reads the backend and the project: seconds each
 @pytest.mark.parametrize("name", BACKENDS)
-def test_typed(name, tmp_path):
+def test_typed(name, tmp_path, mypy_cache):
     """A type checker (mypy) reads the same contract: the module, assigned to a `Backend`, has every member with
     parameter and return types compatible with the Protocol's. The frameworks themselves are not type-checked."""
     module = info(name).module
     frameworks = sorted({package for other in names() for package in info(other).packages} | {"chex"})
     (tmp_path / "mypy.ini").write_text(
         "[mypy]\nfollow_imports = silent\nignore_missing_imports = True\n"
-        f"cache_dir = {tmp_path / 'cache'}\n[mypy-{','.join(f'{p}.*' for p in frameworks)}]\nfollow_imports = skip\n")
+        f"cache_dir = {mypy_cache}\n[mypy-{','.join(f'{p}.*' for p in frameworks)}]\nfollow_imports = skip\n")
     (tmp_path / "check.py").write_text(f"import {module} as candidate\nfrom common.contract import Backend\n\n"
                                        "backend: Backend = candidate\n")  # fmt: skip
     roots = dict.fromkeys([_source_root("backends"), _source_root(module)])

@@ -337,13 +337,21 @@ def take_shipped_checkpoint(store: RunStore, key: RunKey, checkpoint: bytes) -> 
         theirs.unlink(missing_ok=True)
 
 
-def worker_store(key: RunKey, results: str, marker: str, checkpoint: bytes | None) -> tuple[RunStore, bool]:
-    """The store a worker trains `key` in (see `worker_root`), given the driver's checkpoint when that one is
-    further on than the worker's own scratch copy. The caller holds the run's trainer lock in that store."""
+def worker_store(key: RunKey, results: str, marker: str,
+                 checkpoint: bytes | None) -> tuple[RunStore, bool, RunLock | None]:  # fmt: skip
+    """The store a worker trains `key` in (see `worker_root`) and the run's trainer lock there, taken first, so a
+    retry or a second driver never trains beside a living worker (None: another process holds it, and nothing was
+    touched); with the lock, the driver's checkpoint is put in place when it is further on than the worker's own
+    scratch copy. The caller releases the lock."""
     store, shared = worker_root(results, marker)
-    if not shared and checkpoint is not None:
-        take_shipped_checkpoint(store, key, checkpoint)
-    return store, shared
+    lock = store.try_trainer_lock(key)
+    if lock is not None and not shared and checkpoint is not None:
+        try:
+            take_shipped_checkpoint(store, key, checkpoint)
+        except BaseException:
+            lock.release()
+            raise
+    return store, shared, lock
 
 
 def train_task(key: RunKey, results: str, marker: str, settings: RunSettings, checkpoint: bytes | None,
@@ -363,13 +371,10 @@ def train_task(key: RunKey, results: str, marker: str, settings: RunSettings, ch
     use_threads(settings.threads)
     if data_dir and Path(data_dir).is_dir():
         os.environ["LENET_DATA_DIR"] = data_dir
-    store, shared = worker_root(results, marker)
-    lock = store.try_trainer_lock(key)  # first: a retry or a second driver never trains beside a living worker
+    store, shared, lock = worker_store(key, results, marker, checkpoint)
     if lock is None:
         return None
     try:
-        if not shared and checkpoint is not None:
-            take_shipped_checkpoint(store, key, checkpoint)
         context = ray.get_runtime_context()
         where = {"engine": "ray", "node_ip": ray.util.get_node_ip_address(), "node_id": context.get_node_id(),
                  "shared_storage": shared}  # fmt: skip
