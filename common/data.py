@@ -632,6 +632,17 @@ def _for_each(datasets: Iterable[str], action: Callable[[str], None]) -> None:
         raise errors[-1]
 
 
+NAME = "data"
+HELP = "provision, verify or summarise MNIST and Fashion-MNIST"
+
+
+@dataclass(frozen=True)
+class Config:
+    action: str  # provision, verify or summary
+    datasets: tuple[str, ...] = ()  # empty: every dataset
+    data_dir: str | None = None  # None: $LENET_DATA_DIR, else the repository's data/
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`lenet-repro data [--data-dir DIR] provision|verify|summary [DATASET ...]`."""
     parser.add_argument("--data-dir", help=f"data folder (default: ${DATA_DIR_ENV}, else {REPO_ROOT}/data)")
@@ -642,10 +653,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="DATASET", help=f"{', '.join(DATASETS)} (default: all)")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Provision, verify or summarise the datasets named in `args` (default: all)."""
-    datasets = [check_dataset(name) for name in args.datasets] or list(DATASETS)
-    root = data_dir(args.data_dir)
+def run(config: Config) -> int:
+    """Provision, verify or summarise the datasets the config names (default: all)."""
+    datasets = [check_dataset(name) for name in config.datasets] or list(DATASETS)
+    root = data_dir(config.data_dir)
 
     def provision_and_verify(dataset: str) -> None:
         provision(dataset, root)
@@ -657,7 +668,7 @@ def run(args: argparse.Namespace) -> int:
 
     actions = {"provision": provision_and_verify, "verify": verify_only,
                "summary": lambda dataset: print(summary(dataset, root))}
-    _for_each(datasets, actions[args.action])
+    _for_each(datasets, actions[config.action])
     return 0
 
 
@@ -666,7 +677,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.data",
                                      description="Provision, verify, or summarise MNIST and Fashion-MNIST.")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return run(Config(args.action, tuple(args.datasets), args.data_dir))
 
 
 if __name__ == "__main__":

@@ -30,11 +30,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import backends
 from common import data, spec
-from common.errors import UserError, run_cli, unknown_name
+from common.arguments import choice, files, names, positive_int
+from common.errors import UserError, run_cli
 from common.results import MODES, SCRIPT_BACKEND, RunKey, RunStore, variant_name
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -49,73 +51,11 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{PROG} {command + ' ' if command else ''}--help`)")
 
 
-def _names(kind: str, text: str | None, valid) -> list[str]:
-    """Split a comma-separated list and check every name (empty: all valid names)."""
-    if not text:
-        return list(valid)
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    for name in names:
-        if name not in valid:
-            raise unknown_name(kind, name, valid)
-    return names
-
-
-def _name_list(kind: str, valid):
-    """An argparse type: a comma-separated list of names, each checked against valid() (as _names does)."""
-
-    def check(text: str) -> tuple[str, ...]:
-        return tuple(_names(kind, text, valid())) if text.strip() else ()
-
-    return check
-
-
-def _files(kind: str):
-    """An argparse type: a comma-separated list of existing files (a missing one is a one-line error)."""
-
-    def check(text: str) -> tuple[Path, ...]:
-        paths = tuple(Path(name.strip()) for name in text.split(",") if name.strip())
-        for path in paths:
-            if not path.is_file():
-                raise argparse.ArgumentTypeError(f"no such {kind}: {path}")
-        return paths
-
-    return check
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _ray_address(text: str) -> str:
     from experiments.running.grid import host_port
 
     host_port(text)  # a UserError (one line) for a malformed address
     return text
-
-
-def _choice(kind: str, valid):
-    def check(text: str) -> str:
-        if text not in valid():
-            raise unknown_name(kind, text, valid())
-        return text
-
-    return check
 
 
 def run_backends() -> list[str]:
@@ -124,14 +64,14 @@ def run_backends() -> list[str]:
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", required=True, type=_choice("backend", run_backends),
+    parser.add_argument("--backend", required=True, type=choice("backend", run_backends),
                         help=f"a registered backend ({', '.join(backends.names())}) or {SCRIPT_BACKEND} "
                         "(the seed's own scripts)")  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, help="override every recipe's number of epochs")
     parser.add_argument("--limit", type=positive_int, help="use only the first N training and N test examples")
     parser.add_argument("--results", default="results", help="results directory")
-    parser.add_argument("--device", default="auto", type=_choice("device", lambda: DEVICES))
-    parser.add_argument("--mode", type=_choice("mode", lambda: MODES),
+    parser.add_argument("--device", default="auto", type=choice("device", lambda: DEVICES))
+    parser.add_argument("--mode", type=choice("mode", lambda: MODES),
                         help="default: shared for the backends, native for script (the only mode it has)")
     parser.add_argument("--threads", type=positive_int,
                         help="threads per run (default: every core; with Ray: cores / workers, 1 on a cluster)")
@@ -154,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     one = commands.add_parser("run-one", help="train one run in this process (what `run` starts for each run)")
     _add_run_options(one)
-    one.add_argument("--recipe", required=True, type=_choice("recipe", lambda: spec.RECIPES))
-    one.add_argument("--dataset", required=True, type=_choice("dataset", lambda: data.DATASETS))
+    one.add_argument("--recipe", required=True, type=choice("recipe", lambda: spec.RECIPES))
+    one.add_argument("--dataset", required=True, type=choice("dataset", lambda: data.DATASETS))
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--locked", action="store_true", help=argparse.SUPPRESS)  # the driver holds the run's lock
     # a Ray task holds the trainer's lock and hands it down as an open file; --where: the task's node, as JSON
@@ -164,18 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser("compare", help="build report.md, report.csv and plots from existing runs")
     compare.add_argument("--results", default="results")
-    compare.add_argument("--mode", default=None, type=_choice("mode", lambda: MODES),
+    compare.add_argument("--mode", default=None, type=choice("mode", lambda: MODES),
                          help="default: every mode present")
     compare.add_argument("--accept-changed", action="store_true",
                          help="seal again, as they are now, the records whose content no longer matches their seal "
                               "(or that have none), after checking them by hand: they enter the tables again")
-    compare.add_argument("--sync", default=(), type=_files("document"), metavar="FILES",
+    compare.add_argument("--sync", default=(), type=files("document"), metavar="FILES",
                          help="comma-separated Markdown files whose copies of the report's results and fidelity "
                               "tables are replaced by the new ones (the published report: README.md,docs/fidelity.md)")
 
     layers = commands.add_parser("layers", help="print recipes' per-layer tables (shapes, parameters, FLOPs)")
     layers.add_argument("recipes", nargs="*", help="default: all recipes")
-    layers.add_argument("--backend", default="spec", type=_choice("table source", lambda: ["spec", *backends.names()]),
+    layers.add_argument("--backend", default="spec", type=choice("table source", lambda: ["spec", *backends.names()]),
                         help="spec (default) or a registered backend, whose built network is measured")
 
     listing = commands.add_parser("backends", help="list the registered backends (built in and plug-ins)")
@@ -183,92 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="only the names of the frameworks under test, comma-separated (for scripts)")
 
     conformance = commands.add_parser("conformance", help="run the backend conformance suite (pytest)")
-    conformance.add_argument("--backend", action="append", type=_choice("backend", backends.names),
+    conformance.add_argument("--backend", action="append", type=choice("backend", backends.names),
                              help="a registered backend (repeatable; default: every registered backend)")
     conformance.add_argument("--fast", action="store_true",
                              help="leave out the slow items (the costly ones on every recipe but d2l, the 50 SGD "
                              "steps, fresh-interpreter imports, mypy)")  # fmt: skip
     conformance.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest (after --)")
 
-    data_command = commands.add_parser("data", help="provision, verify or summarise MNIST and Fashion-MNIST")
-    data.add_arguments(data_command)
-
-    oracle = commands.add_parser("oracle", help="each framework against the float64 reference, into DIR/oracle.json")
-    oracle.add_argument("--results", default="results", help="directory to write oracle.json into")
-    oracle.add_argument("--recipes", help=f"comma-separated, default all: {','.join(spec.RECIPES)}")
-    oracle.add_argument("--steps", type=positive_int, default=50)
-
-    bench = commands.add_parser("bench", help="time the seed's scripts against the harness, or the backends "
-                                "(--backends), side by side in one run")  # fmt: skip
-    bench.add_argument("--reps", type=positive_int, default=5)
-    bench.add_argument("--backends", action="store_true", help="time every registered backend side by side")
-    bench.add_argument("--child", choices=("seed", "harness"), help=argparse.SUPPRESS)
-    bench.add_argument("--recipe", help=argparse.SUPPRESS)
-    bench.add_argument("--dataset", help=argparse.SUPPRESS)
-    bench.add_argument("--backend", help=argparse.SUPPRESS)
-    bench.add_argument("--steps", type=positive_int,
-                       help="training steps timed per side (default: each script's own, about equal seconds)")
-
-    weights = commands.add_parser("init-weights", help="the initial weights each generator draws: spectra, row "
-                                  "norms, bias/row relation, against PyTorch's own draws")  # fmt: skip
-    weights.add_argument("--seeds", type=positive_int, default=200)
-    weights.add_argument("--recipe", default="seed-torch", type=_choice("recipe", lambda: spec.RECIPES))
-    weights.add_argument("--sources", default="numpy,torch,mxnet,jax,tensorflow",
-                         type=_name_list("source", lambda: _study_module("init_weights").sources()),
-                         help="numpy (NumPy's PCG64 draw of the spec) and/or registered frameworks")
-    weights.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
-
-    verify = commands.add_parser("verify", help="re-run a sample of the published runs on this machine and compare "
-                                 "(quick: the first steps of every recipe, dataset and backend; --full: chosen runs "
-                                 "to the end)")  # fmt: skip
-    verify.add_argument("--full", action="store_true", help="train the chosen runs (--runs) to the end")
-    verify.add_argument("--steps", type=non_negative_int, default=20,
-                        help="quick mode: steps of the first epoch to replay (0: the whole first epoch, with its "
-                             "test accuracy)")  # fmt: skip
-    verify.add_argument("--runs", help="comma-separated patterns of run names, e.g. 'shared/mnist/d2l/*-seed0' "
-                        "(full mode default: shared/mnist/seed-torch-fixed/torch-seed0,shared/mnist/d2l/torch-seed0)")
-    verify.add_argument("--backends", help="comma-separated: only these backends' runs")
-    verify.add_argument("--results", help="the published runs (default: the repository's docs/results)")
-    verify.add_argument("--json", help="also write the outcomes to this JSON file")
-    verify.add_argument("--against", metavar="PYTHON",
-                        help="quick mode: replay each run first with this interpreter (another environment: other "
-                             "versions), then with its own, and judge the second against the first, both made here")
-    verify.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    verify.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
-
-    notebook = commands.add_parser("notebook", help="the teaching notebook: pair a .ipynb, or execute it headless")
-    notebook.add_argument("action", choices=("ipynb", "html", "check"),
-                          help="ipynb: docs/side_by_side.ipynb from the script; html: execute it into "
-                          "build/side_by_side.html; check: execute it on a small subset")  # fmt: skip
-
-    commands.add_parser("handout", help="the one-page handout (docs/handout.md) as a printable page, "
-                        "build/handout.html")  # fmt: skip
-
-    study = commands.add_parser("init-study", help="the crossed initialisation study (same batches, weights from "
-                                "several generators)")  # fmt: skip
-    study.add_argument("--seeds", type=positive_int, default=20)
-    study.add_argument("--recipe", default="seed-torch", type=_choice("recipe", lambda: spec.RECIPES))
-    study.add_argument("--dataset", default="mnist", type=_choice("dataset", lambda: data.DATASETS))
-    study.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
-    study.add_argument("--limit", type=positive_int)
-    study.add_argument("--independent", action="store_true",
-                       help="draw each arm's weights from its own seeds (batches stay paired)")
-    study.add_argument("--threads", type=positive_int, help=STUDY_THREADS_HELP)
-    study.add_argument("--arms", type=_name_list("arm", lambda: _study_module("init_study").arms()),
-                       help="comma-separated: numpy (NumPy's PCG64 draw of the spec's distribution) or a registered "
-                       "framework (its own initialisers); default: numpy and the baseline framework")  # fmt: skip
-
-    order = commands.add_parser("order-study", help="d2l-en's batch-level shuffle against the example shuffle "
-                                "(same weights, paired by seed)")  # fmt: skip
-    order.add_argument("--seeds", type=positive_int, default=10)
-    order.add_argument("--recipe", default="d2l", type=_choice("recipe", lambda: spec.RECIPES))
-    order.add_argument("--dataset", default="mnist", type=_choice("dataset", lambda: data.DATASETS))
-    order.add_argument("--backend", type=_choice("backend", backends.frameworks),
-                       help="the framework that trains both arms (default: the baseline, "
-                            f"{backends.label(backends.baseline())})")
-    order.add_argument("--out", default="docs/studies", help="folder of the study's JSON file")
-    order.add_argument("--limit", type=positive_int)
-    order.add_argument("--threads", type=positive_int, help=STUDY_THREADS_HELP)
+    for module in job_modules():  # the data command, the notebook, the handout and every study: one loop
+        module.add_arguments(commands.add_parser(module.NAME, help=module.HELP))
     return parser
 
 
@@ -288,8 +151,8 @@ def run_grid(args: argparse.Namespace) -> int:
     recipes = SCRIPTS if args.backend == SCRIPT_BACKEND else spec.RECIPES
     keys = [
         RunKey(args.backend, dataset, recipe, seed, args.mode, args.limit, args.epochs)
-        for recipe in _names("recipe", args.recipes, recipes)
-        for dataset in _names("dataset", args.datasets, data.DATASETS)
+        for recipe in names("recipe", args.recipes, recipes)
+        for dataset in names("dataset", args.datasets, data.DATASETS)
         for seed in range(args.seeds)
     ]
     settings = RunSettings(args.device, args.threads or default_threads(args.workers, args.ray_address))
@@ -403,26 +266,26 @@ def conformance(args: argparse.Namespace) -> int:
     return subprocess.run(command, env=env).returncode
 
 
-STUDY_THREADS_HELP = "the framework's threads (default: every core; 1 when another job shares the machine)"
+def job_modules() -> list:
+    """The commands declared as modules (NAME, HELP, Config, add_arguments, run): the data command, the notebook,
+    the handout, then every study of experiments/studies (found there, not listed here)."""
+    from experiments import handout, notebook
+    from experiments.studies import modules
+
+    return [data, notebook, handout, *modules()]
 
 
-def _study_module(name: str):
-    """experiments.studies.<name>, imported when a command needs it."""
-    import importlib
-
-    return importlib.import_module(f"experiments.studies.{name}")
-
-
-def _study(module: str):
-    """A job's `run(args)`, imported only when its command is chosen."""
+def _job(module) -> Callable[[argparse.Namespace], int]:
+    """A declared command's run: its Config from the parsed options, the framework threads set before the job
+    imports a framework, then run(config)."""
 
     def run(args: argparse.Namespace) -> int:
-        import importlib
-
         from experiments.running.runs import use_threads
+        from experiments.studies import configure
 
-        use_threads(getattr(args, "threads", None))  # before the job imports a framework
-        return importlib.import_module(module).run(args)
+        config = configure(module.Config, args)
+        use_threads(getattr(config, "threads", None))
+        return module.run(config)
 
     return run
 
@@ -461,15 +324,6 @@ COMMANDS = {
     "layers": print_layers,
     "backends": list_backends,
     "conformance": conformance,
-    "data": data.run,
-    "oracle": _study("experiments.studies.oracle"),
-    "bench": _study("experiments.studies.bench"),
-    "notebook": _study("experiments.notebook"),
-    "handout": _study("experiments.handout"),
-    "init-study": _study("experiments.studies.init_study"),
-    "verify": _study("experiments.studies.verify"),
-    "init-weights": _study("experiments.studies.init_weights"),
-    "order-study": _study("experiments.studies.order_study"),
 }
 
 
@@ -478,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # as given: a command may hand itself on
     if unknown:  # named after the subcommand they were given to, not the top-level parser
         raise UserError(f"unrecognized arguments: {' '.join(unknown)} (see `{PROG} {args.command} --help`)")
-    return COMMANDS[args.command](args) or 0
+    command = COMMANDS.get(args.command) or _job(next(m for m in job_modules() if m.NAME == args.command))
+    return command(args) or 0
 
 
 def entry() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.results import write_atomic
@@ -47,6 +48,19 @@ def write_page(source: Path = SOURCE, page: Path = PAGE) -> Path:
     return page
 
 
-def run(args: argparse.Namespace) -> int:
+NAME = "handout"
+HELP = "the one-page handout (docs/handout.md) as a printable page, build/handout.html"
+
+
+@dataclass(frozen=True)
+class Config:
+    pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No options: the page is written from docs/handout.md into build/handout.html."""
+
+
+def run(config: Config) -> int:
     print(f"wrote {write_page()}")
     return 0

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import UserError
@@ -93,18 +94,33 @@ def write_html(notebook, path: Path = PAGE) -> Path:
     return path
 
 
-def run(args: argparse.Namespace) -> int:
+NAME = "notebook"
+HELP = "the teaching notebook: pair a .ipynb, or execute it headless"
+
+
+@dataclass(frozen=True)
+class Config:
+    action: str  # ipynb, html or check
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("ipynb", "html", "check"),
+                        help="ipynb: docs/side_by_side.ipynb from the script; html: execute it into "
+                        "build/side_by_side.html; check: execute it on a small subset")  # fmt: skip
+
+
+def run(config: Config) -> int:
     """`lenet-repro notebook ipynb|html|check`."""
-    if args.action == "ipynb":
+    if config.action == "ipynb":
         print(f"wrote {write_ipynb()}")
         return 0
     start = time.perf_counter()
-    notebook = execute(SMALL if args.action == "check" else None)
+    notebook = execute(SMALL if config.action == "check" else None)
     empty = empty_cells(notebook)
     if empty:
         raise UserError(f"notebook cells {empty} produced no output where a table or plot was expected")
     print(f"executed {len(notebook.cells)} cells in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    if args.action == "html":
+    if config.action == "html":
         print(f"wrote {write_html(notebook)} (open it in any browser)")
     return 0
 

@@ -3,6 +3,7 @@ imports that do not depend on the working directory, and plug-in backends throug
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -210,3 +211,57 @@ def test_the_training_studies_take_threads_and_record_them(threads, tmp_path):
         assert done.returncode == 0, done.stderr
         runs = json.loads((tmp_path / name).read_text())["runs"]
         assert len(runs) == 2 and {run["threads"] for run in runs} == {int(threads)}
+
+
+def test_every_command_module_declares_the_protocol_and_an_option_per_config_field():
+    """The data command, the notebook, the handout and every study: NAME, HELP, a frozen Config, add_arguments and
+    run(config); each Config field has an option (or positional) of its name, and no option lacks a field."""
+    import argparse
+    import dataclasses
+
+    from experiments import cli
+
+    for module in cli.job_modules():
+        parser = argparse.ArgumentParser()
+        module.add_arguments(parser)
+        options = {action.dest for action in parser._actions} - {"help"}
+        assert dataclasses.is_dataclass(module.Config) and module.Config.__dataclass_params__.frozen, module.NAME
+        assert options == {f.name for f in dataclasses.fields(module.Config)}, module.NAME
+        assert list(inspect.signature(module.run).parameters) == ["config"], module.NAME
+
+
+NEW_STUDY = '''
+"""A study written for the test: one module, nothing else changed."""
+import argparse
+from dataclasses import dataclass
+
+NAME = "hello-study"
+HELP = "say hello"
+
+
+@dataclass(frozen=True)
+class Config:
+    times: int = 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--times", type=int, default=Config.times)
+
+
+def run(config: Config) -> int:
+    print("hello " * config.times + f"({type(config).__name__})")
+    return 0
+'''
+
+
+def test_a_new_study_is_one_module(tmp_path, monkeypatch, capsys):
+    """A module dropped into experiments/studies becomes a command with its own options and help."""
+    import experiments.studies
+    from experiments import cli
+
+    (tmp_path / "hello_study.py").write_text(NEW_STUDY)
+    monkeypatch.setattr(experiments.studies, "__path__", [*experiments.studies.__path__, str(tmp_path)])
+    assert "hello-study" in cli.build_parser().format_help()
+    assert cli.main(["hello-study", "--times", "2"]) == 0
+    assert capsys.readouterr().out.strip() == "hello hello (Config)"
+    sys.modules.pop("experiments.studies.hello_study", None)

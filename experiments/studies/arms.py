@@ -8,12 +8,37 @@ the runs by arm for the comparisons; `arm_line` and `difference_text` print them
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import seal
+from common import data, seal, spec
+from common.arguments import THREADS_HELP, choice, positive_int
 from experiments.analysis import stats
+
+
+@dataclass(frozen=True)
+class ArmsConfig:
+    """What every study that trains arms side by side takes (each study adds its own fields and defaults)."""
+
+    seeds: int = 10
+    recipe: str = "d2l"
+    dataset: str = "mnist"
+    out: str = "docs/studies"  # the folder of the study's JSON file
+    limit: int | None = None  # the first N training and test examples only
+    threads: int | None = None
+
+
+def add_arms_arguments(parser: argparse.ArgumentParser, defaults: ArmsConfig) -> None:
+    """The options of ArmsConfig's fields, with the study's own defaults."""
+    parser.add_argument("--seeds", type=positive_int, default=defaults.seeds)
+    parser.add_argument("--recipe", default=defaults.recipe, type=choice("recipe", lambda: spec.RECIPES))
+    parser.add_argument("--dataset", default=defaults.dataset, type=choice("dataset", lambda: data.DATASETS))
+    parser.add_argument("--out", default=defaults.out, help="folder of the study's JSON file")
+    parser.add_argument("--limit", type=positive_int)
+    parser.add_argument("--threads", type=positive_int, help=THREADS_HELP)
 
 
 def run_arms(path: Path, header: dict[str, Any], seeds: int, arms: Sequence[str],

@@ -28,6 +28,7 @@ import numpy as np
 
 from backends import label, names, python_for
 from common import spec
+from common.arguments import positive_int
 from common.batches import epoch_order, steps_per_epoch
 from experiments.running.seed_scripts import SCRIPTS
 
@@ -97,10 +98,9 @@ def seed_side(pair: Pair, steps: int) -> dict:
 
 def measure(side: str, pair: Pair, steps: int) -> dict:
     """One measurement in a fresh process."""
-    command = [python_for(pair.backend), "-m", "experiments", "bench", "--child", side, "--recipe", pair.recipe,
-               "--steps", str(steps)]  # fmt: skip
-    if not pair.seed_module:  # a backend timed on its own (--backends)
-        command += ["--dataset", pair.dataset, "--backend", pair.backend]
+    payload = {"side": side, "recipe": pair.recipe, "dataset": pair.dataset, "backend": pair.backend,
+               "seed_module": pair.seed_module, "steps": steps}  # fmt: skip
+    command = [python_for(pair.backend), "-m", "experiments.studies.child", "bench", json.dumps(payload)]
     out = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"{side} side of {pair.recipe} failed:\n{out.stderr[-3000:]}")
@@ -190,27 +190,45 @@ def report_lines(pair: Pair, result: dict, peak: float) -> list[str]:
     return lines
 
 
-def run(args: argparse.Namespace) -> int:
+NAME = "bench"
+HELP = "time the seed's scripts against the harness, or the backends (--backends), side by side in one run"
+
+
+@dataclass(frozen=True)
+class Config:
+    reps: int = 5  # interleaved repetitions of each side; medians are reported
+    backends: bool = False  # every registered backend side by side, instead of the seed's scripts
+    steps: int | None = None  # training steps timed per side; None: each script's own
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reps", type=positive_int, default=Config.reps)
+    parser.add_argument("--backends", action="store_true", help="time every registered backend side by side")
+    parser.add_argument("--steps", type=positive_int,
+                        help="training steps timed per side (default: each script's own, about equal seconds)")
+
+
+def child(payload: dict) -> int:
+    """One side of one measurement, in a fresh process of the backend's environment: print its figures as JSON."""
+    pair = Pair(payload["recipe"], payload["dataset"], payload["backend"], payload["seed_module"], 0.0)
+    side = seed_side if payload["side"] == "seed" else harness_side
+    print(json.dumps(side(pair, payload["steps"])))
+    return 0
+
+
+def run(config: Config) -> int:
     """`lenet-repro bench`: the seed's scripts against the harness, or (--backends) every backend."""
-    if args.child and args.backend:
-        print(json.dumps(harness_side(Pair(args.recipe, args.dataset, args.backend, "", 0.0), args.steps)))
-        return 0
-    if args.child:
-        pair = next(p for p in PAIRS if p.recipe == args.recipe)
-        side = harness_side if args.child == "harness" else seed_side
-        print(json.dumps(side(pair, args.steps)))
-        return 0
     started = time.perf_counter()
     peak = gemm_peak_flops()
     print(f"machine: {os.cpu_count()} cores; float32 GEMM peak {peak / 1e9:.1f} GFLOP/s (NumPy, 2048x2048)")
-    if args.backends:
+    if config.backends:
         for recipe, dataset, steps in BACKEND_RECIPES:
-            for line in backend_lines(recipe, dataset, compare_backends(recipe, dataset, steps, args.reps), peak):
+            for line in backend_lines(recipe, dataset, compare_backends(recipe, dataset, steps, config.reps), peak):
                 print(line, flush=True)
         print(f"bench finished in {time.perf_counter() - started:.0f} s")
         return 0
     for pair in PAIRS:
-        for line in report_lines(pair, compare(pair, args.steps or pair.steps, args.reps), peak):
+        for line in report_lines(pair, compare(pair, config.steps or pair.steps, config.reps), peak):
             print(line, flush=True)
     print(f"bench finished in {time.perf_counter() - started:.0f} s")
     return 0

@@ -35,14 +35,24 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from backends import baseline, frameworks
+from common.arguments import name_list
 from common.init import initial_weights
 from experiments.analysis import stats
-from experiments.studies.arms import arm_line, by_arm, difference_text, run_arms, train_and_test
+from experiments.studies.arms import (
+    ArmsConfig,
+    add_arms_arguments,
+    arm_line,
+    by_arm,
+    difference_text,
+    run_arms,
+    train_and_test,
+)
 
 PCG64 = "numpy"  # the arm whose weights are NumPy's PCG64 draw of the spec's distribution
 WEIGHT_SEED_STRIDE = 1_000_000
@@ -174,11 +184,32 @@ def summary(results: dict) -> str:
     return "\n".join(lines + _plateau_lines(results))
 
 
-def run(args: argparse.Namespace) -> int:
+NAME = "init-study"
+HELP = "the crossed initialisation study (same batches, weights from several generators)"
+
+
+@dataclass(frozen=True)
+class Config(ArmsConfig):
+    seeds: int = 20
+    recipe: str = "seed-torch"
+    independent: bool = False  # each arm's weights from its own seeds (batches stay paired)
+    arms: tuple[str, ...] | None = None  # None: default_arms()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arms_arguments(parser, Config())
+    parser.add_argument("--independent", action="store_true",
+                        help="draw each arm's weights from its own seeds (batches stay paired)")
+    parser.add_argument("--arms", type=name_list("arm", arms),
+                        help="comma-separated: numpy (NumPy's PCG64 draw of the spec's distribution) or a registered "
+                        "framework (its own initialisers); default: numpy and the baseline framework")  # fmt: skip
+
+
+def run(config: Config) -> int:
     """`lenet-repro init-study`: run the missing (seed, arm) pairs, then print the comparison."""
-    chosen = args.arms  # checked by the command line against arms()
-    suffix = (f"-limit{args.limit}" if args.limit else "") + ("-independent" if args.independent else "")
-    path = Path(args.out) / f"init-{args.recipe}-{args.dataset}{suffix}.json"
-    print(summary(study(path, args.recipe, args.dataset, args.seeds, args.limit, chosen, args.independent)))
+    suffix = (f"-limit{config.limit}" if config.limit else "") + ("-independent" if config.independent else "")
+    path = Path(config.out) / f"init-{config.recipe}-{config.dataset}{suffix}.json"
+    print(summary(study(path, config.recipe, config.dataset, config.seeds, config.limit, config.arms,
+                        config.independent)))  # fmt: skip
     return 0
 

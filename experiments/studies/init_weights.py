@@ -16,12 +16,14 @@ PyTorch's own draws by Welch's t-test over the seeds, Bonferroni-corrected for t
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from backends import baseline, frameworks
-from common import seal
+from common import seal, spec
+from common.arguments import choice, name_list, positive_int
 from common.init import initial_weights
 from experiments.analysis import stats
 
@@ -111,10 +113,31 @@ def summary(results: dict, reference: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    chosen = args.sources  # checked by the command line against sources()
+NAME = "init-weights"
+HELP = "the initial weights each generator draws: spectra, row norms, bias/row relation, against PyTorch's own draws"
+
+
+@dataclass(frozen=True)
+class Config:
+    seeds: int = 200
+    recipe: str = "seed-torch"
+    sources: tuple[str, ...] = ()  # empty: every source (sources())
+    out: str = "docs/studies"  # the folder of the study's JSON file
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", type=positive_int, default=Config.seeds)
+    parser.add_argument("--recipe", default=Config.recipe, type=choice("recipe", lambda: spec.RECIPES))
+    parser.add_argument("--sources", default=Config.sources, type=name_list("source", sources),
+                        help="comma-separated: numpy (NumPy's PCG64 draw of the spec) and/or registered frameworks "
+                        "(default: all of them)")  # fmt: skip
+    parser.add_argument("--out", default=Config.out, help="folder of the study's JSON file")
+
+
+def run(config: Config) -> int:
+    chosen = config.sources or sources()
     if baseline() not in chosen:
         chosen = (baseline(), *chosen)
-    path = Path(args.out) / f"init-weights-{args.recipe}.json"
-    print(summary(measure(path, args.recipe, args.seeds, chosen)))
+    path = Path(config.out) / f"init-weights-{config.recipe}.json"
+    print(summary(measure(path, config.recipe, config.seeds, chosen)))
     return 0

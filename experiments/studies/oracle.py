@@ -6,15 +6,32 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from backends import frameworks, load_backend
 from backends.oracle import OracleFigures, measure
 from common import spec
+from common.arguments import names, positive_int
 from common.results import write_atomic
 from experiments.analysis.oracle_figures import ORACLE_FILE, oracle_markdown
+
+NAME = "oracle"
+HELP = "each framework against the float64 reference, into DIR/oracle.json"
+
+
+@dataclass(frozen=True)
+class Config:
+    results: str = "results"  # the directory oracle.json is written into
+    recipes: str | None = None  # comma-separated; None: every recipe
+    steps: int = 50  # SGD steps compared after the one-batch figures
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", default=Config.results, help="directory to write oracle.json into")
+    parser.add_argument("--recipes", help=f"comma-separated, default all: {','.join(spec.RECIPES)}")
+    parser.add_argument("--steps", type=positive_int, default=Config.steps)
 
 
 def write_oracle(results: Path, figures: list[OracleFigures]) -> Path:
@@ -27,12 +44,10 @@ def write_oracle(results: Path, figures: list[OracleFigures]) -> Path:
     return path
 
 
-def run(args: argparse.Namespace) -> int:
+def run(config: Config) -> int:
     """`lenet-repro oracle`: measure, print the table, write DIR/oracle.json."""
-    names = args.recipes.split(",") if args.recipes else list(spec.RECIPES)
-    for name in names:
-        spec.get_recipe(name)  # one line for an unknown recipe
-    figures = [f for name in names for f in measure(name, steps=args.steps)]
+    chosen = names("recipe", config.recipes, spec.RECIPES)  # one line for an unknown recipe
+    figures = [f for name in chosen for f in measure(name, steps=config.steps)]
     print(oracle_markdown(figures))
-    print(f"wrote {write_oracle(Path(args.results), figures)}")
+    print(f"wrote {write_oracle(Path(config.results), figures)}")
     return 0

@@ -18,10 +18,21 @@ Results go to <out>/order-<recipe>-<dataset>.json, written after every run (resu
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
+import backends
+from common.arguments import choice
 from experiments.analysis import stats
-from experiments.studies.arms import arm_line, by_arm, difference_text, run_arms, train_and_test
+from experiments.studies.arms import (
+    ArmsConfig,
+    add_arms_arguments,
+    arm_line,
+    by_arm,
+    difference_text,
+    run_arms,
+    train_and_test,
+)
 
 ARMS = ("examples", "batches")
 
@@ -88,9 +99,25 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+NAME = "order-study"
+HELP = "d2l-en's batch-level shuffle against the example shuffle (same weights, paired by seed)"
+
+
+@dataclass(frozen=True)
+class Config(ArmsConfig):
+    backend: str | None = None  # the framework that trains both arms; None: the baseline
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arms_arguments(parser, Config())
+    parser.add_argument("--backend", type=choice("backend", backends.frameworks),
+                        help="the framework that trains both arms (default: the baseline, "
+                             f"{backends.label(backends.baseline())})")
+
+
+def run(config: Config) -> int:
     """`lenet-repro order-study`: run the missing (seed, arm) pairs, then print the comparison."""
-    suffix = f"-limit{args.limit}" if args.limit else ""
-    path = Path(args.out) / f"order-{args.recipe}-{args.dataset}{suffix}.json"
-    print(summary(study(path, args.recipe, args.dataset, args.seeds, args.backend, args.limit)))
+    suffix = f"-limit{config.limit}" if config.limit else ""
+    path = Path(config.out) / f"order-{config.recipe}-{config.dataset}{suffix}.json"
+    print(summary(study(path, config.recipe, config.dataset, config.seeds, config.backend, config.limit)))
     return 0

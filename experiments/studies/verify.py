@@ -40,6 +40,7 @@ import numpy as np
 
 import backends
 from common import machine, seal
+from common.arguments import non_negative_int
 from common.errors import UserError
 from common.results import RunKey, RunStore, warn, write_atomic
 from experiments.running.runs import python_for_run
@@ -161,7 +162,10 @@ def replay(record: dict[str, Any], steps: int | None, full: bool) -> dict[str, A
             "versions": session.versions(), "kernels": session.kernels()}
 
 
-def child(paths: list[str], steps: int | None, full: bool) -> int:
+def child(payload: dict[str, Any]) -> int:
+    """Replay the runs of the payload's "paths" ("steps" of the first epoch, or to the end with "full"), in this
+    process of their environment: one MARK line of JSON per run."""
+    paths, steps, full = payload["paths"], payload["steps"], payload["full"]
     for path in paths:
         record = json.loads(Path(path).read_text())
         again = replay(record, steps, full)
@@ -203,36 +207,65 @@ def _format(o: Outcome, width: int) -> str:
     return f"{o.run:<{width}} {o.threads:>3} {o.steps:>6}  {first:<11} {o.max_rel:>12.1e}  {acc:<20} {o.verdict}"
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.child:
-        return child(args.paths, args.steps, args.full)
+NAME = "verify"
+HELP = ("re-run a sample of the published runs on this machine and compare (quick: the first steps of every recipe, "
+        "dataset and backend; --full: chosen runs to the end)")
+
+
+@dataclass(frozen=True)
+class Config:
+    full: bool = False  # train the chosen runs to the end (else: quick mode, their first steps)
+    steps: int = 20  # quick mode: steps of the first epoch to replay (0: the whole first epoch)
+    runs: str | None = None  # comma-separated patterns of run names
+    backends: str | None = None  # comma-separated: only these backends' runs
+    results: str | None = None  # the published runs; None: the repository's docs/results
+    json: str | None = None  # also write the outcomes to this JSON file
+    against: str | None = None  # quick mode: replay each run with this interpreter first
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--full", action="store_true", help="train the chosen runs (--runs) to the end")
+    parser.add_argument("--steps", type=non_negative_int, default=Config.steps,
+                        help="quick mode: steps of the first epoch to replay (0: the whole first epoch, with its "
+                             "test accuracy)")  # fmt: skip
+    parser.add_argument("--runs", help="comma-separated patterns of run names, e.g. 'shared/mnist/d2l/*-seed0' "
+                        "(full mode default: shared/mnist/seed-torch-fixed/torch-seed0,shared/mnist/d2l/torch-seed0)")
+    parser.add_argument("--backends", help="comma-separated: only these backends' runs")
+    parser.add_argument("--results", help="the published runs (default: the repository's docs/results)")
+    parser.add_argument("--json", help="also write the outcomes to this JSON file")
+    parser.add_argument("--against", metavar="PYTHON",
+                        help="quick mode: replay each run first with this interpreter (another environment: other "
+                             "versions), then with its own, and judge the second against the first, both made here")
+
+
+def run(config: Config) -> int:
     from experiments.running.runs import REPO
 
-    results = Path(args.results) if args.results else REPO / "docs" / "results"
+    results = Path(config.results) if config.results else REPO / "docs" / "results"
     if not results.is_dir():
         raise UserError(f"no results directory {results}: give one that holds published runs (--results)")
     records = published(results)
     if not records:
         raise UserError(f"no complete published runs under {results}: nothing to verify")
-    patterns = args.runs.split(",") if args.runs else list(FULL_DEFAULT) if args.full else ["*"]
-    sample = [(p, r) for p, r in (records if args.full else quick_sample(records))
+    patterns = config.runs.split(",") if config.runs else list(FULL_DEFAULT) if config.full else ["*"]
+    sample = [(p, r) for p, r in (records if config.full else quick_sample(records))
               if any(fnmatch.fnmatch(run_name(r), pattern) for pattern in patterns)]  # fmt: skip
-    if args.backends:
-        wanted = set(args.backends.split(","))
+    if config.backends:
+        wanted = set(config.backends.split(","))
         sample = [(p, r) for p, r in sample if r["backend"] in wanted]
     if not sample:
-        raise UserError(f"no published run under {results} matches {args.runs!r}; names look like {FULL_DEFAULT[0]}")
+        raise UserError(f"no published run under {results} matches {config.runs!r}; names look like {FULL_DEFAULT[0]}")
     here = machine.summary(machine.describe())
-    if args.against and args.full:
+    if config.against and config.full:
         raise UserError("--against compares the first steps of two replays here; it does not go with --full")
-    steps = None if args.full else args.steps
-    what = ("chosen runs to the end" if args.full else
+    steps = None if config.full else config.steps
+    what = ("chosen runs to the end" if config.full else
             f"the first {'epoch' if not steps else f'{steps} steps'} of the lowest seed of every published recipe, "
             "dataset and backend (shared mode)")  # fmt: skip
     print(f"lenet-repro verify: {len(sample)} runs, {what}")
     print(f"this machine: {here}")
-    if args.against:
-        print(f"each replayed with {args.against}, then with its own environment's interpreter, the second judged "
+    if config.against:
+        print(f"each replayed with {config.against}, then with its own environment's interpreter, the second judged "
               "against the first")
     for name, count in Counter(made_on(r) for _, r in sample).items():
         print(f"made on:      {name}: {count} run{'s' if count > 1 else ''}")
@@ -246,15 +279,15 @@ def run(args: argparse.Namespace) -> int:
         by_threads.setdefault((int(record["meta"].get("threads") or 1), python), []).append((path, record))
     for (threads, python), group in sorted(by_threads.items()):
         wanted_paths = {str(p): r for p, r in group}
-        if args.against:  # each run replayed in both interpreters here: its own environment's against the other's
-            mine = {again["path"]: again for again in _children(args.against, threads, list(wanted_paths), steps,
-                                                                 args.full)}  # fmt: skip
-        replays = _children(python, threads, list(wanted_paths), steps, args.full)
+        if config.against:  # each run replayed in both interpreters here: its own environment's against the other's
+            mine = {again["path"]: again for again in _children(config.against, threads, list(wanted_paths), steps,
+                                                                 config.full)}  # fmt: skip
+        replays = _children(python, threads, list(wanted_paths), steps, config.full)
         for again in replays:
             record = wanted_paths[again["path"]]
-            if args.against:
+            if config.against:
                 record = as_replayed(record, mine[again["path"]])
-            outcome = judge(record, again, args.full, seed_spread(records, record))
+            outcome = judge(record, again, config.full, seed_spread(records, record))
             outcomes.append(outcome)
             print(_format(outcome, width), flush=True)
     for outcome in outcomes:
@@ -268,10 +301,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{', '.join(f'{n} {v}' for v, n in counts.items())}; thresholds:")
         for o in outcomes:
             print(f"  {o.run}: {o.tolerance}")
-    if args.json:
-        document = {"this_machine": here, **({"against": args.against} if args.against else {}),
+    if config.json:
+        document = {"this_machine": here, **({"against": config.against} if config.against else {}),
                     "outcomes": [asdict(o) for o in outcomes]}  # fmt: skip
-        write_atomic(Path(args.json), (json.dumps(document, indent=1) + "\n").encode())
+        write_atomic(Path(config.json), (json.dumps(document, indent=1) + "\n").encode())
     return 1 if counts.get("different result") else 0
 
 
@@ -286,8 +319,8 @@ def _children(python: str, threads: int, paths: list[str], steps: int | None, fu
     """Replay `paths` in a child process of `python` (the runs' environment) with `threads` threads; yields each
     run's result as it lands."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    command = [python, "-m", "experiments", "verify", "--child", "--steps", str(steps or 0),
-               *(["--full"] if full else []), *paths]  # fmt: skip
+    command = [python, "-m", "experiments.studies.child", "verify",
+               json.dumps({"paths": paths, "steps": steps or None, "full": full})]
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
         assert process.stdout is not None
         for line in process.stdout:
