@@ -146,6 +146,16 @@ def test_each_environments_own_tests_pass_there(other, request):
     assert " passed" in summary and "deselected" not in summary.split(" passed")[0], summary
 
 
+@pytest.mark.parametrize("other", OTHERS)
+def test_the_command_line_starts_in_every_environment(other):
+    """`run-one` runs in the backend's environment and builds the whole command line, every study's options
+    included: no study may import at its top what that environment lacks (MXNet's has no SciPy)."""
+    result = subprocess.run([environments.python_for(other), "-m", "experiments", "--help"], cwd=environments.REPO,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert all(f" {name}" in result.stdout for name in ("run-one", "verify", "order-study", "bench")), result.stdout
+
+
 def test_a_backend_from_another_environment_is_driven_in_its_interpreter():
     """load_backend('mxnet') in the main environment: a RemoteBackend whose child runs MXNet's interpreter;
     arrays cross between numpy 2 and numpy 1.23 intact, errors come back as their own type."""

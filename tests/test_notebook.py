@@ -7,6 +7,9 @@ import pytest
 
 from experiments import notebook
 
+# The executed notebook is one module fixture: its tests stay on one xdist worker, so it is executed once.
+pytestmark = pytest.mark.xdist_group("notebook")
+
 
 @pytest.fixture(scope="module")
 def executed():

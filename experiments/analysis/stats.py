@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE
@@ -22,6 +21,15 @@ MARGIN = 0.02  # two percentage points of test accuracy: closer than this counts
 RULE = (f"a two-sided t-test at the {ALPHA:.0%} level, read through the {CONFIDENCE:.0%} confidence interval "
         f"of the difference of means: **no** when the interval excludes 0; **yes** when it lies within "
         f"±{MARGIN * 100:.0f} pp (equivalent at that margin); **undecided** otherwise (more seeds needed)")
+
+
+
+def _scipy():
+    """scipy.stats, imported when a statistic is computed: every command line (built with the studies, which import
+    this module) must start in every environment, and MXNet's has no SciPy."""
+    from scipy import stats
+
+    return stats
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ def summarize(values: list[float]) -> Summary:
     if n == 1:
         return Summary(mean, 0.0, 1, math.nan, math.nan)
     std = float(array.std(ddof=1))
-    half = float(scipy_stats.t.ppf(1 - ALPHA / 2, n - 1)) * std / math.sqrt(n)
+    half = float(_scipy().t.ppf(1 - ALPHA / 2, n - 1)) * std / math.sqrt(n)
     return Summary(mean, std, n, mean - half, mean + half)
 
 
@@ -75,8 +83,8 @@ def _interval(difference: float, se: float, df: float) -> tuple[float, float, fl
     """(low, high, p) of a t-statistic with standard error `se` and `df` degrees of freedom."""
     if se == 0:  # identical values on both sides, or identical differences
         return difference, difference, (1.0 if difference == 0 else 0.0)
-    half = float(scipy_stats.t.ppf(1 - ALPHA / 2, df)) * se
-    p = float(2 * scipy_stats.t.sf(abs(difference) / se, df))
+    half = float(_scipy().t.ppf(1 - ALPHA / 2, df)) * se
+    p = float(2 * _scipy().t.sf(abs(difference) / se, df))
     return difference - half, difference + half, p
 
 
@@ -122,7 +130,7 @@ def seeds_to_decide(first: list[float], second: list[float], is_paired: bool = F
             df = n - 1
         else:
             df = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1)) if va + vb else n - 1
-        half = float(scipy_stats.t.ppf(1 - ALPHA / 2, df)) * math.sqrt(spread / n)
+        half = float(_scipy().t.ppf(1 - ALPHA / 2, df)) * math.sqrt(spread / n)
         if verdict(difference - half, difference + half) != "undecided":
             return n
     return None
@@ -145,7 +153,7 @@ def detectable_difference(first: list[float], second: list[float], power: float 
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se else 1.0
-    return float((scipy_stats.t.ppf(1 - ALPHA / 2, df) + scipy_stats.t.ppf(power, df)) * se)
+    return float((_scipy().t.ppf(1 - ALPHA / 2, df) + _scipy().t.ppf(power, df)) * se)
 
 
 def rank_test(first: list[float], second: list[float]) -> float:
@@ -154,7 +162,7 @@ def rank_test(first: list[float], second: list[float]) -> float:
     values a side."""
     if len(first) < 2 or len(second) < 2:
         return math.nan
-    return float(scipy_stats.mannwhitneyu(first, second, alternative="two-sided").pvalue)
+    return float(_scipy().mannwhitneyu(first, second, alternative="two-sided").pvalue)
 
 
 def rank_correlation(first: list[float], second: list[float]) -> tuple[float, float]:
@@ -162,7 +170,7 @@ def rank_correlation(first: list[float], second: list[float]) -> tuple[float, fl
     values, or when either measure is the same for every run)."""
     if len(first) < 3 or len(set(first)) < 2 or len(set(second)) < 2:
         return math.nan, math.nan
-    result = scipy_stats.spearmanr(first, second)
+    result = _scipy().spearmanr(first, second)
     return float(result.statistic), float(result.pvalue)
 
 
@@ -189,4 +197,4 @@ def paired_spread(first: list[float], second: list[float]) -> SpreadComparison:
     r = float(np.corrcoef(a + b, a - b)[0, 1])
     n = len(a)
     t = r * math.sqrt((n - 2) / max(1 - r * r, 1e-300))
-    return SpreadComparison(sa, sb, ratio, float(2 * scipy_stats.t.sf(abs(t), n - 2)))
+    return SpreadComparison(sa, sb, ratio, float(2 * _scipy().t.sf(abs(t), n - 2)))
