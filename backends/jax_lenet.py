@@ -62,6 +62,7 @@ if _USER_FLAGS is None:
 
 from backends import init_scheme  # noqa: E402
 from common import spec  # noqa: E402
+from common.contract import join_state, split_state  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.init import bias_bound  # noqa: E402
 
@@ -312,13 +313,13 @@ def get_state(model: Model) -> dict[str, np.ndarray]:
     """Everything needed to resume training: the weights and the momentum buffers ("momentum/conv1.weight", ...),
     all in the spec's layout (the chain's other members, add_decayed_weights and scale, keep no state)."""
     momentum = model.opt_state[MOMENTUM_INDEX].trace
-    return {**get_weights(model), **{f"momentum/{name}": _to_spec(name, v) for name, v in _flat(momentum).items()}}
+    return join_state(get_weights(model), {name: _to_spec(name, v) for name, v in _flat(momentum).items()})
 
 
 def set_state(model: Model, state: dict[str, np.ndarray]) -> None:
     """Restore what get_state saved."""
-    set_weights(model, {k: v for k, v in state.items() if not k.startswith("momentum/")})
-    buffers = {k.removeprefix("momentum/"): v for k, v in state.items() if k.startswith("momentum/")}
+    weights, buffers = split_state(state)
+    set_weights(model, weights)
     trace = model.opt_state[MOMENTUM_INDEX]._replace(trace=_tree(model, buffers, "momentum buffers"))
     model.opt_state = (*model.opt_state[:MOMENTUM_INDEX], trace, *model.opt_state[MOMENTUM_INDEX + 1 :])
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +39,7 @@ for _name, _value in _SAVED.items():
 
 from backends import init_scheme  # noqa: E402
 from common import spec  # noqa: E402
+from common.contract import join_state, split_state  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
 NAME = "mxnet"
@@ -171,24 +171,37 @@ def get_weights(model: Model) -> dict[str, np.ndarray]:
     return {name: param.data().asnumpy().copy() for name, param in model.params.items()}
 
 
+def _updater(model: Model) -> Any:
+    """The trainer's updater, which keeps each parameter's momentum under its index in the trainer's list (the
+    fixed order build_model gives it). One device: Gluon updates in the trainer, not in a kvstore."""
+    trainer = model.trainer
+    if not trainer._kv_initialized:
+        trainer._init_kvstore()
+    if trainer._update_on_kvstore:
+        raise RuntimeError("the trainer updates on a kvstore: its momentum is not held here")
+    return trainer._updaters[0]
+
+
 def get_state(model: Model) -> dict[str, np.ndarray]:
-    """Everything needed to resume training: weights plus the trainer's momentum states."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trainer.states")
-        model.trainer.save_states(path)
-        with open(path, "rb") as handle:
-            blob = handle.read()
-    return {**get_weights(model), "optimizer": np.frombuffer(blob, dtype=np.uint8)}
+    """Everything needed to resume training: the weights and the trainer's momentum (mom = m·mom − lr·g; none
+    without momentum or before the first step), in the spec's layout (common.contract.join_state)."""
+    index = {id(param): i for i, param in enumerate(model.trainer._params)}
+    kept = _updater(model).states
+    buffers = {name: kept[index[id(param)]].asnumpy().copy() for name, param in model.params.items()
+               if kept.get(index[id(param)]) is not None}  # fmt: skip
+    return join_state(get_weights(model), buffers)
 
 
 def set_state(model: Model, state: dict[str, np.ndarray]) -> None:
     """Restore what get_state saved."""
-    set_weights(model, {k: v for k, v in state.items() if k != "optimizer"})
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trainer.states")
-        with open(path, "wb") as handle:
-            handle.write(state["optimizer"].tobytes())
-        model.trainer.load_states(path)
+    weights, buffers = split_state(state)
+    set_weights(model, weights)
+    updater = _updater(model)
+    for i, param in enumerate(model.trainer._params):
+        name = next(n for n, p in model.params.items() if p is param)
+        if name in buffers:
+            updater.states[i] = nd.array(buffers[name], ctx=model.device, dtype="float32")
+            updater.states_synced[i] = True
 
 
 def _arrays(model: Model, x: np.ndarray, y: np.ndarray) -> tuple[nd.NDArray, nd.NDArray]:

@@ -28,6 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from backends import init_scheme
 from common import spec
 from common.batches import epoch_order
+from common.contract import join_state, split_state
 from common.errors import UserError
 from common.init import initial_weights
 
@@ -299,12 +300,13 @@ def get_weights(model: Model) -> dict[str, Array]:
 
 def get_state(model: Model) -> dict[str, Array]:
     """Weights plus the momentum buffers: everything needed to resume training."""
-    return {**get_weights(model), **{f"velocity/{name}": v.copy() for name, v in model.velocity.items()}}
+    return join_state(get_weights(model), {name: v.copy() for name, v in model.velocity.items()})
 
 
 def set_state(model: Model, state: dict[str, Array]) -> None:
-    set_weights(model, {k: v for k, v in state.items() if not k.startswith("velocity/")})
-    model.velocity = {name: np.array(state[f"velocity/{name}"], dtype=model.dtype) for name in model.params}
+    weights, buffers = split_state(state)
+    set_weights(model, weights)
+    model.velocity = {name: np.array(buffers[name], dtype=model.dtype) for name in model.params}
 
 
 def _run(model: Model, x: Array) -> Array:

@@ -85,6 +85,7 @@ if _PIN_ONEDNN:
     del os.environ["TF_ENABLE_ONEDNN_OPTS"]
 
 from common import spec  # noqa: E402
+from common.contract import join_state, split_state  # noqa: E402
 from common.init import bias_bound  # noqa: E402
 
 NAME = "tensorflow"
@@ -337,14 +338,14 @@ def get_weights(model: Model) -> dict[str, np.ndarray]:
 def get_state(model: Model) -> dict[str, np.ndarray]:
     """Everything needed to resume training: the weights and the momentum buffers ("momentum/conv1.weight", ...),
     all in the spec's layout."""
-    buffers = {f"momentum/{name}": _to_spec(model, name, v.numpy()) for name, v in model.momentum.items()}
-    return {**get_weights(model), **buffers}
+    buffers = {name: _to_spec(model, name, v.numpy()) for name, v in model.momentum.items()}
+    return join_state(get_weights(model), buffers)
 
 
 def set_state(model: Model, state: dict[str, np.ndarray]) -> None:
     """Restore what get_state saved."""
-    set_weights(model, {k: v for k, v in state.items() if not k.startswith("momentum/")})
-    buffers = {k.removeprefix("momentum/"): v for k, v in state.items() if k.startswith("momentum/")}
+    weights, buffers = split_state(state)
+    set_weights(model, weights)
     _assign(model, model.momentum, buffers, "momentum buffers")
 
 

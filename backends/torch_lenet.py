@@ -6,7 +6,6 @@ Takes NumPy batches in, gives NumPy numbers out; never imports mxnet.
 from __future__ import annotations
 
 import functools
-import io
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from torch import nn
 
 from backends import init_scheme
 from common import spec
+from common.contract import join_state, split_state
 from common.errors import UserError
 
 NAME = "torch"
@@ -136,17 +136,22 @@ def get_weights(model: Model) -> dict[str, np.ndarray]:
 
 
 def get_state(model: Model) -> dict[str, np.ndarray]:
-    """Everything needed to resume training: weights plus the optimiser's momentum buffers."""
-    buffer = io.BytesIO()
-    torch.save(model.optimizer.state_dict(), buffer)
-    return {**get_weights(model), "optimizer": np.frombuffer(buffer.getvalue(), dtype=np.uint8)}
+    """Everything needed to resume training: the weights and SGD's momentum buffers (none without momentum or
+    before the first step), in the spec's layout (common.contract.join_state)."""
+    kept = model.optimizer.state
+    buffers = {name: kept[p]["momentum_buffer"].detach().cpu().numpy().copy()
+               for name, p in _parameters(model).items() if kept.get(p, {}).get("momentum_buffer") is not None}
+    return join_state(get_weights(model), buffers)
 
 
 def set_state(model: Model, state: dict[str, np.ndarray]) -> None:
-    """Restore what get_state saved."""
-    set_weights(model, {k: v for k, v in state.items() if k != "optimizer"})
-    saved = torch.load(io.BytesIO(state["optimizer"].tobytes()), map_location=model.device, weights_only=True)
-    model.optimizer.load_state_dict(saved)
+    """Restore what get_state saved; each buffer takes its parameter's memory layout (channels-last)."""
+    weights, buffers = split_state(state)
+    set_weights(model, weights)
+    for name, p in _parameters(model).items():
+        if name in buffers:
+            buffer = torch.empty_like(p).copy_(torch.from_numpy(np.ascontiguousarray(buffers[name])))
+            model.optimizer.state[p] = {"momentum_buffer": buffer}
 
 
 def _tensor(x: np.ndarray, model: Model) -> torch.Tensor:

@@ -13,6 +13,11 @@ Conventions every function keeps:
 * `device` is "auto", "cpu" or "gpu"; anything else, or a device the machine lacks, raises
   `common.errors.UserError` (one line for the user, never a traceback).
 * A backend imports no other registered backend's framework (the registry's `packages`).
+* A training state (`get_state`) is the weights under their names and, where the optimiser keeps one, each
+  parameter's momentum buffer under `momentum/<name>`, in the spec's layout and the framework's own momentum form
+  (PyTorch's, optax's, the TensorFlow backend's and NumPy's `buf = m·buf + g`; Gluon's `mom = m·mom − lr·g`):
+  `join_state` and `split_state` below, the one scheme every backend keeps (PyTorch and Gluon keep no buffer
+  without momentum, nor before the first step).
 """
 
 from __future__ import annotations
@@ -25,6 +30,22 @@ from common import spec
 
 Model = Any
 Weights = dict[str, np.ndarray]
+MOMENTUM = "momentum/"  # the prefix of a momentum buffer's name in a training state
+
+
+def join_state(weights: Weights, buffers: Weights) -> dict[str, np.ndarray]:
+    """A training state: the weights, and each momentum buffer under `momentum/<parameter name>`."""
+    unknown = sorted(set(buffers) - set(weights))
+    if unknown:
+        raise ValueError(f"momentum buffers {unknown} name no parameter")
+    return {**weights, **{MOMENTUM + name: buffer for name, buffer in buffers.items()}}
+
+
+def split_state(state: dict[str, np.ndarray]) -> tuple[Weights, Weights]:
+    """(weights, momentum buffers by parameter name) of a training state made by join_state."""
+    weights = {name: value for name, value in state.items() if not name.startswith(MOMENTUM)}
+    buffers = {name.removeprefix(MOMENTUM): value for name, value in state.items() if name.startswith(MOMENTUM)}
+    return weights, buffers
 
 
 @runtime_checkable

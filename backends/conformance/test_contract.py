@@ -39,7 +39,7 @@ from backends.conformance import (
 )
 from backends.layers import framework_layer_rows
 from common import spec
-from common.contract import MEMBERS, Backend
+from common.contract import MEMBERS, MOMENTUM, Backend, split_state
 from common.errors import UserError
 from common.init import Law, law
 
@@ -192,6 +192,13 @@ def test_resume(name, recipe_name):
         assert isinstance(state, dict) and all(isinstance(v, np.ndarray) for v in state.values()), (
             f"get_state gave {type(state).__name__}, not a dict of named NumPy arrays"
         )
+        weights, buffers = split_state(state)
+        shapes = spec.parameter_shapes(recipe)
+        assert set(weights) == set(shapes) and set(buffers) == set(shapes), (
+            f"get_state named {sorted(state)}: after steps with momentum 0.9 a state holds each parameter and its "
+            f"momentum buffer as '{MOMENTUM}<parameter>' (common.contract.join_state)"
+        )
+        assert all(buffers[k].shape == shapes[k] for k in shapes), "momentum buffers are kept in the spec's layout"
         want = [backend.train_step(uninterrupted, x[batch], y[batch])[0] for batch in batches[RESUME_STEPS:]]
         resumed = backend.build_model(recipe, "cpu", seed=1)
         backend.set_state(resumed, state)
