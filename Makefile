@@ -211,7 +211,7 @@ publish: data
 
 # The documents that carry tables of the published report, copied over by `compare --sync` (the figures they quote
 # come from the runs; tests/test_published.py checks each copy).
-SYNCED ?= README.md,docs/fidelity.md,docs/handout.md
+SYNCED ?= README.md,docs/fidelity.md,docs/handout.md,docs/teaching.md
 
 # Stock mode, published: every framework on its own default initialisers, seed-torch-fixed and d2l on both datasets,
 # 10 seeds, seed by seed across the frameworks (an interrupted run leaves them with about the same number of seeds),

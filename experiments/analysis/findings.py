@@ -164,3 +164,27 @@ def cost_table(groups: Groups) -> str | None:
 
 def _label(name: str) -> str:
     return "the seed's script" if name == SCRIPT_BACKEND else backends.label(name)
+
+
+STOCK_HEADER = "| recipe, each framework on its own defaults | dataset |"
+
+
+def stock_table(groups: Groups, plateau: float = 0.20) -> str | None:
+    """Stock mode, one row per recipe and dataset: each framework's final test accuracy, mean ± std (n), and how
+    many of its seeds ended still on the plateau (test accuracy below `plateau`)."""
+    rows, names = [], []
+    for (variant, dataset, recipe), by_backend in groups.items():
+        if variant == "stock":
+            names += [name for name in backends.order(by_backend) if name not in names]
+            rows.append((recipe, dataset))
+    if not rows:
+        return None
+    lines = [STOCK_HEADER + "".join(f" {backends.label(n)} |" for n in names), "|---|---|" + "---|" * len(names)]
+    for recipe, dataset in rows:
+        cells = []
+        for name in names:
+            finals = list(_accuracies(groups, "stock", dataset, recipe, name).values())
+            stuck = sum(value < plateau for value in finals)
+            cells.append(f"{_pm(finals)}, {stuck} on the plateau" if finals else "—")
+        lines.append(f"| `{recipe}` | {DATASET_NAMES.get(dataset, dataset)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -22,7 +22,7 @@ from backends.oracle import OracleFigures
 from common import spec
 from common.results import SCRIPT_BACKEND, RunStore, variant_name, write_atomic
 from experiments.analysis import stats as st
-from experiments.analysis.findings import COST_HEADER, cost_table, findings_table
+from experiments.analysis.findings import COST_HEADER, STOCK_HEADER, cost_table, findings_table, stock_table
 from experiments.analysis.findings import HEADER as FINDINGS_HEADER
 from experiments.analysis.oracle_figures import oracle_markdown, read_oracle
 
@@ -531,7 +531,7 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
                                        "or damaged (named on stderr)" if left_out else "")  # fmt: skip
     text = report_markdown(rows, plots, summary, fidelity, read_oracle(store.root),
                            machines_table(records), versions_table(records), findings_table(groups),
-                           cost_table(groups))  # fmt: skip
+                           cost_table(groups), stock_table(groups, PLATEAU_ACCURACY))  # fmt: skip
     write_atomic(store.root / "report.md", text.encode())
     write_atomic(store.root / "report.csv", csv_text(rows).encode())
     return (f"wrote {store.root / 'report.md'}, report.csv and {len(plots)} plots from {len(records)} runs"
@@ -593,7 +593,7 @@ def runs_summary(records: list[dict[str, Any]]) -> str:
 def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
                     fidelity: list[dict[str, Any]] | None = None, oracle: list[OracleFigures] | None = None,
                     machines: str | None = None, versions: str | None = None, findings: str | None = None,
-                    costs: str | None = None) -> str:
+                    costs: str | None = None, stock: str | None = None) -> str:
     """The whole report as Markdown."""
     out = ["# lenet-repro report", "",
            f"Built by `make compare` from {runs}. Each cell: mean ± sample std over seeds (n).",
@@ -618,7 +618,9 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
         out += [f"![{title}]({plots[key].as_posix()})", ""]
     for variant in dict.fromkeys(row["variant"] for row in rows):
         variant_rows = [row for row in rows if row["variant"] == variant]
-        out += [f"## {variant}", "", _variant_note(variant), "", markdown_table(variant_rows), "",
+        defaults = ([f"Each framework's final test accuracy and how many of its seeds ended still on the plateau "
+                     f"(below {PLATEAU_ACCURACY:.0%}):", "", stock, ""] if variant == "stock" and stock else [])
+        out += [f"## {variant}", "", _variant_note(variant), "", *defaults, markdown_table(variant_rows), "",
                 "Each backend against the baseline, final test accuracy:", "", differences_table(variant_rows), "",
                 "More figures for the same runs:", "", detail_table(variant_rows), "",
                 "Test accuracy (%) after each epoch, mean over seeds:", "", epoch_table(variant_rows), "",
@@ -704,7 +706,7 @@ def _variant_note(variant: str) -> str:
 # The report's tables that the documentation carries verbatim (README.md all but the second, docs/fidelity.md the
 # second), each found by its header row's first cells; tests/test_published.py holds the copies to these.
 DOCUMENTED_TABLES = ("| recipe | dataset | PyTorch test acc |", "| recipe | dataset | run by |", FINDINGS_HEADER,
-                     COST_HEADER)
+                     COST_HEADER, STOCK_HEADER)
 
 
 def table_span(lines: list[str], header: str) -> tuple[int, int] | None:
