@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -59,12 +60,15 @@ def same_numbers(a: dict, b: dict) -> bool:
     ]
 
 
-def ray_processes() -> dict[int, str]:
-    """Ray's own processes (GCS, raylet, workers) running on this machine: pid -> command line."""
+def ray_processes(token: str | None = None) -> dict[int, str]:
+    """Ray's own processes (GCS, raylet, workers) running on this machine: pid -> command line; with `token`, only
+    those whose environment carries it (started, through a driver, by the test that set it)."""
     found = {}
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if token is not None and f"{RAY_TOKEN}={token}".encode() not in (proc / "environ").read_bytes():
+                continue
         except OSError:
             continue
         if proc.name.isdigit() and ("gcs_server" in cmdline or "raylet" in cmdline or cmdline.startswith("ray::")):
@@ -72,14 +76,19 @@ def ray_processes() -> dict[int, str]:
     return found
 
 
+RAY_TOKEN = "LENET_REPRO_TEST_RAY"  # set by no_ray_left for the drivers a test starts; inherited by their Ray
+
+
 @pytest.fixture
-def no_ray_left():
+def no_ray_left(monkeypatch):
     """After the test, no Ray process it started may be left running (a local instance stops with its driver).
-    Ray processes that were running before it (another grid on this machine) are not its own."""
-    before = set(ray_processes())
+    Its processes are told apart by a token in their environment, which the test's drivers hand down to their Ray:
+    a grid running beside the tests on this machine, whose instances come and go, is not the test's."""
+    token = uuid.uuid4().hex
+    monkeypatch.setenv(RAY_TOKEN, token)
 
     def left() -> list[str]:
-        return [cmdline for pid, cmdline in ray_processes().items() if pid not in before]
+        return list(ray_processes(token).values())
 
     yield
     deadline = time.monotonic() + 60  # Ray's processes exit within seconds on a quiet machine, slower under load
