@@ -16,22 +16,23 @@ def test_study_runs_both_arms_seed_by_seed_and_resumes(tmp_path, capsys):
     require_real("mnist")
     path = tmp_path / "init.json"
     first = init_study.study(path, "seed-torch", "mnist", 1, limit=128)
-    assert [(r["seed"], r["arm"]) for r in first["runs"]] == [(0, "numpy"), (0, "torch")]
+    assert [(r["seed"], r["arm"]) for r in first["runs"]] == [(0, "numpy-pcg64"), (0, "torch")]
     numpy_run, torch_run = first["runs"]
     assert numpy_run["test_accuracy"] != torch_run["test_accuracy"] or numpy_run["test_loss"] != torch_run["test_loss"]
     saved = json.loads(path.read_text())
     assert saved["runs"] == first["runs"] and saved["limit"] == 128
     second = init_study.study(path, "seed-torch", "mnist", 2, limit=128)  # only seed 1 is new
-    assert [(r["seed"], r["arm"]) for r in second["runs"]][:2] == [(0, "numpy"), (0, "torch")]
+    assert [(r["seed"], r["arm"]) for r in second["runs"]][:2] == [(0, "numpy-pcg64"), (0, "torch")]
     assert second["runs"][:2] == first["runs"] and len(second["runs"]) == 4
     assert all(len(r["epoch_losses"]) == 10 and all(v > 0 for v in r["epoch_losses"]) for r in second["runs"])
     text = init_study.summary(second)
-    assert "numpy" in text and "torch − numpy" in text and "Welch p" in text and "first-epoch loss" in text
+    assert "numpy-pcg64" in text and "torch − numpy-pcg64" in text and "Welch p" in text and "first-epoch loss" in text
 
 
 def test_the_summary_pools_every_other_generator_against_pytorchs_own():
     runs = [{"seed": s, "arm": arm, "test_accuracy": acc + 0.001 * s, "epoch_losses": [loss + 0.01 * s]}
-            for s in range(5) for arm, acc, loss in (("numpy", 0.70, 2.0), ("torch", 0.80, 1.5), ("mxnet", 0.70, 2.0))]
+            for s in range(5)
+            for arm, acc, loss in (("numpy-pcg64", 0.70, 2.0), ("torch", 0.80, 1.5), ("mxnet", 0.70, 2.0))]
     text = init_study.summary({"recipe": "seed-torch", "dataset": "mnist", "runs": runs})
     assert "torch − the others pooled: +10.00 pp" in text and "first-epoch loss 1.5200" in text
     assert "torch − the others pooled: -0.5000" in text  # the loss comparison, torch 0.5 lower
@@ -72,7 +73,7 @@ def test_an_independent_study_records_each_runs_weight_seed(tmp_path):
     results = init_study.study(tmp_path / "i.json", "seed-torch", "mnist", 1, limit=128, independent=True)
     assert results["independent"] is True
     assert [(r["seed"], r["weight_seed"]) for r in results["runs"]] == [
-        (0, init_study.weight_seed("numpy", 0, True)), (0, init_study.weight_seed("torch", 0, True))]
+        (0, init_study.weight_seed("numpy-pcg64", 0, True)), (0, init_study.weight_seed("torch", 0, True))]
 
 
 def test_layer_statistics_measure_the_matrix_not_just_its_entries():
@@ -90,12 +91,12 @@ def test_layer_statistics_measure_the_matrix_not_just_its_entries():
 def test_the_weights_study_compares_each_source_with_pytorchs_draws(tmp_path):
     from experiments.studies import init_weights
 
-    results = init_weights.measure(tmp_path / "w.json", "seed-torch", 5, ("torch", "numpy"))
-    assert len(results["sources"]["torch"]) == len(results["sources"]["numpy"]) == 5
+    results = init_weights.measure(tmp_path / "w.json", "seed-torch", 5, ("torch", "numpy-pcg64"))
+    assert len(results["sources"]["torch"]) == len(results["sources"]["numpy-pcg64"]) == 5
     rows = init_weights.comparison(results, "torch")
-    assert {r["source"] for r in rows} == {"numpy"} and len(rows) == 5 * len(init_weights.STATISTICS)
+    assert {r["source"] for r in rows} == {"numpy-pcg64"} and len(rows) == 5 * len(init_weights.STATISTICS)
     assert all(0 <= r["p"] <= 1 for r in rows)
-    assert "numpy" in init_weights.summary(results) and "after Bonferroni" in init_weights.summary(results)
+    assert "numpy-pcg64" in init_weights.summary(results) and "after Bonferroni" in init_weights.summary(results)
 
 
 def test_epochs_on_the_plateau_count_the_leading_epochs_at_a_uniform_guesss_loss():
@@ -113,10 +114,10 @@ def test_the_summary_compares_the_epochs_on_the_plateau_by_rank_and_ties_them_to
         return {"seed": seed, "arm": arm, "test_accuracy": 0.95 - 0.05 * stay,
                 "epoch_losses": [flat] * stay + [1.7] * (10 - stay)}  # fmt: skip
 
-    runs = [run(s, "torch", 2 + s % 2) for s in range(8)] + [run(s, "numpy", 6 + s % 2) for s in range(8)]
-    text = init_study.summary({"recipe": "seed-torch", "dataset": "mnist", "runs": runs})
-    assert "torch  median 2.5, range 2-3, mean 2.50 (n=8)" in text and "numpy  median 6.5, range 6-7" in text
-    p = float(text.split("torch v numpy: Mann-Whitney p = ")[1].split()[0])
+    runs = [run(s, "torch", 2 + s % 2) for s in range(8)] + [run(s, "numpy-pcg64", 6 + s % 2) for s in range(8)]
+    text = " ".join(init_study.summary({"recipe": "seed-torch", "dataset": "mnist", "runs": runs}).split())
+    assert "torch median 2.5, range 2-3, mean 2.50 (n=8)" in text and "numpy-pcg64 median 6.5, range 6-7" in text
+    p = float(text.split("torch v numpy-pcg64: Mann-Whitney p = ")[1].split()[0])
     assert p < 0.001  # every torch run left before every numpy run
     assert "all 16 runs: Spearman rho = -1.00" in text  # here the accuracy is the count's, exactly
 
@@ -127,9 +128,10 @@ def test_the_final_accuracy_is_also_compared_by_rank_so_one_run_stuck_on_the_pla
 
     # numpy's runs all rank above torch's but one never left the plateau (10%): Welch's mean sees a lower arm
     numpy = [0.80 + 0.001 * s for s in range(11)] + [0.10]
-    runs = [run(s, "torch", 0.75 + 0.001 * s) for s in range(12)] + [run(s, "numpy", a) for s, a in enumerate(numpy)]
+    runs = [run(s, "torch", 0.75 + 0.001 * s) for s in range(12)]
+    runs += [run(s, "numpy-pcg64", a) for s, a in enumerate(numpy)]
     line = next(line for line in init_study.summary({"recipe": "seed-torch", "dataset": "mnist", "runs": runs})
-                .splitlines() if line.startswith("  torch − numpy:") and "pp" in line)  # fmt: skip
+                .splitlines() if line.startswith("  torch − numpy-pcg64:") and "pp" in line)  # fmt: skip
     welch_p = float(line.split("Welch p = ")[1].split(",")[0])
     rank_p = float(line.split("Mann-Whitney p = ")[1])
     assert welch_p > 0.5 and rank_p < 0.001  # 11 of 12 numpy runs beat every torch run: the ranks say so

@@ -24,7 +24,7 @@ seeds of PyTorch's own generator would weigh on the comparison of every arm alik
 (the shared order of seed 0..N-1 for every arm), so only the weights' source and seed differ. Those runs go to
 init-<recipe>-<dataset>-independent.json.
 
-    lenet-repro init-study [--seeds 20] [--dataset mnist] [--arms numpy,torch] [--out docs/studies] [--limit N]
+    lenet-repro init-study [--seeds 20] [--dataset mnist] [--arms numpy-pcg64,torch] [--out docs/studies] [--limit N]
                            [--independent] [--threads T]
 
 Each run records the threads it trained with (`--threads`, else OMP_NUM_THREADS, else every core): two jobs that
@@ -54,7 +54,7 @@ from experiments.studies.arms import (
     train_and_test,
 )
 
-PCG64 = "numpy"  # the arm whose weights are NumPy's PCG64 draw of the spec's distribution
+PCG64 = "numpy-pcg64"  # the arm whose weights are NumPy's PCG64 draw of the spec's distribution (not the NumPy backend)
 WEIGHT_SEED_STRIDE = 1_000_000
 PLATEAU_GAP = 0.05  # an epoch whose mean training loss is within this of ln(classes) is still on the plateau
 
@@ -123,8 +123,9 @@ def _plateau_lines(results: dict) -> list[str]:
     if base not in on_plateau or len(on_plateau) < 2:
         return []
     lines = [f"epochs on the plateau (training loss within {PLATEAU_GAP} of ln 10, a uniform guess's):"]
+    width = max(len(arm) for arm in on_plateau)
     for arm, counts in on_plateau.items():
-        lines.append(f"  {arm:<6} median {np.median(counts):g}, range {min(counts):g}-{max(counts):g}, "
+        lines.append(f"  {arm:<{width}} median {np.median(counts):g}, range {min(counts):g}-{max(counts):g}, "
                      f"mean {np.mean(counts):.2f} (n={len(counts)})")  # fmt: skip
     others = [arm for arm in on_plateau if arm != base]
     groups = [(arm, on_plateau[arm]) for arm in others]
@@ -201,8 +202,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--independent", action="store_true",
                         help="draw each arm's weights from its own seeds (batches stay paired)")
     parser.add_argument("--arms", type=name_list("arm", arms),
-                        help="comma-separated: numpy (NumPy's PCG64 draw of the spec's distribution) or a registered "
-                        "framework (its own initialisers); default: numpy and the baseline framework")  # fmt: skip
+                        help="comma-separated: numpy-pcg64 (NumPy's PCG64 draw of the spec's distribution) or a "
+                        "registered framework (its own initialisers); default: numpy-pcg64 and the baseline "
+                        "framework")  # fmt: skip
 
 
 def run(config: Config) -> int:

@@ -9,7 +9,7 @@ stable rank of the weight matrix (out x fan-in), how unequal the rows' norms are
 row (the correlation of b_i with the sum of row i). Each statistic of each source is then compared with
 PyTorch's own draws by Welch's t-test over the seeds, Bonferroni-corrected for the number of comparisons.
 
-    lenet-repro init-weights [--seeds 200] [--recipe seed-torch] [--sources numpy,torch,mxnet,jax,tensorflow]
+    lenet-repro init-weights [--seeds 200] [--recipe seed-torch] [--sources numpy-pcg64,torch,mxnet,jax,tensorflow]
                              [--out docs/studies]
 """
 
@@ -27,7 +27,7 @@ from common.arguments import choice, name_list, positive_int
 from common.init import initial_weights
 from experiments.analysis import stats
 
-PCG64 = "numpy"
+PCG64 = "numpy-pcg64"  # NumPy's PCG64 draw of the spec's distribution (not the NumPy backend)
 STATISTICS = ("std", "sigma_max", "stable_rank", "row_norm_cv", "bias_row_corr")
 
 
@@ -129,7 +129,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=positive_int, default=Config.seeds)
     parser.add_argument("--recipe", default=Config.recipe, type=choice("recipe", lambda: spec.RECIPES))
     parser.add_argument("--sources", default=Config.sources, type=name_list("source", sources),
-                        help="comma-separated: numpy (NumPy's PCG64 draw of the spec) and/or registered frameworks "
+                        help="comma-separated: numpy-pcg64 (NumPy's PCG64 draw of the spec) and/or registered "
+                        "frameworks "
                         "(default: all of them)")  # fmt: skip
     parser.add_argument("--out", default=Config.out, help="folder of the study's JSON file")
 
