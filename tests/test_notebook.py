@@ -7,17 +7,15 @@ import pytest
 
 from experiments import notebook
 
-# The executed notebook is one module fixture: its tests stay on one xdist worker, so it is executed once.
-pytestmark = pytest.mark.xdist_group("notebook")
-
-
-@pytest.fixture(scope="module")
-def executed():
-    return notebook.execute(notebook.SMALL)
-
-
 @pytest.mark.slow
-def test_the_notebook_runs_top_to_bottom_and_every_table_and_plot_shows(executed):
+def test_the_notebook_runs_names_every_framework_shows_every_table_and_plot_and_becomes_one_page(tmp_path):
+    """One execution (it trains every framework live) checked for everything: no error and no stderr box, every
+    tagged cell shows a table or plot, the first cell names every registered backend, the page is self-contained.
+    One test rather than several on a shared fixture: the test run spreads tests over processes, and each process
+    that ran one of them would execute the notebook again."""
+    import backends
+
+    executed = notebook.execute(notebook.SMALL)
     tagged = [c for c in executed.cells if notebook.EXPECT in c.metadata.get("tags", [])]
     assert len(tagged) >= 8
     assert notebook.empty_cells(executed) == []
@@ -26,17 +24,9 @@ def test_the_notebook_runs_top_to_bottom_and_every_table_and_plot_shows(executed
     stderr = [o["text"] for c in executed.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
     assert not stderr, f"the page would show these as error boxes: {stderr}"
 
-
-@pytest.mark.slow
-def test_the_notebook_names_every_framework_it_runs(executed):
-    import backends
-
     first = "".join(o.get("data", {}).get("text/markdown", "") for o in executed.cells[1].outputs)
     assert all(f"**{backends.label(name)}" in first for name in backends.names()), first
 
-
-@pytest.mark.slow
-def test_the_page_embeds_its_plots_and_tables(executed, tmp_path):
     page = notebook.write_html(executed, tmp_path / "page.html").read_text()
     assert page.count("data:image/png;base64,") >= 4, "plots are embedded, not linked"
     assert page.count("<table") >= 5
