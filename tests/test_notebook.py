@@ -7,6 +7,7 @@ import pytest
 
 from experiments import notebook
 
+
 @pytest.mark.slow
 def test_the_notebook_runs_names_every_framework_shows_every_table_and_plot_and_becomes_one_page(tmp_path):
     """One execution (it trains every framework live) checked for everything: no error and no stderr box, every
