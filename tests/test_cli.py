@@ -72,7 +72,7 @@ BAD_COMMAND_LINES = [
     (["oracle", "--steps", "0"], "expected a positive integer, got '0'"),
     (["bench", "--reps", "0"], "expected a positive integer, got '0'"),
     (["notebook", "pdf"], "argument action: invalid choice: 'pdf'"),
-    (["init-study", "--arms", "numpy,nosuch"], "unknown arm 'nosuch'"),
+    (["init-study", "--arms", "numpy-pcg64,nosuch"], "unknown arm 'nosuch'"),
     (["init-study", "--dataset", "cifar"], "unknown dataset 'cifar'"),
 ]
 
@@ -204,7 +204,7 @@ def test_the_training_studies_take_threads_and_record_them(threads, tmp_path):
 
     require_real("mnist")
     env = {"OMP_NUM_THREADS": "2" if threads == "1" else "1"}  # the flag wins over the environment
-    for argv, name in ((["init-study", "--arms", "numpy,torch"], "init-seed-torch-mnist-limit64.json"),
+    for argv, name in ((["init-study", "--arms", "numpy-pcg64,torch"], "init-seed-torch-mnist-limit64.json"),
                        (["order-study", "--recipe", "seed-torch"], "order-seed-torch-mnist-limit64.json")):  # fmt: skip
         done = lenet_repro(*argv, "--seeds", "1", "--limit", "64", "--threads", threads, "--out", str(tmp_path),
                            cwd=tmp_path, env=env, timeout=300)  # fmt: skip
