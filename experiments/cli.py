@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seal again, as they are now, the records whose content no longer matches their seal "
                               "(or that have none), after checking them by hand: they enter the tables again")
     compare.add_argument("--sync", default=(), type=files("document"), metavar="FILES",
-                         help="comma-separated Markdown files whose copies of the report's results and fidelity "
-                              "tables are replaced by the new ones (the published report: README.md,docs/fidelity.md)")
+                         help="comma-separated Markdown files whose copies of the report's tables (results, "
+                              "fidelity, findings, costs, stock) are replaced by the new ones (the published report's: "
+                              "the Makefile's SYNCED)")
 
     layers = commands.add_parser("layers", help="print recipes' per-layer tables (shapes, parameters, FLOPs)")
     layers.add_argument("recipes", nargs="*", help="default: all recipes")
