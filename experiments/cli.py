@@ -77,7 +77,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="threads per run (default: every core; with Ray: cores / workers, 1 on a cluster)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(jobs: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; without `jobs`, only the commands defined here (what `main` builds for them: a run's
+    `run-one` child starts without importing every study)."""
     parser = _Parser(prog=PROG, description="lenet-repro: one LeNet spec, trained and compared across frameworks",
                      epilog="Each command has its own --help.")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -131,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "steps, fresh-interpreter imports, mypy)")  # fmt: skip
     conformance.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest (after --)")
 
-    for module in job_modules():  # the data command, the notebook, the handout and every study: one loop
+    for module in job_modules() if jobs else ():  # the data command, the notebook, the handout, every study
         module.add_arguments(commands.add_parser(module.NAME, help=module.HELP))
     return parser
 
@@ -329,7 +331,8 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, unknown = build_parser().parse_known_args(argv)
+    given = list(argv) if argv is not None else sys.argv[1:]
+    args, unknown = build_parser(jobs=not given or given[0] not in COMMANDS).parse_known_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # as given: a command may hand itself on
     if unknown:  # named after the subcommand they were given to, not the top-level parser
         raise UserError(f"unrecognized arguments: {' '.join(unknown)} (see `{PROG} {args.command} --help`)")
