@@ -280,3 +280,22 @@ def test_the_colour_check_tells_alike_colours_apart():
     assert math.dist(_lab("#2b8a3e"), _lab("#2b8a3e")) == 0
     assert math.dist(_lab("#d9480f"), _lab("#e8590c")) < 20  # two oranges
     assert math.dist(_lab("#d62728"), _lab("#1f77b4")) > 20
+
+
+def test_findings_leave_out_what_the_runs_cannot_say_and_compute_the_rest():
+    """A finding is written only where its runs exist; the stock table counts the seeds left on the plateau; the
+    cost table's minutes are the median over a framework's runs of the seconds of their epochs."""
+    from experiments.analysis.findings import cost_table, findings_table, stock_table
+    from experiments.analysis.report import group_records
+
+    assert findings_table({}) is None and cost_table({}) is None and stock_table({}) is None
+    shared = [_record(b, s, "complete", [0.5, a]) for s, a in enumerate((0.90, 0.92, 0.94)) for b in ("torch", "mxnet")]
+    table = findings_table(group_records(shared))
+    assert table.count("\n| ") == 1 and "every backend within" in table and "MXNet, `d2l` on MNIST, +0.00" in table
+    stock = [{**_record(b, s, "complete", [0.1, a]), "mode": "stock"}
+             for b, accuracies in (("torch", (0.1135, 0.1135)), ("jax", (0.95, 0.97))) for s, a in enumerate(accuracies)]
+    groups = group_records(stock)
+    assert "| `d2l` | MNIST | 11.35% ± 0.00 (n=2), 2 on the plateau | 96.00% ± 1.41 (n=2), 0 on the plateau |" in (
+        stock_table(groups))
+    assert "PyTorch 11.35% ± 0.00 (n=2), JAX 96.00% ± 1.41 (n=2)" in findings_table(groups)
+    assert "| `d2l` | 2 | PyTorch 0.0, JAX 0.0 |" in cost_table(groups)  # two epochs of 1 s: 2/60 minutes
