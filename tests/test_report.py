@@ -292,8 +292,8 @@ def test_findings_leave_out_what_the_runs_cannot_say_and_compute_the_rest():
     shared = [_record(b, s, "complete", [0.5, a]) for s, a in enumerate((0.90, 0.92, 0.94)) for b in ("torch", "mxnet")]
     table = findings_table(group_records(shared))
     assert table.count("\n| ") == 1 and "every backend within" in table and "MXNet, `d2l` on MNIST, +0.00" in table
-    stock = [{**_record(b, s, "complete", [0.1, a]), "mode": "stock"}
-             for b, accuracies in (("torch", (0.1135, 0.1135)), ("jax", (0.95, 0.97))) for s, a in enumerate(accuracies)]
+    finals = {"torch": (0.1135, 0.1135), "jax": (0.95, 0.97)}
+    stock = [{**_record(b, s, "complete", [0.1, a]), "mode": "stock"} for b in finals for s, a in enumerate(finals[b])]
     groups = group_records(stock)
     assert "| `d2l` | MNIST | 11.35% ± 0.00 (n=2), 2 on the plateau | 96.00% ± 1.41 (n=2), 0 on the plateau |" in (
         stock_table(groups))
