@@ -58,6 +58,10 @@ INTEGRATION = {"test_cli.py", "test_data.py", "test_environments.py", "test_faul
                "test_tensorflow.py", "test_verify.py"}
 
 
+# The conformance items that compare a backend with the float64 reference of a recipe (computed once per process)
+ORACLE_ITEMS = {"test_oracle", "test_fifty_sgd_steps"}
+
+
 def tier(item: pytest.Item) -> pytest.MarkDecorator:
     """The tier marker of a test, from where it lives."""
     path = item.path
@@ -91,6 +95,9 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(tier(item))
         if item.get_closest_marker("ray") or "no_ray_left" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("ray"))
+        elif item.name.split("[")[0] in ORACLE_ITEMS and hasattr(item, "callspec"):
+            # one process computes a recipe's float64 (and float32) reference once, for every backend's item
+            item.add_marker(pytest.mark.xdist_group(f"oracle-{item.callspec.params['recipe_name']}"))
     here = environments.current_name()
     if here == "unmanaged":
         return
