@@ -9,6 +9,7 @@ only the files that hold such tests).
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import pytest
@@ -68,6 +69,15 @@ def tier(item: pytest.Item) -> pytest.MarkDecorator:
     if "conformance" in path.parts:
         return pytest.mark.conformance
     return pytest.mark.integration if path.name in INTEGRATION else pytest.mark.unit
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker's frameworks get cores / workers threads (unless OMP_NUM_THREADS is set, which
+    every backend's configure_threads reads): two workers on two cores, each running two-thread kernels, would
+    oversubscribe the cores and spin. Set before any test imports a framework; subprocesses inherit it."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // int(workers)))
 
 
 def _wanted(item: pytest.Item) -> str:
