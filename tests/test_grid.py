@@ -163,8 +163,9 @@ def test_two_drivers_on_one_results_directory_train_each_run_once(tmp_path, no_r
     for seed in range(4):
         label = f"torch d2l mnist seed {seed} (shared-epochs2-limit4096)"
         assert logs.count(f"[grid] {label}: complete") == 1, logs  # trained by exactly one of the two
-    for record in stored.values():
-        assert len(record["meta"]["attempts"]) == 1
+    for record in stored.values():  # by one driver: a Ray worker lost under load is retried by Ray (its driver's
+        # second attempt, resumed from the checkpoint), never taken up by the sequential driver at the same time
+        assert len({attempt.get("engine", "sequential") for attempt in record["meta"]["attempts"]}) == 1, record
 
 
 @pytest.mark.slow
