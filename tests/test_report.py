@@ -286,16 +286,16 @@ def test_findings_leave_out_what_the_runs_cannot_say_and_compute_the_rest():
     """A finding is written only where its runs exist; the stock table counts the seeds left on the plateau; the
     cost table's minutes are the median over a framework's runs of the seconds of their epochs."""
     from experiments.analysis.findings import cost_table, findings_table, stock_table
-    from experiments.analysis.report import group_records
+    from experiments.analysis.report import group_records, side_by_side_rows
 
-    assert findings_table({}) is None and cost_table({}) is None and stock_table({}) is None
+    assert findings_table({}, []) is None and cost_table({}) is None and stock_table({}) is None
     shared = [_record(b, s, "complete", [0.5, a]) for s, a in enumerate((0.90, 0.92, 0.94)) for b in ("torch", "mxnet")]
-    table = findings_table(group_records(shared))
+    table = findings_table(group_records(shared), side_by_side_rows(group_records(shared)))
     assert table.count("\n| ") == 1 and "every backend within" in table and "MXNet, `d2l` on MNIST, +0.00" in table
     finals = {"torch": (0.1135, 0.1135), "jax": (0.95, 0.97)}
     stock = [{**_record(b, s, "complete", [0.1, a]), "mode": "stock"} for b in finals for s, a in enumerate(finals[b])]
     groups = group_records(stock)
     assert "| `d2l` | MNIST | 11.35% ± 0.00 (n=2), 2 on the plateau | 96.00% ± 1.41 (n=2), 0 on the plateau |" in (
         stock_table(groups))
-    assert "PyTorch 11.35% ± 0.00 (n=2), JAX 96.00% ± 1.41 (n=2)" in findings_table(groups)
+    assert "PyTorch 11.35% ± 0.00 (n=2), JAX 96.00% ± 1.41 (n=2)" in findings_table(groups, side_by_side_rows(groups))
     assert "| `d2l` | 2 | PyTorch 0.0, JAX 0.0 |" in cost_table(groups)  # two epochs of 1 s: 2/60 minutes

@@ -18,6 +18,7 @@ from common.results import SCRIPT_BACKEND
 from experiments.analysis import stats as st
 
 Groups = dict[tuple[str, str, str], dict[str, Any]]  # (variant, dataset, recipe) -> {backend: report.Group}
+Rows = list[dict[str, Any]]  # report.side_by_side_rows: each row's stats and comparisons with its baseline
 
 HEADER = "| what the runs show | measured |"
 
@@ -36,25 +37,22 @@ DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 def _pm(values) -> str:
     """Mean ± std (n) in percent, as the report writes it (no ± for one run)."""
     s = st.summarize(list(values))
-    return f"{s.mean * 100:.2f}%" + (f" ± {s.std * 100:.2f}" if s.n > 1 else "") + f" (n={s.n})"
+    return st.pm(s.mean, s.std, s.n, 2, True)
 
 
-def same_result(groups: Groups) -> str | None:
-    """Shared mode: the widest 95% interval of any backend's difference from the baseline, over every recipe."""
+def same_result(groups: Groups, rows: Rows) -> str | None:
+    """Shared mode: the widest 95% interval of any backend's difference from the baseline, over every recipe (the
+    report's own comparisons, paired by seed)."""
     base, widest = backends.baseline(), None
-    for (variant, dataset, recipe), by_backend in groups.items():
-        if variant != "shared" or base not in by_backend:
+    for row in rows:
+        if row["variant"] != "shared" or row["baseline"] != base:
             continue
-        first = _accuracies(groups, variant, dataset, recipe, base)
-        for name in by_backend:
-            other = _accuracies(groups, variant, dataset, recipe, name)
-            seeds = sorted(set(first) & set(other))
-            if name == base or len(seeds) < 2:
+        for name, c in row["comparisons"].items():
+            if c.pairs < 2:
                 continue
-            c = st.paired([first[s] for s in seeds], [other[s] for s in seeds])
             bound = max(abs(c.low), abs(c.high))
             if widest is None or bound > widest[0]:
-                widest = (bound, c, name, recipe, dataset)
+                widest = (bound, c, name, row["recipe"], row["dataset"])
     if widest is None:
         return None
     bound, c, name, recipe, dataset = widest
@@ -64,7 +62,7 @@ def same_result(groups: Groups) -> str | None:
             f"{c.difference * 100:+.2f} [{c.low * 100:+.2f}, {c.high * 100:+.2f}])")
 
 
-def one_line(groups: Groups) -> str | None:
+def one_line(groups: Groups, rows: Rows) -> str | None:
     """The softmax inside the seed's `forward`: seed-torch against seed-torch-fixed on MNIST, the baseline, shared."""
     base = backends.baseline()
     quirk, fixed = (_accuracies(groups, "shared", "mnist", r, base) for r in ("seed-torch", "seed-torch-fixed"))
@@ -73,7 +71,7 @@ def one_line(groups: Groups) -> str | None:
     return f"MNIST {_pm(quirk.values())} with it, {_pm(fixed.values())} without ({backends.label(base)})"
 
 
-def seed_lottery(groups: Groups) -> str | None:
+def seed_lottery(groups: Groups, rows: Rows) -> str | None:
     """How far the seed alone moves the seed's PyTorch script on MNIST: its lowest and highest seed."""
     script = _accuracies(groups, "native", "mnist", "seed-torch", SCRIPT_BACKEND)
     if len(script) < 2:
@@ -83,7 +81,7 @@ def seed_lottery(groups: Groups) -> str | None:
             f"{len(values)} seeds")
 
 
-def resize(groups: Groups) -> str | None:
+def resize(groups: Groups, rows: Rows) -> str | None:
     """What `resize=96` buys on Fashion-MNIST and MNIST (seed-mxnet against seed-mxnet-28, the baseline, seeds
     both ran) and what it costs in FLOPs."""
     base, parts = backends.baseline(), []
@@ -100,7 +98,7 @@ def resize(groups: Groups) -> str | None:
     return f"{', '.join(parts)}, for {flops:.1f}x the FLOPs ({backends.label(base)}, paired by seed)"
 
 
-def defaults(groups: Groups) -> str | None:
+def defaults(groups: Groups, rows: Rows) -> str | None:
     """Stock mode: `d2l` on MNIST with each framework's own default initialisers."""
     by_backend = groups.get(("stock", "mnist", "d2l"), {})
     finals = {name: _accuracies(groups, "stock", "mnist", "d2l", name) for name in backends.order(by_backend)}
@@ -109,7 +107,7 @@ def defaults(groups: Groups) -> str | None:
 
 
 # (what the runs show, in plain words; the figure behind it)
-FINDINGS: list[tuple[str, Callable[[Groups], str | None]]] = [
+FINDINGS: list[tuple[str, Callable[[Groups, Rows], str | None]]] = [
     ("From the same initial weights and the same batches, the frameworks give the same result: they differ only "
      "in float rounding", same_result),
     ("One line decides the seed's PyTorch script: its `forward` ends in a softmax, and the loss applies another",
@@ -122,13 +120,14 @@ FINDINGS: list[tuple[str, Callable[[Groups], str | None]]] = [
 ]  # fmt: skip
 
 
-def findings_table(groups: Groups) -> str | None:
-    """The findings whose runs exist, as a Markdown table (None when none do)."""
-    rows = [(text, figure(groups)) for text, figure in FINDINGS]
-    rows = [(text, measured) for text, measured in rows if measured]
-    if not rows:
+def findings_table(groups: Groups, rows: Rows) -> str | None:
+    """The findings whose runs exist, as a Markdown table (None when none do), from the report's groups and its
+    side-by-side rows."""
+    found = [(text, figure(groups, rows)) for text, figure in FINDINGS]
+    found = [(text, measured) for text, measured in found if measured]
+    if not found:
         return None
-    return "\n".join([HEADER, "|---|---|"] + [f"| {text} | {measured} |" for text, measured in rows])
+    return "\n".join([HEADER, "|---|---|"] + [f"| {text} | {measured} |" for text, measured in found])
 
 
 COST_HEADER = "| recipe | epochs | minutes a run takes (one seed, one dataset; median over the committed runs) |"

@@ -153,14 +153,6 @@ def group_stats(group: Group) -> dict[str, Any]:
     return stats
 
 
-def _pm(mean: float, std: float, n: int, digits: int = 4, percent: bool = False) -> str:
-    if n == 0 or math.isnan(mean):
-        return "—"
-    scale, suffix = (100, "%") if percent else (1, "")
-    text = f"{mean * scale:.{digits}f}{suffix}"
-    return text + (f" ± {std * scale:.{digits}f}" if n > 1 else "") + f" (n={n})"
-
-
 def _status_note(stats: dict[str, Any]) -> str:
     notes = []
     if stats["diverged"]:
@@ -227,10 +219,10 @@ def _cells(stats: dict[str, Any] | None, columns: list[str]) -> list[str]:
     if s["seeds_reaching_target"] and s["seeds_reaching_target"] < s["runs"]:
         reach += f" ({s['seeds_reaching_target']}/{s['runs']} seeds)"
     text = {
-        "test acc": _pm(s["test_accuracy_mean"], s["test_accuracy_std"], s["n"], 2, True) + _status_note(s),
-        "final train loss": _pm(s["train_loss_mean"], s["train_loss_std"], s["n"]),
+        "test acc": st.pm(s["test_accuracy_mean"], s["test_accuracy_std"], s["n"], 2, True) + _status_note(s),
+        "final train loss": st.pm(s["train_loss_mean"], s["train_loss_std"], s["n"]),
         "s/epoch": f"{s['seconds_per_epoch']:.1f}",
-        "train acc": _pm(s["train_accuracy_mean"], s["train_accuracy_std"], s["n"], 2, True),
+        "train acc": st.pm(s["train_accuracy_mean"], s["train_accuracy_std"], s["n"], 2, True),
         "best test acc": f"{s['best_test_accuracy'] * 100:.2f}%",
         "epochs to target": f"{reach} (≥{s['target_accuracy']:.0%})",
     }
@@ -386,7 +378,7 @@ def fidelity_table(rows: list[dict[str, Any]]) -> str:
             summary, figures = st.summarize(group.finals("test_accuracy")), group_stats(group)
             interval = "—" if math.isnan(summary.low) else f"{summary.low * 100:.2f} – {summary.high * 100:.2f}%"
             cells = [f"`{row['recipe']}`", row["dataset"], label,
-                     _pm(summary.mean, summary.std, summary.n, 2, True) + _status_note(figures), interval,
+                     st.pm(summary.mean, summary.std, summary.n, 2, True) + _status_note(figures), interval,
                      f"{figures['seconds_per_epoch']:.1f}"]
             if comparison is None:
                 cells += ["(reference)", "", ""]
@@ -492,7 +484,7 @@ def summary_table(store: RunStore, variant: str | None = None) -> str:
         cells = []
         for name in names:
             s = group_stats(by_backend[name]) if name in by_backend else None
-            cells.append("—" if s is None else _pm(s["test_accuracy_mean"], s["test_accuracy_std"], s["n"], 2, True)
+            cells.append("—" if s is None else st.pm(s["test_accuracy_mean"], s["test_accuracy_std"], s["n"], 2, True)
                          + _status_note(s))  # fmt: skip
         lines.append(f"{row_variant:<28}{recipe:<18}{dataset:<15}" + "".join(f"{cell:>26}" for cell in cells))
     return "\n".join(lines)
@@ -530,7 +522,7 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
     summary = runs_summary(records) + (f"; {left_out} more left out, their content changed after they were written "
                                        "or damaged (named on stderr)" if left_out else "")  # fmt: skip
     text = report_markdown(rows, plots, summary, fidelity, read_oracle(store.root),
-                           machines_table(records), versions_table(records), findings_table(groups),
+                           machines_table(records), versions_table(records), findings_table(groups, rows),
                            cost_table(groups), stock_table(groups, PLATEAU_ACCURACY))  # fmt: skip
     write_atomic(store.root / "report.md", text.encode())
     write_atomic(store.root / "report.csv", csv_text(rows).encode())

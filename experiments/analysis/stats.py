@@ -56,6 +56,15 @@ class Comparison:
     pairs: int = 0  # seeds paired (paired test only)
 
 
+def pm(mean: float, std: float, n: int, digits: int = 4, percent: bool = False) -> str:
+    """"mean ± std (n=k)" as the report and its synced tables write it ("—" for none, no ± for one value)."""
+    if n == 0 or math.isnan(mean):
+        return "—"
+    scale, suffix = (100, "%") if percent else (1, "")
+    text = f"{mean * scale:.{digits}f}{suffix}"
+    return text + (f" ± {std * scale:.{digits}f}" if n > 1 else "") + f" (n={n})"
+
+
 def summarize(values: list[float]) -> Summary:
     """Mean ± std (n) with the t-interval of the mean (NaN bounds below two values)."""
     array = np.asarray(values, dtype=float)
