@@ -26,7 +26,6 @@ _SAVED = {name: os.environ.get(name) for name in _CHOSEN}
 os.environ.update({name: _SAVED[name] or value for name, value in _CHOSEN.items()})
 THREADS = int(os.environ["OMP_NUM_THREADS"])
 
-
 import mxnet as mx  # noqa: E402 - must follow the environment settings above
 from mxnet import autograd, gluon, init, nd  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
@@ -171,24 +170,25 @@ def get_weights(model: Model) -> dict[str, np.ndarray]:
     return {name: param.data().asnumpy().copy() for name, param in model.params.items()}
 
 
-def _updater(model: Model) -> Any:
+def _momentum(model: Model) -> tuple[Any, dict[str, int]]:
     """The trainer's updater, which keeps each parameter's momentum under its index in the trainer's list (the
-    fixed order build_model gives it). One device: Gluon updates in the trainer, not in a kvstore."""
+    fixed order build_model gives it), and each parameter's index by name. One device: Gluon updates in the
+    trainer, not in a kvstore."""
     trainer = model.trainer
     if not trainer._kv_initialized:
         trainer._init_kvstore()
     if trainer._update_on_kvstore:
         raise RuntimeError("the trainer updates on a kvstore: its momentum is not held here")
-    return trainer._updaters[0]
+    index = {id(param): i for i, param in enumerate(trainer._params)}
+    return trainer._updaters[0], {name: index[id(param)] for name, param in model.params.items()}
 
 
 def get_state(model: Model) -> dict[str, np.ndarray]:
     """Everything needed to resume training: the weights and the trainer's momentum (mom = m·mom − lr·g; none
     without momentum or before the first step), in the spec's layout (common.contract.join_state)."""
-    index = {id(param): i for i, param in enumerate(model.trainer._params)}
-    kept = _updater(model).states
-    buffers = {name: kept[index[id(param)]].asnumpy().copy() for name, param in model.params.items()
-               if kept.get(index[id(param)]) is not None}  # fmt: skip
+    updater, index = _momentum(model)
+    buffers = {name: updater.states[i].asnumpy().copy() for name, i in index.items()
+               if updater.states.get(i) is not None}  # fmt: skip
     return join_state(get_weights(model), buffers)
 
 
@@ -196,12 +196,10 @@ def set_state(model: Model, state: dict[str, np.ndarray]) -> None:
     """Restore what get_state saved."""
     weights, buffers = split_state(state)
     set_weights(model, weights)
-    updater = _updater(model)
-    for i, param in enumerate(model.trainer._params):
-        name = next(n for n, p in model.params.items() if p is param)
-        if name in buffers:
-            updater.states[i] = nd.array(buffers[name], ctx=model.device, dtype="float32")
-            updater.states_synced[i] = True
+    updater, index = _momentum(model)
+    for name, buffer in buffers.items():
+        updater.states[index[name]] = nd.array(buffer, ctx=model.device, dtype="float32")
+        updater.states_synced[index[name]] = True
 
 
 def _arrays(model: Model, x: np.ndarray, y: np.ndarray) -> tuple[nd.NDArray, nd.NDArray]:

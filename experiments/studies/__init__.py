@@ -32,8 +32,6 @@ def modules() -> list[ModuleType]:
     """Every study module of this package, in name order (modules without NAME are helpers, not studies)."""
     found = []
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name == "child":
-            continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "NAME"):
             missing = [name for name in PROTOCOL if not hasattr(module, name)]
