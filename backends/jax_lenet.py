@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -382,6 +383,64 @@ def kernels() -> dict[str, Any]:
     """XLA's platform and devices: on the CPU it compiles for the host processor with LLVM (XLA_FLAGS, if set,
     is in the machine's record)."""
     return {"xla_platform": jax.default_backend(), "devices": sorted({d.device_kind for d in jax.devices()})}
+
+
+def _hlo_labels(hlo: str) -> dict[str, str]:
+    """Each instruction of a compiled HLO module, named as the program wrote it (`conv2 backward:
+    conv_general_dilated`, from its metadata's op_name), else, for a fusion XLA made of its own, what its fused
+    computation computes and its shape (`convolution f32[6,5,5,16] (XLA fusion)`)."""
+    head = re.compile(r"\s*(ROOT )?%([\w.-]+) = (\([^)]*\)|\S+) ([\w-]+)\(")
+    roots: dict[str, str] = {}  # computation -> its root instruction's opcode
+    found: dict[str, tuple[str, str, str | None, str | None]] = {}
+    computation = ""
+    for line in hlo.splitlines():
+        if line.startswith(("%", "ENTRY")) and line.rstrip().endswith("{"):
+            computation = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
+            continue
+        match = head.match(line)
+        if match:
+            root, name, shape, opcode = match.groups()
+            calls, op_name = re.search(r"calls=%([\w.-]+)", line), re.search(r'op_name="([^"]*)"', line)
+            found[name] = (opcode, shape.split("{")[0], calls and calls[1], op_name and op_name[1])
+            if root:
+                roots[computation] = opcode
+    labels = {}
+    for name, (opcode, shape, calls, op_name) in found.items():
+        if op_name:
+            path = op_name.split("/")[1:]  # jit(step)/transpose(jvp(LeNet))/conv2/conv_general_dilated
+            backward = any(part.startswith("transpose(") for part in path)
+            where = " ".join([*(part for part in path[:-1] if "(" not in part), "backward" if backward else "forward"])
+            labels[name] = f"{where}: {path[-1] if path else opcode}"
+        else:
+            labels[name] = f"{roots.get(calls or '', opcode)} {shape}" + (" (XLA fusion)" if calls else "")
+    return labels
+
+
+def profile_ops(model: Model, x: np.ndarray, y: np.ndarray, steps: int) -> dict[str, float]:
+    """Seconds each XLA operation of the compiled step took (summed) over `steps` training steps, from
+    jax.profiler's trace (the events that carry an `hlo_op`), each named by its place in the network."""
+    import glob
+    import tempfile
+
+    xs, ys = _batch(model, x, y)
+    compiled = model.functions.step.lower(model.params, model.opt_state, xs, ys).compile()
+    labels = _hlo_labels(compiled.as_text())
+    with tempfile.TemporaryDirectory() as scratch:
+        with jax.profiler.trace(scratch):
+            for _ in range(steps):
+                train_step(model, x, y)
+        traces = glob.glob(os.path.join(scratch, "**", "*.xplane.pb"), recursive=True)
+        profiles = [jax.profiler.ProfileData.from_file(path) for path in traces]
+    ops: dict[str, float] = {}
+    for profile in profiles:
+        for plane in profile.planes:
+            for line in plane.lines:
+                for event in line.events:
+                    stats = dict(event.stats)
+                    if stats.get("hlo_module") == "jit_step" and "hlo_op" in stats:
+                        name = labels.get(stats["hlo_op"], stats["hlo_op"])
+                        ops[name] = ops.get(name, 0.0) + event.duration_ns / 1e9
+    return ops
 
 
 def native_order(seed: int, epoch: int, n: int) -> np.ndarray:

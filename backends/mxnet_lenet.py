@@ -273,6 +273,24 @@ def versions() -> dict[str, str]:
     return {"mxnet": mx.__version__, "d2lzh": d2lzh.__version__, "numpy": np.__version__}
 
 
+def profile_ops(model: Model, x: np.ndarray, y: np.ndarray, steps: int) -> dict[str, float]:
+    """Seconds each MXNet operator took (summed) over `steps` training steps, from mx.profiler's aggregate
+    statistics (its C API calls, which hold the operators, left out)."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        mx.profiler.set_config(profile_symbolic=True, profile_imperative=True, aggregate_stats=True,
+                               filename=os.path.join(scratch, "profile.json"))  # fmt: skip
+        mx.profiler.set_state("run")
+        for _ in range(steps):
+            train_step(model, x, y)
+        mx.profiler.set_state("stop")
+        table = json.loads(mx.profiler.dumps(reset=True, format="json"))
+    scale = {"ms": 1e-3, "us": 1e-6}[table.get("Unit", {}).get("Time", "ms")]
+    return {name: figures["Total"] * scale for name, figures in table["Time"].get("operator", {}).items()}
+
+
 def kernels() -> dict[str, Any]:
     """The features MXNet was built with (oneDNN as MKLDNN, its BLAS, the CPU instruction sets compiled in);
     MXNet 1.9 does not say at run time which ISA its oneDNN picked (DNNL_VERBOSE=1 prints it)."""

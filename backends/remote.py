@@ -207,7 +207,7 @@ class RemoteBackend:
 def serve(name: str) -> int:
     """The child: load the real backend and answer calls on the pipe until it closes."""
     from backends import load_backend
-    from common.contract import MEMBERS
+    from common.contract import MEMBERS, OPTIONAL_MEMBERS
 
     channel_out = os.fdopen(os.dup(1), "wb")  # the protocol's pipe; what the backend prints goes to stderr
     os.dup2(2, 1)
@@ -232,7 +232,7 @@ def serve(name: str) -> int:
             return 0  # parent reports what happened; a waiting child has nothing to add
         try:
             if function == "__members__":  # each function of the contract the module has, with its parameters
-                result: Any = {member: _parameters(getattr(module, member)) for member in MEMBERS
+                result: Any = {member: _parameters(getattr(module, member)) for member in MEMBERS + OPTIONAL_MEMBERS
                                if callable(getattr(module, member, None))}  # fmt: skip
             elif function == "__environment__":
                 result = environments.current()

@@ -39,6 +39,7 @@ The whole step (transpose, forward, loss, tf.GradientTape gradients, update, los
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -414,6 +415,47 @@ def kernels() -> dict[str, Any]:
     return {"onednn": ONEDNN, "onednn_opts": ONEDNN_OPTS, "layout": "NHWC",
             "cuda_build": bool(info.get("is_cuda_build")),
             **({"cudnn": str(info["cudnn_version"])} if info.get("cudnn_version") else {})}  # fmt: skip
+
+
+def _op_label(event: str) -> str:
+    """A kernel's trace event named as the other backends' profiles name theirs: `gradient_tape/conv2_1/convolution/
+    Conv2DBackpropInput:_MklNativeConv2DBackpropInput` -> `conv2 backward: _MklNativeConv2DBackpropInput`."""
+    path, _, kernel = event.rpartition(":")
+    parts = path.split("/")
+    backward = parts[0] == "gradient_tape"
+    layer = re.sub(r"_\d+$", "", parts[backward]) if len(parts) > backward + 1 else ""
+    return f"{' '.join(filter(None, [layer, 'backward' if backward else 'forward']))}: {kernel}"
+
+
+def profile_ops(model: Model, x: np.ndarray, y: np.ndarray, steps: int) -> dict[str, float]:
+    """Seconds each TensorFlow kernel took (summed) over `steps` training steps, from tf.profiler's trace: the
+    events of its executor's threads named `op:KernelType` (e.g. `gradient_tape/conv2_1/.../Conv2DBackpropInput:
+    _MklNativeConv2DBackpropInput`), read from the XSpace it writes, named by `_op_label`."""
+    import glob
+    import tempfile
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as scratch:
+        tf.profiler.experimental.start(scratch)
+        try:
+            for _ in range(steps):
+                train_step(model, x, y)
+        finally:
+            tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        for path in glob.glob(os.path.join(scratch, "**", "*.xplane.pb"), recursive=True):
+            with open(path, "rb") as file:
+                space.MergeFromString(file.read())
+    ops: dict[str, float] = {}
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" in name.replace("::", "") and not name.startswith("EagerLocalExecute"):
+                    op = _op_label(name)
+                    ops[op] = ops.get(op, 0.0) + event.duration_ps / 1e12
+    return ops
 
 
 def native_order(seed: int, epoch: int, n: int) -> np.ndarray:

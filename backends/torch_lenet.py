@@ -259,6 +259,17 @@ def kernels() -> dict[str, Any]:
     return out
 
 
+def profile_ops(model: Model, x: np.ndarray, y: np.ndarray, steps: int) -> dict[str, float]:
+    """Seconds each ATen operation took (self time, summed) over `steps` training steps, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(steps):
+            train_step(model, x, y)
+    return {event.key: event.self_cpu_time_total / 1e6 for event in profiler.key_averages()
+            if event.self_cpu_time_total > 0}  # fmt: skip
+
+
 def native_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """PyTorch's own shuffle (DataLoader's RandomSampler draws torch.randperm), seeded per epoch."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)

@@ -127,3 +127,18 @@ class Backend(Protocol):
 MEMBERS: tuple[str, ...] = tuple(
     name for name in Backend.__dict__ if not name.startswith("_") and callable(Backend.__dict__[name])
 )
+
+
+@runtime_checkable
+class Profiled(Protocol):
+    """What a backend may add to be profiled (`lenet-repro profile`): optional, outside the contract."""
+
+    def profile_ops(self, model: Model, x: np.ndarray, y: np.ndarray, steps: int) -> dict[str, float]:
+        """Seconds each operation took, summed over `steps` training steps on this batch (train_step's), as the
+        framework's own profiler reports them (self time: an operation's children are not counted in it)."""
+        ...
+
+
+OPTIONAL_MEMBERS: tuple[str, ...] = tuple(
+    name for name in Profiled.__dict__ if not name.startswith("_") and callable(Profiled.__dict__[name])
+)

@@ -71,6 +71,8 @@ BAD_COMMAND_LINES = [
     (["oracle", "--recipes", "lenet"], "unknown recipe 'lenet'"),
     (["oracle", "--steps", "0"], "expected a positive integer, got '0'"),
     (["bench", "--reps", "0"], "expected a positive integer, got '0'"),
+    (["profile", "--recipes", "lenet"], "unknown recipe 'lenet'"),
+    (["profile", "--backends", "nosuch"], "unknown backend 'nosuch'"),
     (["notebook", "pdf"], "argument action: invalid choice: 'pdf'"),
     (["init-study", "--arms", "numpy-pcg64,nosuch"], "unknown arm 'nosuch'"),
     (["init-study", "--dataset", "cifar"], "unknown dataset 'cifar'"),
@@ -265,3 +267,19 @@ def test_a_new_study_is_one_module(tmp_path, monkeypatch, capsys):
     assert cli.main(["hello-study", "--times", "2"]) == 0
     assert capsys.readouterr().out.strip() == "hello hello (Config)"
     sys.modules.pop("experiments.studies.hello_study", None)
+
+
+def test_profile_names_each_frameworks_biggest_operations(tmp_path):
+    """`lenet-repro profile` on the real data, in PyTorch's environment and MXNet's: a row each, with the step's time
+    and its five biggest operations (a convolution's backward first, as in every framework's profile of LeNet)."""
+    out = tmp_path / "profile.md"
+    result = lenet_repro("profile", "--recipes", "d2l", "--backends", "torch,mxnet", "--steps", "2", "--out", str(out),
+                         cwd=tmp_path, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| `d2l`")]
+    assert [row.split(" | ")[1] for row in rows] == ["PyTorch", "MXNet"], rows
+    for row in rows:
+        cells = row.split(" | ")
+        assert float(cells[2]) > 0 and cells[3].count("%") == 5, row
+        assert "onv" in cells[3].split("<br>")[0], f"the biggest operation is not a convolution: {row}"
+        assert 0 < int(cells[4].rstrip("% |")) <= 100, row

@@ -39,7 +39,7 @@ from backends.conformance import (
 )
 from backends.layers import framework_layer_rows
 from common import spec
-from common.contract import MEMBERS, MOMENTUM, Backend, split_state
+from common.contract import MEMBERS, MOMENTUM, Backend, Profiled, split_state
 from common.errors import UserError
 from common.init import Law, law
 
@@ -319,6 +319,31 @@ def test_stock_init(name):
                 backend.build_model(recipe, "cpu", seed=0)
             return
         _native_draws_follow(backend, name, recipe, stock)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_profile(name):
+    """Optional (`lenet-repro profile`): profile_ops names each operation of the training steps it ran with the
+    seconds the framework's profiler gave it (a convolution among them), and profiled steps train exactly as steps
+    that are not."""
+    backend = require("profile", name, "build_model", "train_step", "get_weights")
+    if not isinstance(backend, Profiled):
+        pytest.skip(f"{module_of(name)} has no profile_ops (optional: `lenet-repro profile` lists it unprofiled)")
+    recipe = spec.get_recipe(FAST_RECIPE)
+    x, y = synthetic(recipe, 8)
+    with contract_item("profile", name, FAST_RECIPE):
+        plain, profiled = backend.build_model(recipe, "cpu", seed=0), backend.build_model(recipe, "cpu", seed=0)
+        for _ in range(2):
+            backend.train_step(plain, x, y)
+        ops = backend.profile_ops(profiled, x, y, 2)
+        assert ops and all(isinstance(op, str) and seconds >= 0 for op, seconds in ops.items()), (
+            f"profile_ops gave {ops!r}: a dict of operation names to seconds"
+        )
+        assert any("conv" in op.lower() for op in ops), f"no convolution among the operations profiled: {sorted(ops)}"
+        after, expected = backend.get_weights(profiled), backend.get_weights(plain)
+        assert all(np.array_equal(after[k], v) for k, v in expected.items()), (
+            "two steps under profile_ops left other weights than the same two steps unprofiled"
+        )
 
 
 # ---- native order -------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import time
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ from common import spec
 from common.arguments import positive_int
 from common.batches import epoch_order, steps_per_epoch
 from experiments.running.seed_scripts import SCRIPTS
+from experiments.studies import child as child_process
 
 TRAIN_EXAMPLES = 60_000
 
@@ -100,11 +100,7 @@ def measure(side: str, pair: Pair, steps: int) -> dict:
     """One measurement in a fresh process."""
     payload = {"side": side, "recipe": pair.recipe, "dataset": pair.dataset, "backend": pair.backend,
                "seed_module": pair.seed_module, "steps": steps}  # fmt: skip
-    command = [python_for(pair.backend), "-m", "experiments.studies.child", "bench", json.dumps(payload)]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        raise RuntimeError(f"{side} side of {pair.recipe} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_process.measure(python_for(pair.backend), "bench", payload, timeout=600)
 
 
 def gemm_peak_flops(size: int = 2048, repeats: int = 5) -> float:

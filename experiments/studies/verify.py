@@ -44,6 +44,7 @@ from common.arguments import non_negative_int
 from common.errors import UserError
 from common.results import RunKey, RunStore, warn, write_atomic
 from experiments.running.runs import python_for_run
+from experiments.studies import child as child_process
 
 QUICK_STEPS = 20
 STEP_TOLERANCE = 1e-5
@@ -319,8 +320,7 @@ def _children(python: str, threads: int, paths: list[str], steps: int | None, fu
     """Replay `paths` in a child process of `python` (the runs' environment) with `threads` threads; yields each
     run's result as it lands."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    command = [python, "-m", "experiments.studies.child", "verify",
-               json.dumps({"paths": paths, "steps": steps or None, "full": full})]
+    command = child_process.command(python, "verify", {"paths": paths, "steps": steps or None, "full": full})
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
         assert process.stdout is not None
         for line in process.stdout:
