@@ -35,7 +35,7 @@ RUN_ARGS = $(GRID_ARGS) --mode $(MODE)
 
 
 .PHONY: help venv venvs lock data test test-fast lint typecheck layers reproduce \
-	reproduce-seed-scripts compare conformance oracle notebook notebook-html bench bench-backends verify verify-full publish \
+	reproduce-seed-scripts compare conformance oracle notebook notebook-html bench bench-backends profile bench-grid verify verify-full publish \
 	publish-stock handout clean \
 	ray-head ray-worker ray-stop
 
@@ -136,9 +136,18 @@ notebook-html: data
 handout: venv
 	$(CLI) handout
 
-# Time the seed's two scripts against the harness, side by side in one run (about 5 minutes here).
+# Time the seed's two scripts against the harness, in the script's framework and in every other one, side by side
+# in one run (about 15 minutes here).
 bench: data
 	$(CLI) bench
+
+# Where one training step's time goes, per operation, in every framework (each its own profiler; docs/speed.md).
+profile: data
+	$(CLI) profile
+
+# The grid's throughput: one run on every core against a run per core on local Ray, and seeds batched in one process.
+bench-grid: data
+	$(CLI) bench-grid
 
 # Re-run a sample of the published runs on this machine and say how close they land (docs/verify.md):
 # quick by default (the first 20 steps of seed 0 of every recipe, dataset and backend); verify-full trains

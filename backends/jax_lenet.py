@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -383,6 +384,22 @@ def kernels() -> dict[str, Any]:
     """XLA's platform and devices: on the CPU it compiles for the host processor with LLVM (XLA_FLAGS, if set,
     is in the machine's record)."""
     return {"xla_platform": jax.default_backend(), "devices": sorted({d.device_kind for d in jax.devices()})}
+
+
+def seeds_step(recipe: spec.Recipe, seeds: int) -> Callable[[np.ndarray, np.ndarray], float]:
+    """A training step of `seeds` models of the recipe at once (seeds 0, 1, ...), each on its own batch (x: (seeds,
+    N, C, H, W), y: (seeds, N)): one jax.vmap of the jitted step over the stacked parameters, so that XLA runs each
+    operation once for every seed. Returns a function that steps them all and gives the sum of their losses."""
+    models = [build_model(recipe, "cpu", seed) for seed in range(seeds)]
+    state = [jax.tree.map(lambda *leaves: jnp.stack(leaves), *[getattr(m, part) for m in models])
+             for part in ("params", "opt_state")]  # fmt: skip
+    step = jax.jit(jax.vmap(models[0].functions.step))
+
+    def run(x: np.ndarray, y: np.ndarray) -> float:
+        state[0], state[1], total, _ = step(state[0], state[1], jnp.asarray(x), jnp.asarray(y, dtype=jnp.int32))
+        return float(total.sum())
+
+    return run
 
 
 def _hlo_labels(hlo: str) -> dict[str, str]:

@@ -5,8 +5,10 @@ Takes NumPy batches in, gives NumPy numbers out; never imports mxnet.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,6 +259,36 @@ def kernels() -> dict[str, Any]:
     if torch.cuda.is_available():
         out["cudnn"] = torch.backends.cudnn.version()
     return out
+
+
+def seeds_step(recipe: spec.Recipe, seeds: int) -> Callable[[np.ndarray, np.ndarray], float]:
+    """A training step of `seeds` models of the recipe at once (seeds 0, 1, ...), each on its own batch (x: (seeds,
+    N, C, H, W), y: (seeds, N)): torch.func.vmap of the network's functional form over the stacked parameters, which
+    PyTorch runs as one grouped convolution (and batched matrix products) across the seeds, then the spec's SGD on
+    the stacked tensors. Returns a function that steps them all and gives the sum of their losses."""
+    from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+    models = [build_model(recipe, "cpu", seed) for seed in range(seeds)]
+    params, _ = stack_module_state([model.net for model in models])  # type: ignore[arg-type]
+    template = copy.deepcopy(models[0].net).to("meta")
+    opt = recipe.optimizer
+
+    def objective(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+        total = nn.functional.cross_entropy(functional_call(template, weights, (x,)), y, reduction="sum")
+        return total / (len(y) if recipe.loss.normalisation == "mean" else recipe.batch_size), total
+
+    gradients = vmap(grad_and_value(objective, has_aux=True))
+    buffers = {name: torch.zeros_like(value) for name, value in params.items()}
+
+    def run(x: np.ndarray, y: np.ndarray) -> float:
+        grads, (_, totals) = gradients(params, torch.from_numpy(x), torch.from_numpy(y))
+        with torch.no_grad():
+            for name, value in params.items():
+                buffers[name].mul_(opt.momentum).add_(grads[name] + opt.weight_decay * value)
+                value.sub_(opt.lr * buffers[name])
+        return float(totals.sum())
+
+    return run
 
 
 def profile_ops(model: Model, x: np.ndarray, y: np.ndarray, steps: int) -> dict[str, float]:

@@ -22,6 +22,7 @@ Conventions every function keeps:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -139,6 +140,17 @@ class Profiled(Protocol):
         ...
 
 
+@runtime_checkable
+class Batched(Protocol):
+    """What a backend may add to train several seeds in one process (`lenet-repro bench-grid`): optional."""
+
+    def seeds_step(self, recipe: spec.Recipe, seeds: int) -> Callable[[np.ndarray, np.ndarray], float]:
+        """`seeds` models of the recipe (seeds 0, 1, ...) trained at once: a function of (x: (seeds, N, C, H, W),
+        y: (seeds, N)) that takes one SGD step of each on its own batch and returns the sum of their losses."""
+        ...
+
+
 OPTIONAL_MEMBERS: tuple[str, ...] = tuple(
-    name for name in Profiled.__dict__ if not name.startswith("_") and callable(Profiled.__dict__[name])
+    name for protocol in (Profiled, Batched) for name in protocol.__dict__
+    if not name.startswith("_") and callable(protocol.__dict__[name])
 )

@@ -46,6 +46,21 @@ def test_verdicts_quick_and_full():
     assert changed.versions == "torch 2.14.1 -> 2.15.0"
 
 
+def test_a_change_of_kernels_is_named_and_its_rounding_is_drift():
+    """A replay whose kernels differ from the record's (another layout, pooling kernel, instruction set) is named
+    in the outcome; the rounding it brings is float drift, not a different result."""
+    record = _record()
+    record["meta"]["kernels"] = {"layout": "NCHW", "cpu_capability": "AVX2"}
+    again = {"step_losses": [2.3, 2.2000001, 2.1000003], "acc": None, "versions": {"torch": "2.14.1"},
+             "kernels": {"layout": "channels_last", "cpu_capability": "AVX2", "new entry": 1}}  # fmt: skip
+    outcome = verify.judge(record, again, False, (0.0, 1))
+    assert outcome.verdict == "float drift" and outcome.versions == "layout NCHW -> channels_last"
+    tensorflow = {**record, "backend": "tensorflow", "meta": {**record["meta"], "kernels": {}}}
+    tensorflow["meta"]["machine"] = {"isa": ["avx2"], "env": {}}  # recorded before `onednn` was: read from the ISA
+    outcome = verify.judge(tensorflow, {**again, "kernels": {"onednn": True}}, False, (0.0, 1))
+    assert outcome.versions == "oneDNN off -> oneDNN on"
+
+
 def test_the_quick_sample_takes_the_lowest_seed_of_each_shared_group():
     records = [(None, _record(seed=s)) for s in (2, 0, 1)] + [(None, {**_record(seed=0), "mode": "native"})]
     (chosen,) = verify.quick_sample(records)

@@ -39,7 +39,7 @@ from backends.conformance import (
 )
 from backends.layers import framework_layer_rows
 from common import spec
-from common.contract import MEMBERS, MOMENTUM, Backend, Profiled, split_state
+from common.contract import MEMBERS, MOMENTUM, Backend, Batched, Profiled, split_state
 from common.errors import UserError
 from common.init import Law, law
 
@@ -344,6 +344,26 @@ def test_profile(name):
         assert all(np.array_equal(after[k], v) for k, v in expected.items()), (
             "two steps under profile_ops left other weights than the same two steps unprofiled"
         )
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_seeds_step(name):
+    """Optional (`lenet-repro bench-grid`): seeds_step trains several seeds at once, each as its own model would
+    be trained alone (the same losses, step after step, to float rounding: the batched kernels sum in another
+    order)."""
+    backend = require("seeds step", name, "build_model", "train_step")
+    if not isinstance(backend, Batched):
+        pytest.skip(f"{module_of(name)} has no seeds_step (optional: bench-grid times it one seed at a time)")
+    recipe = spec.get_recipe(FAST_RECIPE)
+    x, y = synthetic(recipe, 16)
+    xs, ys = x.reshape(2, 8, *x.shape[1:]), y.reshape(2, 8)
+    with contract_item("seeds step", name, FAST_RECIPE):
+        step = backend.seeds_step(recipe, 2)
+        alone = [backend.build_model(recipe, "cpu", seed=seed) for seed in range(2)]
+        for _ in range(3):
+            want = sum(backend.train_step(model, xs[i], ys[i])[0] for i, model in enumerate(alone))
+            got = step(xs, ys)
+            assert got == pytest.approx(want, rel=1e-5), f"two seeds at once lost {got}, each alone {want} in sum"
 
 
 # ---- native order -------------------------------------------------------------------------------------------

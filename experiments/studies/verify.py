@@ -177,6 +177,18 @@ def child(payload: dict[str, Any]) -> int:
 # ---- the parent: sample, spread over children, judge, print -------------------------------------------------
 
 
+def kernel_changes(backend: str, meta: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What changed in the kernels between a record (its meta) and a replay's kernels: each entry both name with
+    another value (a layout, a kernel library, the instruction set it dispatched to), and the registry's kernel note
+    (which reads records made before an entry was kept, e.g. TensorFlow's oneDNN), where no entry tells."""
+    then = meta.get("kernels") or {}
+    changes = [f"{key} {then[key]} -> {now[key]}" for key in sorted(set(then) & set(now)) if then[key] != now[key]]
+    notes = backends.kernel_note(backend, meta), backends.kernel_note(backend, {"kernels": now})
+    if notes[0] and notes[1] and notes[0] != notes[1] and not changes:
+        changes.append(f"{notes[0]} -> {notes[1]}")
+    return changes
+
+
 def judge(record: dict[str, Any], again: dict[str, Any], full: bool, spread: tuple[float, int]) -> Outcome:
     then_steps = record["step_losses"][: len(again["step_losses"])]
     first, worst = compare_steps(then_steps, again["step_losses"])
@@ -193,10 +205,7 @@ def judge(record: dict[str, Any], again: dict[str, Any], full: bool, spread: tup
     then_versions = record["meta"].get("versions", {})
     changes = [f"{k} {then_versions.get(k)} -> {v}" for k, v in again.get("versions", {}).items()
                if then_versions.get(k) != v]  # fmt: skip
-    kernels = (backends.kernel_note(record["backend"], record["meta"]),
-               backends.kernel_note(record["backend"], {"kernels": again.get("kernels") or {}}))
-    if kernels[0] and kernels[1] and kernels[0] != kernels[1]:
-        changes.append(f"{kernels[0]} -> {kernels[1]}")
+    changes += kernel_changes(record["backend"], record["meta"], again.get("kernels") or {})
     changed = ", ".join(changes)
     return Outcome(run_name(record), int(record["meta"].get("threads") or 1), len(again["step_losses"]), first,
                    worst, epoch_acc, again["acc"], verdict, tolerance, made_on(record), changed)  # fmt: skip
