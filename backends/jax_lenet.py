@@ -418,7 +418,7 @@ def _hlo_labels(hlo: str) -> dict[str, str]:
         if match:
             root, name, shape, opcode = match.groups()
             calls, op_name = re.search(r"calls=%([\w.-]+)", line), re.search(r'op_name="([^"]*)"', line)
-            found[name] = (opcode, shape.split("{")[0], calls and calls[1], op_name and op_name[1])
+            found[name] = (opcode, shape.split("{")[0].lstrip("("), calls and calls[1], op_name and op_name[1])
             if root:
                 roots[computation] = opcode
     labels = {}

@@ -44,9 +44,14 @@ def windows(x: Array, k: int, stride: int) -> Array:
 
 def scatter_windows(dwin: Array, in_shape: tuple[int, ...], k: int, stride: int) -> Array:
     """The adjoint of `windows`: add each window's gradient (N, Ho, Wo, k, k, C) back onto the input positions
-    it was read from (positions read by several windows receive the sum). One loop step per kernel offset."""
+    it was read from (positions read by several windows receive the sum). One loop step per kernel offset; where the
+    windows tile the input without overlap (stride = k, LeNet's pooling) one copy, which adds nothing to nothing
+    (the same numbers, bit for bit)."""
     dx = np.zeros(in_shape, dwin.dtype)
-    ho, wo = dwin.shape[1:3]
+    n, ho, wo = dwin.shape[:3]
+    if stride == k:  # dx[n, k*i+p, k*j+q] = dwin[n, i, j, p, q]
+        dx[:, : k * ho, : k * wo] = dwin.transpose(0, 1, 3, 2, 4, 5).reshape(n, k * ho, k * wo, dwin.shape[-1])
+        return dx
     for p in range(k):
         for q in range(k):
             dx[:, p : p + stride * (ho - 1) + 1 : stride, q : q + stride * (wo - 1) + 1 : stride] += dwin[:, :, :, p, q]

@@ -11,7 +11,7 @@ Two questions:
    the recipe at once on every core, against the backend's own training step (one seed): examples per second, all
    seeds together.
 
-    lenet-repro bench-grid [--backend torch] [--recipe d2l] [--dataset mnist] [--runs 2] [--epochs 1] [--steps 20]
+    lenet-repro bench-grid [--backend torch] [--recipe d2l] [--dataset mnist] [--runs 2] [--epochs 1] [--limit N] [--steps 20]
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ class Config:
     recipe: str = "d2l"
     dataset: str = "mnist"
     runs: int = 2  # seeds trained in each grid setting
-    epochs: int = 1  # epochs of each run (the full training set, and a test pass, each)
+    epochs: int = 1  # epochs of each run (the training set, and a test pass, each)
+    limit: int | None = None  # examples of each split the runs use; None: the whole dataset
     steps: int = 20  # training steps timed for each number of seeds batched
     batched: str | None = None  # frameworks whose batched seeds are timed (comma-separated); None: every one that can
 
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default=Config.dataset)
     parser.add_argument("--runs", type=positive_int, default=Config.runs, help="seeds trained in each grid setting")
     parser.add_argument("--epochs", type=positive_int, default=Config.epochs)
+    parser.add_argument("--limit", type=positive_int, help="examples of each split the runs use (default: all)")
     parser.add_argument("--steps", type=positive_int, default=Config.steps, help="steps timed per number of seeds")
     parser.add_argument("--batched", help="frameworks whose batched seeds are timed (default: each that can)")
 
@@ -64,7 +66,7 @@ def grid_setting(config: Config, workers: int, threads: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="bench-grid-") as scratch:
         store = RunStore(scratch)
-        keys = [RunKey(config.backend, config.dataset, config.recipe, seed, "shared", None, config.epochs)
+        keys = [RunKey(config.backend, config.dataset, config.recipe, seed, "shared", config.limit, config.epochs)
                 for seed in range(config.runs)]  # fmt: skip
         settings = RunSettings("cpu", threads)
         start = time.perf_counter()
