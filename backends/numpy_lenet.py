@@ -31,8 +31,10 @@ from common.batches import epoch_order
 from common.contract import join_state, split_state
 from common.errors import UserError
 from common.init import initial_weights
+from common.memory import keep_freed_memory
 
 NAME = "numpy"
+MALLOC_KEEPS_FREED = keep_freed_memory()  # NumPy allocates each result anew: freed memory reused (common/memory.py)
 Array = np.ndarray
 Grads = dict[str, Array]
 
@@ -398,10 +400,11 @@ def versions() -> dict[str, str]:
 
 
 def kernels() -> dict[str, Any]:
-    """NumPy's SIMD dispatch on this processor and the BLAS (with its core type) behind its matrix products."""
+    """NumPy's SIMD dispatch on this processor, the BLAS (with its core type) behind its matrix products, and
+    whether malloc keeps freed memory for the next step."""
     from common import machine
 
-    return machine.numpy_kernels()
+    return {**machine.numpy_kernels(), "malloc_keeps_freed": MALLOC_KEEPS_FREED}
 
 
 def profile_ops(model: Model, x: Array, y: Array, steps: int) -> dict[str, float]:
