@@ -67,22 +67,25 @@ class BackendInfo:
     #                                 none of its own (the reference)
     kernel_note: str | None = None  # "module:function" (framework-free) saying, from a record's meta, what its
     #                                  kernels were beyond the processor (e.g. "oneDNN on"); None: nothing to say
+    speed_goal: float | None = None  # the most time per epoch it should take, as a multiple of the fastest
+    #                                   backend's in one `make bench-backends` run (docs/speed.md); None: no goal
 
 
 BUILTIN: tuple[BackendInfo, ...] = (
     BackendInfo("torch", "backends.torch_lenet", "PyTorch", "framework", ("torch", "torchvision"),
                 {"color": "#d62728", "linestyle": "-"}, generator="torch-cpu-mt19937", baseline=True,
-                stock_init="torch-default"),
+                stock_init="torch-default", speed_goal=1.25),
     BackendInfo("mxnet", "backends.mxnet_lenet", "MXNet", "framework", ("mxnet", "d2lzh"),
                 {"color": "#1f77b4", "linestyle": "--"}, environment="mxnet", generator="mxnet-cpu",
-                stock_init="gluon-default"),
+                stock_init="gluon-default", speed_goal=1.25),
     BackendInfo("jax", "backends.jax_lenet", "JAX", "framework", ("jax", "jaxlib", "flax", "optax"),
-                {"color": "#ff7f0e", "linestyle": "-."}, generator="jax-threefry2x32", stock_init="flax-default"),
+                {"color": "#ff7f0e", "linestyle": "-."}, generator="jax-threefry2x32", stock_init="flax-default",
+                speed_goal=2.0),
     BackendInfo("tensorflow", "backends.tensorflow_lenet", "TensorFlow", "framework", ("tensorflow", "keras"),
                 {"color": "#2ca02c", "linestyle": (0, (5, 1))}, generator="keras-seed-generator",
-                stock_init="keras-default", kernel_note="backends.kernel_notes:onednn"),
+                stock_init="keras-default", kernel_note="backends.kernel_notes:onednn", speed_goal=1.25),
     BackendInfo("numpy", "backends.numpy_lenet", "NumPy", "reference", (),
-                {"color": "#9467bd", "linestyle": ":"}, generator="numpy-pcg64"),
+                {"color": "#9467bd", "linestyle": ":"}, generator="numpy-pcg64", speed_goal=3.0),
 )  # fmt: skip
 REFERENCE = "numpy"  # the float64 reference every framework is measured against (the oracle)
 

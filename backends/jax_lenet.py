@@ -381,9 +381,10 @@ def versions() -> dict[str, str]:
 
 
 def kernels() -> dict[str, Any]:
-    """XLA's platform and devices: on the CPU it compiles for the host processor with LLVM (XLA_FLAGS, if set,
-    is in the machine's record)."""
-    return {"xla_platform": jax.default_backend(), "devices": sorted({d.device_kind for d in jax.devices()})}
+    """XLA's platform and devices (on the CPU it compiles for the host processor with LLVM; XLA_FLAGS, if set, is
+    in the machine's record) and the layout its convolutions run in (the network's own NHWC)."""
+    return {"xla_platform": jax.default_backend(), "devices": sorted({d.device_kind for d in jax.devices()}),
+            "layout": "NHWC"}
 
 
 def seeds_step(recipe: spec.Recipe, seeds: int) -> Callable[[np.ndarray, np.ndarray], float]:

@@ -292,11 +292,12 @@ def profile_ops(model: Model, x: np.ndarray, y: np.ndarray, steps: int) -> dict[
 
 
 def kernels() -> dict[str, Any]:
-    """The features MXNet was built with (oneDNN as MKLDNN, its BLAS, the CPU instruction sets compiled in);
+    """The layout its convolutions run in (NCHW: MXNet 1.9's CPU convolution has no other) and the features MXNet
+    was built with (oneDNN as MKLDNN, its BLAS, the CPU instruction sets compiled in);
     MXNet 1.9 does not say at run time which ISA its oneDNN picked (DNNL_VERBOSE=1 prints it)."""
     features = mx.runtime.Features()
-    return {"features": [name for name, feature in features.items() if feature.enabled
-                         and (name.startswith(("CPU_", "BLAS_", "CUDA", "CUDNN")) or name in ("MKLDNN", "F16C"))]}
+    return {"layout": "NCHW", "features": [name for name, feature in features.items() if feature.enabled and (
+        name.startswith(("CPU_", "BLAS_", "CUDA", "CUDNN")) or name in ("MKLDNN", "F16C"))]}
 
 
 def native_order(seed: int, epoch: int, n: int) -> np.ndarray:

@@ -404,7 +404,7 @@ def kernels() -> dict[str, Any]:
     whether malloc keeps freed memory for the next step."""
     from common import machine
 
-    return {**machine.numpy_kernels(), "malloc_keeps_freed": MALLOC_KEEPS_FREED}
+    return {**machine.numpy_kernels(), "layout": "NHWC (im2col)", "malloc_keeps_freed": MALLOC_KEEPS_FREED}
 
 
 def profile_ops(model: Model, x: Array, y: Array, steps: int) -> dict[str, float]:

@@ -241,8 +241,9 @@ def versions() -> dict[str, str]:
 
 @functools.cache
 def kernels() -> dict[str, Any]:
-    """ATen's CPU capability, the MKL and oneDNN builds, and what oneDNN dispatches to on this processor (its
-    verbose lines, read while one LeNet-sized convolution runs); cuDNN's version on a GPU."""
+    """ATen's CPU capability, the memory layout its convolutions run in, the MKL and oneDNN builds, and what oneDNN
+    dispatches to on this processor (its verbose lines, read while one LeNet-sized convolution runs); whether
+    malloc keeps freed memory; cuDNN's version on a GPU."""
     from common import machine
 
     def convolution() -> None:
@@ -255,6 +256,7 @@ def kernels() -> dict[str, Any]:
     verbose = machine.captured_output(convolution) if torch.backends.mkldnn.is_available() else ""
     out: dict[str, Any] = {
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "layout": "NHWC (channels_last)",
         "libraries": libraries,
         "onednn_isa": machine.onednn_isa(verbose),
         "onednn_conv": machine.onednn_implementations(verbose),

@@ -8,6 +8,8 @@ an elementwise operation (PyTorch's sigmoid on a 256x6x92x92 tensor: 34.5 ms, 13
 here). `keep_freed_memory` tells malloc to serve every block from its heap and to keep up to TRIM_BYTES of freed
 memory there, so the next step reuses pages already mapped: what TensorFlow's, XLA's and MXNet's own pooling
 allocators do for theirs. Nothing changes in the arithmetic; the process's resident memory stays at its peak.
+LENET_REPRO_MALLOC=default leaves glibc's malloc as it is (`lenet-repro bench --backends --malloc-default torch`
+times both in one run).
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt's parameters (glibc's malloc.h)
 TRIM_BYTES = 1 << 30  # freed memory malloc keeps on its heap instead of giving it back to the kernel
+MALLOC_ENV = "LENET_REPRO_MALLOC"  # "default": leave glibc's malloc as it is
 
 
 @functools.cache
 def keep_freed_memory() -> bool:
     """Make this process's malloc keep freed memory for reuse (glibc's mallopt: no mmap'd blocks, a trim threshold
-    of TRIM_BYTES); True where it did, False where the C library is not glibc (nothing changed)."""
+    of TRIM_BYTES); True where it did, False where the C library is not glibc or LENET_REPRO_MALLOC=default asks
+    for glibc's own behaviour (nothing changed)."""
+    if os.environ.get(MALLOC_ENV) == "default":
+        return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

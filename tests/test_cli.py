@@ -282,4 +282,4 @@ def test_profile_names_each_frameworks_biggest_operations(tmp_path):
         cells = row.split(" | ")
         assert float(cells[2]) > 0 and cells[3].count("%") == 5, row
         assert "onv" in cells[3].split("<br>")[0], f"the biggest operation is not a convolution: {row}"
-        assert 0 < int(cells[4].rstrip("% |")) <= 100, row
+        assert 0 < int(cells[4].rstrip("% |")) < 300, row  # overhead left out (< 100%), or overlapping operations

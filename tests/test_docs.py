@@ -54,3 +54,32 @@ def test_the_handouts_habits_table_has_a_column_per_framework():
     text = (ROOT / "docs" / "handout.md").read_text()
     header = next(line for line in text.splitlines() if line.startswith("| |"))
     assert all(backends.label(name) in header for name in backends.frameworks()), header
+
+
+SPEED = ROOT / "docs" / "speed.md"
+MEASURED = re.compile(r"<!-- measured: (\S+) -->\n(.*?)<!-- end -->", re.DOTALL)
+
+
+def _measured_blocks(text: str) -> list[tuple[str, str]]:
+    """(file, the text docs/speed.md shows of it) for each block it embeds, code fences removed."""
+    return [(path, re.sub(r"^```\w*\n|```\n?$", "", body.strip() + "\n", flags=re.MULTILINE))
+            for path, body in MEASURED.findall(text)]  # fmt: skip
+
+
+def test_speed_shows_the_measured_outputs_verbatim():
+    """Each output docs/speed.md shows is the file the command wrote (`make profile`, bench, bench-grid), whole."""
+    blocks = _measured_blocks(SPEED.read_text())
+    assert {path for path, _ in blocks} >= {"docs/speed/profile.md", "docs/speed/bench-backends.txt",
+                                            "docs/speed/bench.txt", "docs/speed/bench-grid.txt"}  # fmt: skip
+    for path, shown in blocks:
+        assert shown.strip() == (ROOT / path).read_text().strip(), f"docs/speed.md shows another {path} than the file"
+
+
+def test_every_ratio_in_the_speed_prose_is_measured():
+    """A ratio the prose of docs/speed.md quotes ("1.3x") is one the outputs it shows print."""
+    text = SPEED.read_text()
+    measured = "\n".join(shown for _, shown in _measured_blocks(text))
+    prose = MEASURED.sub("", text)
+    quoted = set(re.findall(r"\b\d+\.\d+x\b", prose))
+    missing = sorted(ratio for ratio in quoted if ratio not in measured)
+    assert not missing, f"docs/speed.md quotes ratios no measured output prints: {missing}"

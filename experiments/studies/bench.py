@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends import frameworks, label, names, python_for
+from backends import frameworks, info, label, names, python_for
 from common import spec
-from common.arguments import positive_int
+from common.arguments import name_list, positive_int
 from common.batches import epoch_order, steps_per_epoch
+from common.memory import MALLOC_ENV
 from experiments.running.seed_scripts import SCRIPTS
 from experiments.studies import child as child_process
 
@@ -100,11 +101,11 @@ def seed_side(pair: Pair, steps: int) -> dict:
             "setup_seconds": result["setup_seconds"], "peak_rss_mb": peak_rss_mb()}  # fmt: skip
 
 
-def measure(side: str, pair: Pair, steps: int) -> dict:
-    """One measurement in a fresh process."""
+def measure(side: str, pair: Pair, steps: int, env: dict[str, str] | None = None) -> dict:
+    """One measurement in a fresh process (with `env` added to its environment)."""
     payload = {"side": side, "recipe": pair.recipe, "dataset": pair.dataset, "backend": pair.backend,
                "seed_module": pair.seed_module, "steps": steps}  # fmt: skip
-    return child_process.measure(python_for(pair.backend), "bench", payload, timeout=600)
+    return child_process.measure(python_for(pair.backend), "bench", payload, timeout=600, env=env)
 
 
 def gemm_peak_flops(size: int = 2048, repeats: int = 5) -> float:
@@ -143,14 +144,27 @@ def compare(pair: Pair, steps: int, reps: int) -> dict:
     return medians(runs)
 
 
-def compare_backends(recipe: str, dataset: str, steps: int, reps: int) -> dict[str, dict]:
-    """The harness's training steps for each backend, fresh processes, rotating the order; medians."""
-    timed = names()
+DEFAULT_MALLOC = " (glibc's malloc)"  # the side of a backend timed with LENET_REPRO_MALLOC=default
+
+
+def compare_backends(recipe: str, dataset: str, steps: int, reps: int, malloc_default: tuple[str, ...] = ()
+                     ) -> dict[str, dict]:  # fmt: skip
+    """The harness's training steps for each backend, and each of `malloc_default` again with glibc's own malloc
+    (common/memory.py), fresh processes, rotating the order; medians."""
+    timed = names() + [name + DEFAULT_MALLOC for name in malloc_default]
     runs: dict[str, list[dict]] = {name: [] for name in timed}
     for rep in range(reps):
-        for name in timed[rep % len(timed):] + timed[: rep % len(timed)]:
-            runs[name].append(measure("harness", Pair(recipe, dataset, name, "", 0.0), steps))
+        for side in timed[rep % len(timed):] + timed[: rep % len(timed)]:
+            name = side.removesuffix(DEFAULT_MALLOC)
+            env = {MALLOC_ENV: "default"} if side != name else None
+            runs[side].append(measure("harness", Pair(recipe, dataset, name, "", 0.0), steps, env))
     return medians(runs)
+
+
+def side_label(side: str) -> str:
+    """A backend's label, or its label and glibc's malloc for its side timed without freed memory kept."""
+    name = side.removesuffix(DEFAULT_MALLOC)
+    return label(name) + side[len(name):]
 
 
 def backend_lines(recipe_name: str, dataset: str, result: dict[str, dict], peak: float) -> list[str]:
@@ -164,12 +178,14 @@ def backend_lines(recipe_name: str, dataset: str, result: dict[str, dict], peak:
     for name, r in result.items():
         epoch[name] = r["seconds"] / r["steps"] * per_epoch_steps
         rate = r["examples"] / r["seconds"]
-        lines.append(f"  {label(name):<16} {epoch[name]:8.1f} s/epoch  {rate:9.0f} examples/s  "
+        lines.append(f"  {side_label(name):<26} {epoch[name]:8.1f} s/epoch  {rate:9.0f} examples/s  "
                      f"{r['threads']:.0f} threads  {training_flops * rate / peak:6.1%} of peak FLOP/s  "
                      f"first 2 steps (compile, warm-up) {r['warmup_seconds']:5.2f} s")  # fmt: skip
-    first = next(iter(epoch))
-    lines += [f"  {label(name)} takes {epoch[name] / epoch[first]:.1f}x {label(first)}'s time per epoch"
-              for name in epoch if name != first]  # fmt: skip
+    fastest = min((name for name in epoch if not name.endswith(DEFAULT_MALLOC)), key=epoch.__getitem__)
+    for name in epoch:
+        ratio, goal = epoch[name] / epoch[fastest], info(name).speed_goal if name in names() else None
+        verdict = "" if goal is None else f" (goal ≤ {goal:.2f}x: {'meets' if ratio <= goal else 'BELOW'})"
+        lines.append(f"  {side_label(name)} takes {ratio:.2f}x the fastest's time ({label(fastest)}){verdict}")
     return lines
 
 
@@ -214,6 +230,7 @@ class Config:
     reps: int = 5  # interleaved repetitions of each side; medians are reported
     backends: bool = False  # every registered backend side by side, instead of the seed's scripts
     steps: int | None = None  # training steps timed per side; None: each script's own
+    malloc_default: tuple[str, ...] = ()  # with --backends: these backends also timed with glibc's own malloc
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,6 +238,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", action="store_true", help="time every registered backend side by side")
     parser.add_argument("--steps", type=positive_int,
                         help="training steps timed per side (default: each script's own, about equal seconds)")
+    parser.add_argument("--malloc-default", type=name_list("backend", names), default=(),
+                        help="with --backends: also time these backends with glibc's own malloc, which gives freed "
+                             "memory back (LENET_REPRO_MALLOC=default; common/memory.py)")
 
 
 def child(payload: dict) -> int:
@@ -238,7 +258,8 @@ def run(config: Config) -> int:
     print(f"machine: {os.cpu_count()} cores; float32 GEMM peak {peak / 1e9:.1f} GFLOP/s (NumPy, 2048x2048)")
     if config.backends:
         for recipe, dataset, steps in BACKEND_RECIPES:
-            for line in backend_lines(recipe, dataset, compare_backends(recipe, dataset, steps, config.reps), peak):
+            result = compare_backends(recipe, dataset, steps, config.reps, config.malloc_default)
+            for line in backend_lines(recipe, dataset, result, peak):
                 print(line, flush=True)
         print(f"bench finished in {time.perf_counter() - started:.0f} s")
         return 0

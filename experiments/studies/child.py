@@ -20,10 +20,11 @@ def command(python: str, module: str, payload: dict[str, Any]) -> list[str]:
 
 
 def measure(python: str, module: str, payload: dict[str, Any], threads: int | None = None,
-            timeout: float = 900) -> dict[str, Any]:  # fmt: skip
-    """Run one child to its end (with OMP_NUM_THREADS=`threads` where given) and return the JSON object its last
-    line of output holds; a RuntimeError with the end of its stderr where it fails."""
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+            timeout: float = 900, env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run one child to its end (with OMP_NUM_THREADS=`threads` where given, and `env` added to its environment)
+    and return the JSON object its last line of output holds; a RuntimeError with the end of its stderr where it
+    fails."""
+    env = {**os.environ, **(env or {}), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     out = subprocess.run(command(python, module, payload), capture_output=True, text=True, timeout=timeout, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{module} child {payload} failed:\n{out.stderr[-3000:]}")
