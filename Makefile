@@ -173,12 +173,15 @@ bench-backends: data
 # reference on seed-torch-fixed and d2l, 3 seeds. Then JAX and TensorFlow: the cheap recipes at 3 seeds,
 # seed-torch at 10 (MNIST) and 20 (Fashion-MNIST), native d2l and seed-torch at 10, the 96x96 recipe seed by
 # seed; the seed-mxnet Fashion-MNIST verdict to 10 seeds of the script and every framework (docs/fidelity.md),
-# and the oracle's figures. The lines with --workers ran that
-# way, two runs at a time on a local Ray instance, one thread each; those with --threads 1 ran two at a time
-# from two shells.
+# and the oracle's figures. The lines with $(GRID) run as it says (on the 2 cores of the published runs: two runs at
+# a time on a local Ray instance, one thread each); those with --threads 1 ran two at a time from two shells.
 PUBLISHED := docs/results
 CHEAP := seed-torch,seed-torch-fixed,seed-mxnet-28,d2l
 PUBLISH_RUN = $(CLI) run --results $(PUBLISHED)
+# How a grid runs its runs: one per core at once on a local Ray instance, one thread each, one seed per process,
+# which `make bench-grid` measures as the most epochs an hour (docs/speed.md, "How cost grows with work").
+CORES := $(shell nproc 2>/dev/null || echo 1)
+GRID ?= --workers $(CORES) --threads 1
 publish: data
 	$(PUBLISH_RUN) --backend torch --seeds 3 --recipes $(CHEAP)
 	$(PUBLISH_RUN) --backend mxnet --seeds 3 --recipes $(CHEAP)
@@ -195,13 +198,13 @@ publish: data
 		$(PUBLISH_RUN) --backend $$backend --seeds 10 --recipes seed-torch --mode $$mode || exit; done; done
 	for backend in script torch mxnet; do \
 		$(PUBLISH_RUN) --backend $$backend --seeds 20 --recipes seed-torch --datasets fashion-mnist || exit; done
-	$(PUBLISH_RUN) --backend mxnet --seeds 20 --recipes seed-torch --mode native --workers 2 --threads 1
+	$(PUBLISH_RUN) --backend mxnet --seeds 20 --recipes seed-torch --mode native $(GRID)
 	for backend in torch mxnet; do \
-		$(PUBLISH_RUN) --backend $$backend --seeds 40 --recipes seed-torch --datasets fashion-mnist --workers 2 --threads 1 \
+		$(PUBLISH_RUN) --backend $$backend --seeds 40 --recipes seed-torch --datasets fashion-mnist $(GRID) \
 		|| exit; done
 	for seeds in 1 2 3; do \
 		$(PUBLISH_RUN) --backend script --seeds $$seeds --recipes seed-mxnet --datasets fashion-mnist,mnist || exit; done
-	$(PUBLISH_RUN) --backend numpy --seeds 3 --recipes seed-torch-fixed,d2l --workers 2 --threads 1
+	$(PUBLISH_RUN) --backend numpy --seeds 3 --recipes seed-torch-fixed,d2l $(GRID)
 	for backend in jax tensorflow; do \
 		$(PUBLISH_RUN) --backend $$backend --seeds 3 --recipes $(CHEAP) --threads 1 || exit; \
 		$(PUBLISH_RUN) --backend $$backend --seeds 10 --recipes seed-torch --datasets mnist --threads 1 || exit; \
@@ -224,12 +227,12 @@ SYNCED ?= README.md,docs/fidelity.md,docs/handout.md,docs/teaching.md
 
 # Stock mode, published: every framework on its own default initialisers, seed-torch-fixed and d2l on both datasets,
 # 10 seeds, seed by seed across the frameworks (an interrupted run leaves them with about the same number of seeds),
-# two runs at a time on a local Ray instance, one thread each (resumable).
+# as GRID says (resumable).
 STOCK_SEEDS ?= 10
 publish-stock: data
 	for seeds in $$(seq 1 $(STOCK_SEEDS)); do for backend in $$($(CLI) backends --frameworks | tr , ' '); do \
-		$(PUBLISH_RUN) --backend $$backend --seeds $$seeds --recipes seed-torch-fixed,d2l --mode stock \
-			--workers 2 --threads 1 || exit; done; done
+		$(PUBLISH_RUN) --backend $$backend --seeds $$seeds --recipes seed-torch-fixed,d2l --mode stock $(GRID) \
+			|| exit; done; done
 
 # Start a Ray head on this machine (RAY_PORT=6379) for RAY_ADDRESS= runs; see docs/cluster.md.
 RAY_PORT ?= 6379
