@@ -293,7 +293,7 @@ def seeds_step(recipe: spec.Recipe, seeds: int) -> Callable[[np.ndarray, np.ndar
             for name, value in params.items():
                 buffers[name].mul_(opt.momentum).add_(grads[name] + opt.weight_decay * value)
                 value.sub_(opt.lr * buffers[name])
-        return float(totals.sum())
+        return float(totals.sum().detach())
 
     return run
 
