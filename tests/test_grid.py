@@ -145,8 +145,11 @@ def test_a_worker_killed_mid_run_is_retried_and_ends_with_the_uninterrupted_numb
 
 
 def _is_training_worker(proc: Path) -> bool:
+    """A Ray worker training a run for this test's driver (its environment carries the test's token: a grid running
+    beside the tests on this machine is not the test's to kill)."""
     try:
-        return (proc / "cmdline").read_bytes().startswith(b"ray::train_task")
+        return (proc / "cmdline").read_bytes().startswith(b"ray::train_task") and (
+            f"{RAY_TOKEN}={os.environ[RAY_TOKEN]}".encode() in (proc / "environ").read_bytes())
     except OSError:
         return False
 
