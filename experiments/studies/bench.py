@@ -1,8 +1,8 @@
 """`make bench`: the seed's scripts as written against the harness, same recipe, dataset and work, one run: the
 harness in the script's own framework, and in every other framework (the fastest way to the script's result).
 
-Each measurement runs in a fresh process (so imports, threads and memory are each side's own), and the
-repetitions alternate seed/harness, harness/seed, ... so that machine noise hits both sides alike. Both
+Each measurement runs in a fresh process (so imports, threads and memory are each side's own), and each
+repetition starts the sides one further along (`rotated`), so that machine noise hits every side alike. Both
 sides time the same number of optimiser steps of the same batch size, training only (the seed's MXNet
 script runs train_ch5 with its test pass switched off); one-time set-up (building datasets, resizing) is
 timed apart. The machine's peak FLOP/s is taken from a float32 GEMM measured in the same run.
@@ -11,7 +11,8 @@ timed apart. The machine's peak FLOP/s is taken from a float32 GEMM measured in 
 
 `--backends` (`make bench-backends`) times every registered backend instead (the frameworks and the float64
 NumPy reference), on the harness's own loop for the same recipes and steps, in fresh processes, interleaved, and
-prints each one's seconds per epoch and its cost relative to the first framework.
+prints each one's seconds per epoch and its cost as a multiple of the fastest's, against its goal (the registry's
+`speed_goal`); `--malloc-default` times the backends it names a second time with glibc's own malloc.
 """
 
 from __future__ import annotations
@@ -129,6 +130,17 @@ def medians(runs: dict[str, list[dict]]) -> dict[str, dict]:
             for side, results in runs.items()}  # fmt: skip
 
 
+def rotated(sides: list[str], rep: int) -> list[str]:
+    """The sides in the order repetition `rep` measures them: each repetition starts one further along."""
+    shift = rep % len(sides)
+    return sides[shift:] + sides[:shift]
+
+
+def epoch_seconds(figures: dict, steps_a_epoch: int) -> float:
+    """Seconds an epoch of `steps_a_epoch` steps takes at a measurement's seconds per step."""
+    return figures["seconds"] / figures["steps"] * steps_a_epoch
+
+
 def compare(pair: Pair, steps: int, reps: int) -> dict:
     """Interleaved repetitions of the seed's script, the harness in its framework and the harness in every other
     framework, rotating the order; medians by side ("seed", "harness", then each other framework's name)."""
@@ -136,7 +148,7 @@ def compare(pair: Pair, steps: int, reps: int) -> dict:
     sides = ["seed", "harness", *others]
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     for rep in range(reps):
-        for side in sides[rep % len(sides):] + sides[: rep % len(sides)]:
+        for side in rotated(sides, rep):
             if side in others:
                 runs[side].append(measure("harness", dataclasses.replace(pair, backend=side), steps))
             else:
@@ -154,7 +166,7 @@ def compare_backends(recipe: str, dataset: str, steps: int, reps: int, malloc_de
     timed = names() + [name + DEFAULT_MALLOC for name in malloc_default]
     runs: dict[str, list[dict]] = {name: [] for name in timed}
     for rep in range(reps):
-        for side in timed[rep % len(timed):] + timed[: rep % len(timed)]:
+        for side in rotated(timed, rep):
             name = side.removesuffix(DEFAULT_MALLOC)
             env = {MALLOC_ENV: "default"} if side != name else None
             runs[side].append(measure("harness", Pair(recipe, dataset, name, "", 0.0), steps, env))
@@ -176,7 +188,7 @@ def backend_lines(recipe_name: str, dataset: str, result: dict[str, dict], peak:
     lines = [f"{recipe_name} on {dataset}, {steps} steps of {recipe.batch_size}, median of the repetitions:"]
     epoch = {}
     for name, r in result.items():
-        epoch[name] = r["seconds"] / r["steps"] * per_epoch_steps
+        epoch[name] = epoch_seconds(r, per_epoch_steps)
         rate = r["examples"] / r["seconds"]
         lines.append(f"  {side_label(name):<26} {epoch[name]:8.1f} s/epoch  {rate:9.0f} examples/s  "
                      f"{r['threads']:.0f} threads  {training_flops * rate / peak:6.1%} of peak FLOP/s  "
@@ -196,12 +208,11 @@ def report_lines(pair: Pair, result: dict, peak: float) -> list[str]:
     training_flops = spec.flops_per_example(recipe)[1]
     lines = [f"{pair.recipe} on {pair.dataset} ({pair.backend}), {int(result['seed']['steps'])} steps of "
              f"{recipe.batch_size}, median of the repetitions:"]  # fmt: skip
-    for side, side_label in (("seed", "seed script"), ("harness", "harness")):
+    for side, shown in (("seed", "seed script"), ("harness", "harness")):
         r = result[side]
-        per_step = r["seconds"] / r["steps"]
         rate = r["examples"] / r["seconds"]
         lines.append(
-            f"  {side_label:<12} {per_step * per_epoch_steps:8.1f} s/epoch  {rate:9.0f} examples/s  "
+            f"  {shown:<12} {epoch_seconds(r, per_epoch_steps):8.1f} s/epoch  {rate:9.0f} examples/s  "
             f"peak memory {r['peak_rss_mb']:6.0f} MB  set-up {r['setup_seconds']:5.1f} s  "
             f"{training_flops * rate / peak:6.1%} of peak FLOP/s"
         )
@@ -210,11 +221,11 @@ def report_lines(pair: Pair, result: dict, peak: float) -> list[str]:
     lines.append(f"  {pair.recipe}: speedup {speedup:.1f}x in {label(pair.backend)} (goal ≥ {pair.target:.1f}x, "
                  f"docs/speed.md: {verdict})")  # fmt: skip
     harnesses = {pair.backend if side == "harness" else side: r for side, r in result.items() if side != "seed"}
-    epochs = {name: r["seconds"] / r["steps"] * per_epoch_steps for name, r in harnesses.items()}
+    epochs = {name: epoch_seconds(r, per_epoch_steps) for name, r in harnesses.items()}
     lines.append("  the harness in each framework: " + ", ".join(f"{label(name)} {seconds:.1f} s/epoch"
                                                                for name, seconds in epochs.items()))  # fmt: skip
     fastest = min(epochs, key=epochs.__getitem__)
-    fastest_speedup = result["seed"]["seconds"] / result["seed"]["steps"] / (epochs[fastest] / per_epoch_steps)
+    fastest_speedup = epoch_seconds(result["seed"], per_epoch_steps) / epochs[fastest]
     verdict = "meets" if fastest_speedup >= pair.fastest_target else "BELOW"
     lines.append(f"  {pair.recipe}: fastest framework {label(fastest)}, {fastest_speedup:.1f}x the seed script "
                  f"(goal ≥ {pair.fastest_target:.1f}x, docs/speed.md: {verdict})")  # fmt: skip

@@ -46,7 +46,8 @@ class Config:
     epochs: int = 2  # epochs of each run (the training set, and a test pass, each)
     limit: int | None = None  # examples of each split the runs use; None: the whole dataset
     steps: int = 20  # training steps timed for each number of seeds batched
-    batched: str | None = None  # frameworks whose batched seeds are timed (comma-separated); None: every one that can
+    batched: str | None = None  # frameworks timed (comma-separated): their own step, and their batched seeds where
+    #                              they have seeds_step; None: every framework
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=Config.epochs)
     parser.add_argument("--limit", type=positive_int, help="examples of each split the runs use (default: all)")
     parser.add_argument("--steps", type=positive_int, default=Config.steps, help="steps timed per number of seeds")
-    parser.add_argument("--batched", help="frameworks whose batched seeds are timed (default: each that can)")
+    parser.add_argument("--batched", help="frameworks timed: their own step, and their batched seeds where they "
+                                          "can (default: every framework)")
 
 
 def grid_setting(config: Config, workers: int, threads: int) -> dict:
