@@ -34,7 +34,7 @@ GRID_ARGS = --seeds $(SEEDS) --results $(RESULTS) --device $(DEVICE) \
 RUN_ARGS = $(GRID_ARGS) --mode $(MODE)
 
 
-.PHONY: help venv venvs lock data test test-fast lint typecheck layers reproduce \
+.PHONY: help venv venvs lock data test test-fast lint typecheck layers reproduce demo \
 	reproduce-seed-scripts compare conformance oracle notebook notebook-html bench bench-backends profile bench-grid verify verify-full publish \
 	publish-stock handout clean \
 	ray-head ray-worker ray-stop
@@ -105,6 +105,11 @@ reproduce-%: data
 # Train the seed's own two scripts as reference runs on both datasets (resumable; MODE does not apply).
 reproduce-seed-scripts: data
 	$(CLI) run --backend script $(GRID_ARGS)
+
+# The three findings, trained live in a few minutes (the blog post's extra softmax, each framework's defaults, the
+# same start giving the same result): RESULTS/demo.html, demo.json (resumable).
+demo: data venvs
+	$(CLI) demo --results $(RESULTS) --device $(DEVICE) $(if $(LIMIT),--limit $(LIMIT))
 
 # Build report.md, report.csv and the plots from whatever runs exist in RESULTS.
 compare: venv

@@ -272,10 +272,10 @@ def conformance(args: argparse.Namespace) -> int:
 def job_modules() -> list:
     """The commands declared as modules (NAME, HELP, Config, add_arguments, run): the data command, the notebook,
     the handout, then every study of experiments/studies (found there, not listed here)."""
-    from experiments import handout, notebook
+    from experiments import demo, handout, notebook
     from experiments.studies import modules
 
-    return [data, notebook, handout, *modules()]
+    return [data, demo, notebook, handout, *modules()]
 
 
 def _job(module) -> Callable[[argparse.Namespace], int]:

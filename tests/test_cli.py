@@ -274,7 +274,8 @@ def test_a_new_study_is_one_module(tmp_path, monkeypatch, capsys):
 
 def test_profile_names_each_frameworks_biggest_operations(tmp_path):
     """`lenet-repro profile` on the real data, in PyTorch's environment and MXNet's: a row each, with the step's time
-    and its five biggest operations (a convolution's backward first, as in every framework's profile of LeNet)."""
+    and its five biggest operations, a convolution among them (two steps beside other tests' processes rank the
+    biggest few by chance: which comes first is docs/speed.md's to say, measured on an idle machine)."""
     out = tmp_path / "profile.md"
     result = lenet_repro("profile", "--recipes", "d2l", "--backends", "torch,mxnet", "--steps", "2", "--out", str(out),
                          cwd=tmp_path, timeout=600)  # fmt: skip
@@ -284,5 +285,5 @@ def test_profile_names_each_frameworks_biggest_operations(tmp_path):
     for row in rows:
         cells = row.split(" | ")
         assert float(cells[2]) > 0 and cells[3].count("%") == 5, row
-        assert "onv" in cells[3].split("<br>")[0], f"the biggest operation is not a convolution: {row}"
+        assert any("onv" in op for op in cells[3].split("<br>")), f"no convolution among the biggest: {row}"
         assert 0 < int(cells[4].rstrip("% |")) < 300, row  # overhead left out (< 100%), or overlapping operations

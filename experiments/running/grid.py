@@ -76,12 +76,21 @@ def finished(store: RunStore, key: RunKey) -> bool:
 
 
 class GridProgress:
-    """One overall line on stderr whenever a run starts or ends: done / running / total and an ETA."""
+    """One overall line on stderr whenever a run starts or ends: done / running / total and an ETA.
 
-    def __init__(self, total: int, done: int, capacity: int, stream=sys.stderr) -> None:
+    With `expected` (seconds each run should take, e.g. from the committed runs' records: `expected_seconds`), the
+    ETA is known from the start: what is left of the expected time, scaled by how the finished runs compared with
+    their expectation, over the runs at once; else it is the mean time of the runs finished so far."""
+
+    def __init__(self, total: int, done: int, capacity: int, stream=sys.stderr,
+                 expected: dict[RunKey, float] | None = None, todo: list[RunKey] | None = None,
+                 name: str = "grid") -> None:  # fmt: skip
         self.total, self.done, self.capacity, self.stream = total, done, capacity, stream
+        self.expected, self.name = expected or {}, name
+        self.left = set(todo or ())  # the runs not finished yet (for the expected-time ETA)
         self.started: dict[RunKey, float] = {}
         self.durations: list[float] = []
+        self.taken: list[tuple[float, float]] = []  # (seconds it took, seconds expected) of the finished runs
         self.shown: tuple[int, int] | None = None
 
     def start(self, key: RunKey) -> None:
@@ -95,12 +104,21 @@ class GridProgress:
         began = self.started.pop(key, None) if key else None
         if trained and began is not None:
             self.durations.append(time.monotonic() - began)
+            if key in self.expected:
+                self.taken.append((self.durations[-1], self.expected[key]))
+        self.left.discard(key)
         self.done += 1
 
     def eta(self) -> str:
         left = self.total - self.done
         if not left:
             return "0s"
+        if self.expected and self.left.issubset(self.expected):
+            scale = sum(t for t, _ in self.taken) / sum(e for _, e in self.taken) if self.taken else 1.0
+            now = time.monotonic()
+            seconds = sum(max(self.expected[k] * scale - (now - self.started[k] if k in self.started else 0.0), 0.0)
+                          for k in self.left)  # fmt: skip
+            return format_seconds(seconds / min(self.capacity, left))
         if not self.durations:
             return "known after the first run"
         mean = sum(self.durations) / len(self.durations)
@@ -113,9 +131,29 @@ class GridProgress:
         if (self.done, running) == self.shown:
             return
         self.shown = (self.done, running)
-        self.stream.write(f"[grid] {self.done}/{self.total} runs done, {running} running, {waiting} waiting, "
+        self.stream.write(f"[{self.name}] {self.done}/{self.total} runs done, {running} running, {waiting} waiting, "
                           f"ETA {self.eta()}\n")  # fmt: skip
         self.stream.flush()
+
+
+def expected_seconds(keys: list[RunKey], published: RunStore, start: float = 15.0) -> dict[RunKey, float]:
+    """What each run should take, from the full-data runs in `published` of the same mode, recipe, dataset and
+    backend: the median seconds of an epoch times the run's epochs (times its share of the training examples under
+    --limit), plus `start` seconds of a process's start-up. A run with no such records is left out."""
+    from statistics import median
+
+    from common.results import read_record
+
+    out = {}
+    for key in keys:
+        folder = published.root / key.mode / key.dataset / key.recipe
+        epochs = [row for path in sorted(folder.glob(f"{key.backend}-seed*.json"))
+                  for row in read_record(path)["epochs"][1:]]  # the first epoch also traces and warms up
+        if epochs:
+            examples = median(row["examples_per_second"] * row["train_seconds"] for row in epochs)
+            share = min(1.0, key.limit / examples) if key.limit else 1.0
+            out[key] = start + median(row["seconds"] for row in epochs) * share * key.spec().epochs
+    return out
 
 
 def say(text: str) -> None:
@@ -157,9 +195,11 @@ class Stops:
             signal.signal(sig, handler)
 
 
-def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Executor]) -> None:
+def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Executor],
+             expected: dict[RunKey, float] | None = None, name: str = "grid") -> None:
     """Train every unfinished run in `keys`, each under its lock, with an executor made only when there is work
-    (a finished run is never scheduled). Ctrl-C, SIGTERM and SIGHUP stop the runs and keep their checkpoints."""
+    (a finished run is never scheduled). Ctrl-C, SIGTERM and SIGHUP stop the runs and keep their checkpoints.
+    `expected`: seconds each run should take, for an ETA from the start; `name`: the progress lines' prefix."""
     todo = [key for key in keys if not finished(store, key)]
     if not todo:
         return
@@ -173,7 +213,8 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
             told.add(key)
     waiting = False
     executor = make_executor()
-    progress = GridProgress(len(keys), len(keys) - len(todo), executor.capacity)
+    progress = GridProgress(len(keys), len(keys) - len(todo), executor.capacity, expected=expected, todo=todo,
+                            name=name)
     stops = Stops()
     try:
         while todo or held:
@@ -243,16 +284,15 @@ def run_one_command(key: RunKey, results: Path, settings: RunSettings) -> list[s
 
 
 class SubprocessExecutor:
-    """The default: one run at a time, each in a child process (no two frameworks ever share one).
+    """The default: one run at a time (or `capacity` at once), each in a child process (no two frameworks ever share
+    one). With `log`, the children's output goes to that file instead of this terminal.
 
     The child gets the driver's lock on its run as an open file (pass_fds): an flock belongs to the open file, so
     the run stays locked for as long as the child trains, even if the driver is killed; and the child takes the
     run's trainer lock itself."""
 
-    capacity = 1
-
-    def __init__(self, store: RunStore, settings: RunSettings) -> None:
-        self.store, self.settings = store, settings
+    def __init__(self, store: RunStore, settings: RunSettings, capacity: int = 1, log: Path | None = None) -> None:
+        self.store, self.settings, self.capacity, self.log = store, settings, capacity, log
         self.children: dict[RunKey, subprocess.Popen] = {}
 
     def submit(self, key: RunKey, lock: RunLock | None = None) -> None:
@@ -261,11 +301,15 @@ class SubprocessExecutor:
         # Ctrl-C is the driver's to handle (it stops the child with SIGTERM): the child starts with SIGINT blocked
         # (a signal mask is inherited), so it never dies of it half-way through starting up, with a traceback.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        output = open(self.log, "a") if self.log is not None else None  # noqa: SIM115 (the child keeps its copy)
         try:
             self.children[key] = subprocess.Popen(run_one_command(key, self.store.root, self.settings), env=env,
-                                                  pass_fds=[lock.fileno()] if lock is not None else [])  # fmt: skip
+                                                  pass_fds=[lock.fileno()] if lock is not None else [],
+                                                  stdout=output, stderr=output)  # fmt: skip
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            if output is not None:
+                output.close()
 
     def wait(self, timeout: float) -> list[tuple[RunKey, dict[str, Any] | None]]:
         deadline = time.monotonic() + timeout
