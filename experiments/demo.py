@@ -164,7 +164,7 @@ def sentence(part: Part, rows: dict[str, dict[str, Any]]) -> str:
         steps = [row["difference"] for row in rows.values() if row.get("difference") is not None]
         return (f"From the same initial weights and batches, every implementation ends within {100 * spread:.2f} "
                 f"points of {backends.label(backends.baseline())} after {epochs}; their training losses differ by "
-                f"at most {max(steps):.1e} at any step: float rounding, nothing more." if steps else "")
+                f"at most {max(steps):.1e} at any step: float rounding, which grows as training goes on." if steps else "")
     return ""
 
 
@@ -217,6 +217,7 @@ def figure(part: Part, store: RunStore, limit: int | None = None) -> bytes:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from experiments.analysis.plots import smooth, style
 
@@ -259,6 +260,7 @@ def figure(part: Part, store: RunStore, limit: int | None = None) -> bytes:
         axes[1].set(title="training loss per step (running mean)", xlabel="optimiser step", ylabel="loss")
     for ax in axes:
         ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(loc="best", frameon=False)
     fig.suptitle(f"{part.title}: MNIST, seed 0", fontsize=19)
     fig.tight_layout()
