@@ -34,7 +34,7 @@ GRID_ARGS = --seeds $(SEEDS) --results $(RESULTS) --device $(DEVICE) \
 RUN_ARGS = $(GRID_ARGS) --mode $(MODE)
 
 
-.PHONY: help venv venvs lock data test test-fast lint typecheck layers reproduce demo \
+.PHONY: help venv venvs lock data test test-fast lint typecheck layers reproduce demo docs timings \
 	reproduce-seed-scripts compare conformance oracle notebook notebook-html bench bench-backends profile bench-grid verify verify-full publish \
 	publish-stock handout clean \
 	ray-head ray-worker ray-stop
@@ -102,7 +102,7 @@ reproduce: data
 reproduce-%: data
 	$(CLI) run --backend $* $(RUN_ARGS)
 
-# Train the seed's own two scripts as reference runs on both datasets (resumable; MODE does not apply).
+# Train the blog post's own two scripts as reference runs on both datasets (resumable; MODE does not apply).
 reproduce-seed-scripts: data
 	$(CLI) run --backend script $(GRID_ARGS)
 
@@ -110,6 +110,17 @@ reproduce-seed-scripts: data
 # same start giving the same result): RESULTS/demo.html, demo.json (resumable).
 demo: data venvs
 	$(CLI) demo --results $(RESULTS) --device $(DEVICE) $(if $(LIMIT),--limit $(LIMIT))
+
+# Render README.md and docs/*.md from their templates in docs/src/ (every figure from the committed records, the
+# measured outputs and docs/timings.json).
+docs: venv
+	$(CLI) docs
+
+# Time the README's commands into docs/timings.json: demo, verify and test measured here (MEASURE= to choose),
+# reproduce and publish from the committed runs; then `make docs` shows them.
+MEASURE ?= demo,verify,test,test-fast
+timings: data venvs
+	$(CLI) timings --measure $(MEASURE)
 
 # Build report.md, report.csv and the plots from whatever runs exist in RESULTS.
 compare: venv
@@ -141,7 +152,7 @@ notebook-html: data
 handout: venv
 	$(CLI) handout
 
-# Time the seed's two scripts against the harness, in the script's framework and in every other one, side by side
+# Time the blog post's two scripts against the harness, in the script's framework and in every other one, side by side
 # in one run (about 15 minutes here).
 bench: data
 	$(CLI) bench
@@ -171,7 +182,7 @@ bench-backends: data
 # The published reproduction into docs/results: every recipe x both datasets x both backends, 3 seeds,
 # plus native mode for d2l (hours on 2 cores; resumable: run it again to continue), then the report.
 # The 96x96 recipe costs ~10x the others, so it goes seed by seed: an interrupted run leaves both backends
-# with the same number of seeds. Then the fidelity runs: seed-torch at 10 seeds in both modes, the seed's
+# with the same number of seeds. Then the fidelity runs: seed-torch at 10 seeds in both modes, the blog post's
 # PyTorch script at 10 seeds, 20 on Fashion-MNIST with shared mode (10 could not decide there), and its
 # MXNet script at 3 (about 15-20 minutes a run), seed by seed; MXNet's native seed-torch at 20 (10 could not
 # decide), and shared seed-torch on Fashion-MNIST to 40 seeds (is the reference a lucky set?). Then the NumPy
@@ -224,11 +235,8 @@ publish: data
 		$(PUBLISH_RUN) --backend $$backend --seeds 10 --recipes seed-mxnet --datasets fashion-mnist --threads 1 || exit; done
 	$(MAKE) publish-stock
 	$(CLI) oracle --results $(PUBLISHED)
-	$(CLI) compare --results $(PUBLISHED) --sync $(SYNCED)
-
-# The documents that carry tables of the published report, copied over by `compare --sync` (the figures they quote
-# come from the runs; tests/test_published.py checks each copy).
-SYNCED ?= README.md,docs/fidelity.md,docs/handout.md,docs/teaching.md
+	$(CLI) compare --results $(PUBLISHED)
+	$(CLI) docs
 
 # Stock mode, published: every framework on its own default initialisers, seed-torch-fixed and d2l on both datasets,
 # 10 seeds, seed by seed across the frameworks (an interrupted run leaves them with about the same number of seeds),

@@ -133,7 +133,7 @@ class LeNet(nn.Module):
                     x = nn.Dense(u, precision=HIGHEST, kernel_init=_kernel_init(scheme), bias_init=bias_init,
                                  name=row.name)(x)  # fmt: skip
                 case spec.Softmax():
-                    x = nn.softmax(x, axis=-1)  # the seed's softmax inside forward; the loss applies another
+                    x = nn.softmax(x, axis=-1)  # the blog post's softmax inside forward; the loss applies another
                 case _:
                     raise TypeError(row.layer)
             outputs.append(x)
@@ -174,7 +174,7 @@ def _functions(recipe: spec.Recipe) -> _Functions:
         return net.apply({"params": params}, x)
 
     def losses(output, y):
-        # Softmax cross-entropy of whatever the network gives (logits, or the seed's probabilities)
+        # Softmax cross-entropy of whatever the network gives (logits, or the blog post's probabilities)
         return optax.softmax_cross_entropy_with_integer_labels(output, y)
 
     def objective(params, x, y):

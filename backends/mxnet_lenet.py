@@ -97,7 +97,7 @@ def _layer(layer: spec.Layer, in_shape: tuple[int, ...]) -> nn.HybridBlock:
         case spec.Pool(mode="avg", size=k, stride=s):
             return nn.AvgPool2D(pool_size=k, strides=s)
         case spec.Activation(function=f):
-            return nn.Activation(f)  # the seed's Conv2D(activation='sigmoid') computes the same two ops
+            return nn.Activation(f)  # the blog post's Conv2D(activation='sigmoid') computes the same two ops
         case spec.Flatten():
             return nn.Flatten()  # C-order (C, H, W) like torch's view; made explicit instead of Dense's
         case spec.Dense(units=u):
@@ -148,7 +148,7 @@ def native_init(model: Model, seed: int) -> None:
             elif scheme == "gluon-default":
                 initializer = init.Uniform()  # what net.initialize() draws: U(-0.07, 0.07), whatever the layer
             else:
-                initializer = init.Xavier()  # uniform, factor 'avg', magnitude 3 (the seed's init.Xavier())
+                initializer = init.Xavier()  # uniform, factor 'avg', magnitude 3 (the blog post's init.Xavier())
         elif scheme in ("gluon-xavier", "gluon-default"):
             initializer = init.Zero()  # Gluon's default bias initialiser
         else:

@@ -209,7 +209,7 @@ def softmax(x: Array) -> Array:
 
 
 def cross_entropy(output: Array, labels: Array) -> tuple[Array, Array]:
-    """Softmax cross-entropy of the network's output, whatever it is (logits, or the seed's probabilities):
+    """Softmax cross-entropy of the network's output, whatever it is (logits, or the blog post's probabilities):
     loss[n] = logsumexp(o[n]) - o[n, label[n]];  dloss[n]/do[n,k] = softmax(o[n])[k] - [k == label[n]].
     Returns (per-example losses, their gradients with respect to the output)."""
     shifted = output - output.max(axis=1, keepdims=True)

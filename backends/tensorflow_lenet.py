@@ -28,7 +28,7 @@ the update is written with TensorFlow ops inside the compiled step, the momentum
 spec's normaliser (the batch's size, or the recipe's batch size for d2lzh's loss.sum() + trainer.step(batch_size)).
 Not Keras's `sparse_categorical_crossentropy(..., from_logits=True)`, which d2l-en's TensorFlow LeNet uses: inside
 a traced function Keras looks at the op that made its input, and when that op is a Softmax it takes the softmax's
-*input* as the logits (with a warning), so the seed's softmax head (softmax in forward, then a loss that applies
+*input* as the logits (with a warning), so the blog post's softmax head (softmax in forward, then a loss that applies
 softmax again, as PyTorch's CrossEntropyLoss does) would silently train on one softmax, not two. In eager mode
 it does not look, so the same call gives two answers (tests/test_tensorflow.py shows both).
 
@@ -137,7 +137,7 @@ def _layers(recipe: spec.Recipe) -> list[tuple[str, list[keras.layers.Layer]]]:
             case spec.Dense(units=u):
                 out.append((row.name, [keras.layers.Dense(u, name=row.name)]))
             case spec.Softmax():
-                out.append((row.name, [keras.layers.Softmax(name=row.name)]))  # the seed's softmax in forward
+                out.append((row.name, [keras.layers.Softmax(name=row.name)]))  # the blog post's softmax in forward
             case _:
                 raise TypeError(row.layer)
     return out
@@ -181,7 +181,7 @@ def _call(model: Model, x: tf.Tensor, every_layer: bool = False):
 
 
 def _losses(y: tf.Tensor, output: tf.Tensor) -> tf.Tensor:
-    """Softmax cross-entropy of whatever the network gives (logits, or the seed's probabilities), per example."""
+    """Softmax cross-entropy of whatever the network gives (logits, or the blog post's probabilities), per example."""
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=output)
 
 

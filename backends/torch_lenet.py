@@ -78,11 +78,11 @@ def _layer(layer: spec.Layer, in_shape: tuple[int, ...]) -> nn.Module:
         case spec.Activation(function="sigmoid"):
             return nn.Sigmoid()
         case spec.Flatten():
-            return nn.Flatten()  # C-order (C, H, W), as the seed's x.view(-1, 16*4*4) and Gluon's flatten
+            return nn.Flatten()  # C-order (C, H, W), as the blog post's x.view(-1, 16*4*4) and Gluon's flatten
         case spec.Dense(units=u):
             return nn.Linear(in_shape[0], u)
         case spec.Softmax():
-            return nn.Softmax(dim=1)  # the seed's torch.softmax inside forward; the loss applies another
+            return nn.Softmax(dim=1)  # the blog post's torch.softmax inside forward; the loss applies another
     raise TypeError(layer)
 
 
@@ -167,7 +167,7 @@ def _tensor(x: np.ndarray, model: Model) -> torch.Tensor:
 
 def _objective(model: Model, output: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(objective whose gradient SGD follows, sum of per-example losses)."""
-    # CrossEntropyLoss applies log-softmax to whatever forward returns (logits, or the seed's softmax).
+    # CrossEntropyLoss applies log-softmax to whatever forward returns (logits, or the blog post's softmax).
     losses = nn.functional.cross_entropy(output, y, reduction="none")  # (N,)
     total = losses.sum()
     if model.recipe.loss.normalisation == "mean":
@@ -177,7 +177,7 @@ def _objective(model: Model, output: torch.Tensor, y: torch.Tensor) -> tuple[tor
 
 def forward(model: Model, x: np.ndarray) -> np.ndarray:
     """The network's output (logits, or probabilities for a softmax head) in eval mode."""
-    model.net.eval()  # no dropout or batch norm in LeNet, but train/eval is set as the seed's loop implies
+    model.net.eval()  # no dropout or batch norm in LeNet, but train/eval is set as the blog post's loop implies
     with torch.no_grad():
         return model.net(_tensor(x, model)).cpu().numpy()
 

@@ -4,7 +4,7 @@ Each scheme reproduces the distribution that a framework's own initialiser draws
 - "torch-default": PyTorch's Conv2d/Linear reset_parameters: kaiming_uniform_(a=sqrt(5)) weights,
   i.e. U(-sqrt(1/fan_in), +sqrt(1/fan_in)), and biases U(-1/sqrt(fan_in), +1/sqrt(fan_in)). Not only the
   distribution: the very numbers. `TorchStream` replays PyTorch's CPU generator after `torch.manual_seed(seed)`
-  (MT19937, 24-bit uniforms), so seed k gives, bit for bit, the weights the seed's PyTorch script starts from
+  (MT19937, 24-bit uniforms), so seed k gives, bit for bit, the weights the blog post's PyTorch script starts from
   with `torch.manual_seed(k)`, and a shared-mode run of `seed-torch` pairs with the script's run of that seed.
 - "gluon-xavier": MXNet `init.Xavier()` (rnd_type 'uniform', factor_type 'avg', magnitude 3):
   U(-sqrt(3 / ((fan_in + fan_out) / 2)), ...) weights; Gluon biases start at zero.

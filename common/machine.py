@@ -71,16 +71,22 @@ def describe(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
     }
 
 
-def summary(machine: dict[str, Any]) -> str:
-    """One line naming a machine: processor, family/model, widest vector ISA, cores."""
+def widest_isa(machine: dict[str, Any]) -> str | None:
+    """The widest vector instructions a machine's record names ('AMX', 'AVX-512', 'AVX2', ...), or None."""
     isa = machine.get("isa") or []
     widest = next((f for f in ("amx_tile", "avx512f", "avx2", "avx", "sve", "asimd") if f in isa), None)
     names = {"amx_tile": "AMX", "avx512f": "AVX-512", "avx2": "AVX2", "avx": "AVX", "sve": "SVE", "asimd": "NEON"}
+    return names[widest] if widest else None
+
+
+def summary(machine: dict[str, Any]) -> str:
+    """One line naming a machine: processor, family/model, widest vector ISA, cores."""
+    widest = widest_isa(machine)
     parts = [str(machine.get("cpu", "unknown"))]
     if machine.get("family_model_stepping"):
         parts.append(f"({machine['family_model_stepping']})")
     if widest:
-        parts.append(names[widest])
+        parts.append(widest)
     parts.append(f"{machine.get('cores', '?')} cores")
     pins = machine.get("env") or {}
     pins = {k: v for k, v in pins.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}

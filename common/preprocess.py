@@ -1,6 +1,6 @@
 """Preprocessing done once, in NumPy, so every backend receives identical float32 input arrays.
 
-Resize. The seed's d2lzh loader applies Gluon's `transforms.Resize(96)` to each uint8 28x28 image. Gluon
+Resize. The blog post's d2lzh loader applies Gluon's `transforms.Resize(96)` to each uint8 28x28 image. Gluon
 calls OpenCV's `cv::resize(INTER_LINEAR)` on uint8, which works in fixed point: 11-bit interpolation
 weights (rounded half to even), an exact integer horizontal pass, then a vertical pass that drops 4 bits,
 multiplies in 16 bits and rounds (its SSE2 path). `resize_images` reproduces that arithmetic exactly, for

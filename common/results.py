@@ -41,7 +41,7 @@ MODES = ("shared", "native", "stock")
 # initialiser distributions, each framework's random numbers) and stock (each framework's default initialisers,
 # as a student's port would have them: the recipe's scheme becomes "stock").
 OWN_DRAWS = ("native", "stock")
-# The seed's own scripts, run as reference runs beside the two backends. They draw their own weights and
+# The blog post's own scripts, run as reference runs beside the two backends. They draw their own weights and
 # shuffle with their own samplers, so their runs are always native-mode runs.
 SCRIPT_BACKEND = "script"
 STATUSES = ("complete", "diverged", "partial")
@@ -82,7 +82,7 @@ class RunKey:
         if self.mode not in MODES:
             raise unknown_name("mode", self.mode, MODES)
         if self.backend == SCRIPT_BACKEND and self.mode != "native":
-            raise UserError("the seed's scripts draw their own weights and shuffle their own way: "
+            raise UserError("the blog post's scripts draw their own weights and shuffle their own way: "
                             "their runs are native-mode runs (--mode native)")
 
     @property

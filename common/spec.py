@@ -1,7 +1,7 @@
 """The one LeNet spec: layers, preprocessing, initialisation, loss, optimiser and schedule, as data.
 
 Every number a backend uses comes from here. From the spec alone this module computes each layer's
-output shape, parameter count and FLOPs, so a reader can check the seed's arithmetic (why its code
+output shape, parameter count and FLOPs, so a reader can check the blog post's arithmetic (why its code
 flattens 16*4*4 = 256 features, and why `resize=96` gives Dense(120) 7056*120 = 847,080 weights).
 
 FLOP convention: a multiply-accumulate is 2 FLOPs (bias adds are not counted); an activation is 1 FLOP
@@ -137,7 +137,7 @@ class Recipe:
     num_classes: int = 10
     # Descriptive fields (DESCRIPTIVE: a run made under another value is still the same run): the dataset the recipe
     # comes from (its oracle and parity batches are drawn from it; every recipe runs on both), and the registered
-    # backend whose framework the seed script this recipe reproduces as written runs on (None: no such script).
+    # backend whose framework the blog post's script this recipe reproduces as written runs on (None: no such script).
     dataset: Literal["mnist", "fashion-mnist"] = "mnist"
     script_backend: str | None = None
 
@@ -279,6 +279,11 @@ def parameter_count(recipe: Recipe) -> int:
     return sum(row.parameters for row in layer_rows(recipe))
 
 
+def flops_ratio(recipe: str, other: str) -> float:
+    """How many times `other`'s forward FLOPs per example `recipe` does."""
+    return flops_per_example(get_recipe(recipe))[0] / flops_per_example(get_recipe(other))[0]
+
+
 def flops_per_example(recipe: Recipe) -> tuple[int, int]:
     """(forward, training) FLOPs for one example."""
     rows = layer_rows(recipe)
@@ -325,7 +330,7 @@ def format_layer_table(rows: list[LayerRow], title: str = "") -> str:
 _SEED_TORCH_LAYERS: tuple[Layer, ...] = (
     Conv(6, 5), Activation("relu"), Pool("max", 2, 2),
     Conv(16, 5), Activation("relu"), Pool("max", 2, 2),
-    Flatten(),  # the seed's x.view(-1, 16*4*4): 16 channels of 4x4 at 28x28 input
+    Flatten(),  # the blog post's x.view(-1, 16*4*4): 16 channels of 4x4 at 28x28 input
     Dense(120), Activation("relu"),
     Dense(84), Activation("relu"),
     Dense(10),
@@ -351,7 +356,7 @@ _D2L_LAYERS: tuple[Layer, ...] = (
 
 SEED_TORCH = Recipe(
     name="seed-torch",
-    origin="the seed's PyTorch script as written (MNIST in the seed)",
+    origin="the blog post's PyTorch script as written (MNIST in the seed)",
     layers=_SEED_TORCH_LAYERS,
     output="softmax",  # the seed returns torch.softmax(x) from forward, then applies CrossEntropyLoss
     preprocess=Preprocess(resize=None, mean=0.5, std=0.5),  # ToTensor + Normalize
@@ -366,7 +371,7 @@ SEED_TORCH = Recipe(
 
 SEED_MXNET = Recipe(
     name="seed-mxnet",
-    origin="the seed's MXNet Gluon / d2lzh script as written (Fashion-MNIST in the seed)",
+    origin="the blog post's MXNet Gluon / d2lzh script as written (Fashion-MNIST in the seed)",
     layers=_SEED_MXNET_LAYERS,
     preprocess=Preprocess(resize=96),  # load_data_fashion_mnist(256, resize=96): Resize then ToTensor
     init="gluon-xavier",  # init.Xavier(): uniform, factor 'avg', magnitude 3; Gluon biases start at 0

@@ -28,8 +28,8 @@ class EpochOutcome:
     examples: int = 0
     seconds: float = 0.0
     diverged: bool = False
-    eval_seconds: float = 0.0  # part of `seconds` a seed script's own loop spent on the test set (train_ch5)
-    printed: dict[str, float | None] = field(default_factory=dict)  # what a seed script printed for the epoch
+    eval_seconds: float = 0.0  # part of `seconds` a blog post script's own loop spent on the test set (train_ch5)
+    printed: dict[str, float | None] = field(default_factory=dict)  # what a blog post script printed for the epoch
 
 
 def training_order(backend: Backend, recipe: Recipe, mode: str, seed: int, epoch: int, n: int) -> np.ndarray:

@@ -70,7 +70,7 @@ def table(header: list[str], rows: list[list]) -> Markdown:
 # %% [markdown]
 # ## 1. The spec, and the `16*5*5` comment
 #
-# The seed's PyTorch script flattens with `x.view(-1, 16*4*4)` under a comment that says `16*5*5`. The spec
+# The blog post's PyTorch script flattens with `x.view(-1, 16*4*4)` under a comment that says `16*5*5`. The spec
 # computes every layer's output shape from the layer list alone, so the lesson is computed, not typed:
 
 # %% tags=["expect-output"]
@@ -90,7 +90,7 @@ def before_flatten(name: str) -> tuple[int, ...]:
 
 seed_shape, d2l_shape = before_flatten("seed-torch"), before_flatten("d2l")
 display(Markdown(
-    f"At 28x28 input the seed's network reaches Flatten with **{'x'.join(map(str, seed_shape))} = "
+    f"At 28x28 input the blog post's network reaches Flatten with **{'x'.join(map(str, seed_shape))} = "
     f"{int(np.prod(seed_shape))}** features: `16*4*4`, as its code says. The comment's `16*5*5` = "
     f"{16 * 5 * 5} is d2l's network, **{'x'.join(map(str, d2l_shape))} = {int(np.prod(d2l_shape))}**, whose "
     "first convolution pads by 2 so that 28x28 stays 28x28 (the 32x32 of LeCun's original input)."))  # fmt: skip
@@ -99,7 +99,7 @@ display(Markdown(
 # ## 2. Every implementation, one batch, the same weights
 #
 # All start from the same initial weights (for `seed-torch` they are exactly the ones
-# `torch.manual_seed(0)` gives the seed's script) and see the same 64 real MNIST images. Each computes the
+# `torch.manual_seed(0)` gives the blog post's script) and see the same 64 real MNIST images. Each computes the
 # output, the loss and every gradient. The table gives the largest relative difference,
 # max |a − b| / max |b|. The frameworks compute in float32, NumPy in float64: the columns against NumPy are how
 # far float32 arithmetic carries each framework from the exact math.
@@ -126,7 +126,7 @@ display(table(["quantity"] + [f"{LABEL[a]} vs {LABEL[b]}" for a, b in pairs],
               [[q] + [f"{relative_error(v[a], v[b]):.1e}" for a, b in pairs] for q, v in quantities]))
 display(Markdown(
     "Loss of the batch: " + ", ".join(f"{backends.label(n)} {losses[n]:.7f}" for n in loaded) + ". "
-    f"The first image is a {y[0]}; each backend's output for it (the seed's network ends in a softmax):"))
+    f"The first image is a {y[0]}; each backend's output for it (the blog post's network ends in a softmax):"))
 display(table(["class"] + [LABEL[n] for n in loaded],
               [[k] + [f"{outputs[n][0, k]:.6f}" for n in loaded] for k in range(10)]))  # fmt: skip
 
@@ -200,7 +200,7 @@ display(table(["run", f"test accuracy after {EPOCHS} epochs (%)"], [[k, f"{v:.1f
 # Under the same weights and batches every framework's line lies on the others (the widest, drawn first, shows
 # at the edges). The softmax
 # version's loss cannot fall below log(e + 9) − 1 ≈ 1.46 (a perfect one-hot output fed to the second
-# softmax), and its gradients pass through a softmax twice, so at the seed's lr of 0.001 it learns slowly.
+# softmax), and its gradients pass through a softmax twice, so at the blog post's lr of 0.001 it learns slowly.
 #
 # Now the d2l network: sigmoid activations, lr 0.9. Its loss sits at ln 10 ≈ 2.30 (one class guessed
 # everywhere, 10% accuracy) before it finds a way down: the sigmoid plateau.
@@ -220,7 +220,7 @@ display(Markdown(
 # ## 4. The full reproduction: what the committed runs say
 #
 # `docs/results/` holds every published run (10 epochs each, several seeds, both datasets, shared and native
-# mode, plus the seed's own scripts). Here they are loaded with the report's own functions.
+# mode, plus the blog post's own scripts). Here they are loaded with the report's own functions.
 
 # %% tags=["expect-output"]
 store = RunStore(ROOT / "docs" / "results")
@@ -276,8 +276,8 @@ for name in ("shared_mnist_seed-torch.png", "shared_fashion-mnist_d2l.png"):
 # next to the recipe as written, in every framework. Any spec field can be overridden by its dotted path:
 # `optimizer.lr`, `optimizer.momentum`, `batch_size`, `output` (`"logits"` or `"softmax"`), ...
 #
-# What to expect: with `{"optimizer.lr": 0.01}`, ten times the seed's learning rate, the seed's
-# softmax-inside-forward network reaches about 85% in these three epochs, where at the seed's 0.001 it is still
+# What to expect: with `{"optimizer.lr": 0.01}`, ten times the blog post's learning rate, the blog post's
+# softmax-inside-forward network reaches about 85% in these three epochs, where at the blog post's 0.001 it is still
 # at 10%; `{"output": "logits"}` is the fix (about 89%, as in section 3). Whatever you change, the frameworks
 # stay close: they compute the same function.
 

@@ -17,7 +17,7 @@
     lenet-repro order-study [--seeds N] ...    d2l-en's batch-level shuffle against the example shuffle
     lenet-repro verify [--full] [--runs ...]   re-run a sample of the published runs here: how close do they land?
 
-Backend names come from the registry (backends/__init__.py), plug-ins included; `script` runs the seed's own
+Backend names come from the registry (backends/__init__.py), plug-ins included; `script` runs the blog post's own
 scripts. `python -m experiments ...` is the same command. Every command has `--help`; a bad argument is one
 line and exit code 2.
 """
@@ -31,11 +31,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import backends
 from common import data, spec
-from common.arguments import choice, files, names, positive_int
+from common.arguments import choice, names, positive_int
 from common.errors import UserError, run_cli
 from common.results import MODES, SCRIPT_BACKEND, RunKey, RunStore, variant_name
 
@@ -59,14 +58,14 @@ def _ray_address(text: str) -> str:
 
 
 def run_backends() -> list[str]:
-    """What `run --backend` takes: every registered backend, and the seed's scripts."""
+    """What `run --backend` takes: every registered backend, and the blog post's scripts."""
     return [*backends.names(), SCRIPT_BACKEND]
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", required=True, type=choice("backend", run_backends),
                         help=f"a registered backend ({', '.join(backends.names())}) or {SCRIPT_BACKEND} "
-                        "(the seed's own scripts)")  # fmt: skip
+                        "(the blog post's own scripts)")  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, help="override every recipe's number of epochs")
     parser.add_argument("--limit", type=positive_int, help="use only the first N training and N test examples")
     parser.add_argument("--results", default="results", help="results directory")
@@ -111,10 +110,6 @@ def build_parser(jobs: bool = True) -> argparse.ArgumentParser:
     compare.add_argument("--accept-changed", action="store_true",
                          help="seal again, as they are now, the records whose content no longer matches their seal "
                               "(or that have none), after checking them by hand: they enter the tables again")
-    compare.add_argument("--sync", default=(), type=files("document"), metavar="FILES",
-                         help="comma-separated Markdown files whose copies of the report's tables (results, "
-                              "fidelity, findings, costs, stock) are replaced by the new ones (the published report's: "
-                              "the Makefile's SYNCED)")
 
     layers = commands.add_parser("layers", help="print recipes' per-layer tables (shapes, parameters, FLOPs)")
     layers.add_argument("recipes", nargs="*", help="default: all recipes")
@@ -139,7 +134,7 @@ def build_parser(jobs: bool = True) -> argparse.ArgumentParser:
 
 
 def _mode(args: argparse.Namespace) -> str:
-    """The run mode: as given, else native for the seed's scripts and shared for the backends."""
+    """The run mode: as given, else native for the blog post's scripts and shared for the backends."""
     return args.mode or ("native" if args.backend == SCRIPT_BACKEND else "shared")
 
 
@@ -272,10 +267,10 @@ def conformance(args: argparse.Namespace) -> int:
 def job_modules() -> list:
     """The commands declared as modules (NAME, HELP, Config, add_arguments, run): the data command, the notebook,
     the handout, then every study of experiments/studies (found there, not listed here)."""
-    from experiments import demo, handout, notebook
+    from experiments import demo, docs, handout, notebook, timings
     from experiments.studies import modules
 
-    return [data, demo, notebook, handout, *modules()]
+    return [data, demo, docs, timings, notebook, handout, *modules()]
 
 
 def _job(module) -> Callable[[argparse.Namespace], int]:
@@ -306,17 +301,12 @@ def existing_results(results: str) -> RunStore:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from experiments.analysis.report import sync_tables, write_report
+    from experiments.analysis.report import write_report
 
     store = existing_results(args.results)
     if args.accept_changed:
         store.accept_changed()
     print(write_report(store, args.mode))
-    for document in args.sync:
-        synced = sync_tables(Path(args.results) / "report.md", document)
-        if not synced:
-            raise UserError(f"{document} holds none of the report's documented tables (their header rows)")
-        print(f"synced {len(synced)} table{'s' if len(synced) > 1 else ''} into {document}")
     return 0
 
 

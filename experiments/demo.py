@@ -164,7 +164,8 @@ def sentence(part: Part, rows: dict[str, dict[str, Any]]) -> str:
         steps = [row["difference"] for row in rows.values() if row.get("difference") is not None]
         return (f"From the same initial weights and batches, every implementation ends within {100 * spread:.2f} "
                 f"points of {backends.label(backends.baseline())} after {epochs}; their training losses differ by "
-                f"at most {max(steps):.1e} at any step: float rounding, which grows as training goes on." if steps else "")
+                f"at most {max(steps):.1e} at any step: float rounding, which grows as training goes on."
+                if steps else "")
     return ""
 
 

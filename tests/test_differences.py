@@ -39,7 +39,7 @@ def _model(backend, name, overrides=None, seed=0):
 
 
 def test_last_partial_batch_is_still_divided_by_the_nominal_batch(backend):
-    # the seed's d2lzh loop: loss(...).sum(); trainer.step(256), also for the last batch of 96 examples
+    # the blog post's d2lzh loop: loss(...).sum(); trainer.step(256), also for the last batch of 96 examples
     x, y, _, _ = subset("fashion-mnist", spec.get_recipe("seed-mxnet-28"), 96)
     nominal = backend.loss_and_gradients(_model(backend, "seed-mxnet-28"), x, y)[1]
     mean = backend.loss_and_gradients(_model(backend, "seed-mxnet-28", {"loss": spec.Loss("mean")}), x, y)[1]

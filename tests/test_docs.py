@@ -37,7 +37,73 @@ def test_the_history_check_catches_what_it_names():
         "days earlier", "while the suite was being written"]
     assert sorted(history_words("The first publication reported 76%; this task was not lent a GPU machine")) == [
         "first publication", "this task", "was not lent"]
-    assert history_words("Each record names the kernels; the seed's text explains 16*5*5.") == []
+    assert history_words("Each record names the kernels; the blog post's text explains 16*5*5.") == []
+
+
+# ---- the pages rendered from their templates (docs/src/, experiments/docs.py) ----
+
+TEMPLATES = sorted((ROOT / "docs" / "src").glob("*.md.j2"))
+
+
+def test_every_page_has_a_template():
+    """README.md and every docs/*.md page are rendered from docs/src/: none is written by hand."""
+    from experiments.docs import page_of
+
+    assert {page_of(t) for t in TEMPLATES} == set(DOCUMENTS)
+
+
+@pytest.fixture(scope="module")
+def values():
+    from experiments.docs import context
+
+    return context()
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
+def test_each_committed_page_is_its_templates_render(template, values):
+    from experiments.docs import page_of, render
+
+    page = page_of(template)
+    assert page.read_text() == render(template, values), (
+        f"{page.relative_to(ROOT)} differs from what {template.relative_to(ROOT)} renders from the committed "
+        "records: `make docs` writes it (edit the template, not the page)")
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
+def test_no_template_holds_a_figure_typed_by_hand(template):
+    from experiments.docs import typed_figures
+
+    found = typed_figures(template.read_text())
+    assert not found, f"{template.name} types figures by hand (make each a placeholder): {found}"
+
+
+def test_the_typed_figure_check_catches_what_it_names():
+    from experiments.docs import typed_figures
+
+    text = ("PyTorch ends at 83.00% ± 5.42 (n=10), +0.09 [-0.25, +0.43], 2.9x faster, in 57 s, over 10 seeds; "
+            "a run of 24 minutes")
+    assert typed_figures(text) == ["83.00%", "± 5", "n=1", "[-0.25,", "2.9x", "57 s", "10 seeds", "24 minutes"]
+    assert typed_figures("28x28 images, lr 0.9, batch 256, `make test` in 57 s, {{ timings['demo'] }}") == []
+    assert typed_figures("```\nbench: 1.96x\n```\nthe block above") == []
+
+
+def test_a_template_without_its_figures_is_one_line_at_render(tmp_path, monkeypatch):
+    """A timing the timings file lacks is a one-line error naming the command that measures it."""
+    from common.errors import UserError
+    from experiments import docs
+
+    monkeypatch.setattr(docs, "TIMINGS", tmp_path / "timings.json")
+    with pytest.raises(UserError, match="lenet-repro timings --measure demo"):
+        docs.Timings.load(tmp_path / "none.json")["demo"]
+
+
+def test_docs_check_says_which_pages_differ(tmp_path, monkeypatch, capsys):
+    from experiments import docs
+
+    monkeypatch.setattr(docs, "SOURCES", tmp_path)
+    (tmp_path / "verify.md.j2").write_text("not the page\n")
+    assert docs.run(docs.Config(check=True)) == 1
+    assert "docs/verify.md differs from its template's render" in capsys.readouterr().out
 
 
 def test_the_handout_page_is_self_contained_and_has_its_tables(tmp_path):

@@ -739,7 +739,7 @@ def ray_trainers(session: int) -> list[int]:
 
 
 # A run-one that turns SIGTERM into SystemExit, then forks a child that runs a second thread and waits in its main
-# thread for a lock nobody releases (a DataLoader worker of the seed's MXNet script waiting for its next task).
+# thread for a lock nobody releases (a DataLoader worker of the blog post's MXNet script waiting for its next task).
 # SIGTERM is blocked on the child's main thread, so the kernel must hand it to the other thread, as it may in a
 # real worker: a handler there would only be noted for the main thread, which never wakes to run it.
 _FORKED_WORKER = """

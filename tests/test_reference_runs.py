@@ -1,4 +1,4 @@
-"""The seed's scripts as reference runs (backend 'script'): records, exact resume, both datasets, the CLI.
+"""The blog post's scripts as reference runs (backend 'script'): records, exact resume, both datasets, the CLI.
 
 Short runs on real data subsets. The MXNet script runs in its own processes: it must start with MXNet's
 default engine, which this test process may have replaced by importing our MXNet backend.
@@ -110,7 +110,7 @@ def test_mxnet_script_on_mnist_killed_resumes_to_identical_numbers(tmp_path):
 
 
 def test_seed_torch_trains_with_the_settings_the_pytorch_script_sets_up():
-    """The recipe's optimiser, batch size, loss and preprocessing against the objects the seed's PyTorch script
+    """The recipe's optimiser, batch size, loss and preprocessing against the objects the blog post's PyTorch script
     builds (its network is compared layer for layer in test_spec.py)."""
     require_real("mnist")
     from common import data, spec

@@ -167,8 +167,9 @@ def test_fidelity_table_compares_every_backend_and_mode_with_the_script():
     lines = fidelity_table([row]).splitlines()
     assert lines[0].startswith("| recipe | dataset | run by | test acc | 95% CI of the mean | s/epoch | − script [")
     cells = {line.split(" | ")[2]: line.split(" | ") for line in lines[2:]}
-    assert list(cells) == ["the seed's script", "PyTorch, shared", "PyTorch, native", "MXNet, native"]
-    assert cells["the seed's script"][3] == "84.50% ± 1.05 (n=6)" and cells["the seed's script"][6] == "(reference)"
+    assert list(cells) == ["the blog post's script", "PyTorch, shared", "PyTorch, native", "MXNet, native"]
+    reference = cells["the blog post's script"]
+    assert reference[3] == "84.50% ± 1.05 (n=6)" and reference[6] == "(reference)"
     assert cells["PyTorch, shared"][-1] == "**no** |"  # 8 points below, tightly: the test rejects
     assert cells["PyTorch, native"][-1] == "yes |"  # within 2 points with 95% confidence
     # PyTorch's native runs draw their weights from torch's RNG seeded like the PyTorch script: paired by seed;
@@ -223,7 +224,7 @@ def test_the_report_counts_the_runs_by_status_mode_and_backend():
     records = [_record("torch", 0, "complete", [0.5, 0.9]), _record("jax", 0, "complete", [0.5]),
                _record("torch", 1, "partial", [0.4]), {**_record("script", 0, "complete", [0.8]), "mode": "native"}]
     assert runs_summary(records) == ("4 run records (3 complete, 1 partial; 0.0 hours of epochs; "
-                                     "shared: PyTorch 2, JAX 1; native: the seed's script 1)")  # fmt: skip
+                                     "shared: PyTorch 2, JAX 1; native: the blog post's script 1)")  # fmt: skip
 
 
 def test_the_seeds_that_would_decide_an_undecided_line_need_two_seeds_a_side_to_estimate():
@@ -254,7 +255,7 @@ def _lab(colour: str) -> tuple[float, float, float]:
 
 
 def test_every_series_of_a_plot_has_its_own_colour_and_line_style():
-    """The built-in backends, the plug-in palette, the seed's script and an unregistered backend: any two colours
+    """The built-in backends, the plug-in palette, the blog post's script and an unregistered backend: any two colours
     differ by at least 20 (CIE76 ΔE; 2.3 is the smallest difference the eye sees, 20 reads as another colour), and
     the registered backends' line styles differ (the curves stay apart printed in grey)."""
     import itertools
@@ -299,3 +300,65 @@ def test_findings_leave_out_what_the_runs_cannot_say_and_compute_the_rest():
         stock_table(groups))
     assert "PyTorch 11.35% ± 0.00 (n=2), JAX 96.00% ± 1.41 (n=2)" in findings_table(groups, side_by_side_rows(groups))
     assert "| `d2l` | 2 | PyTorch 0.0, JAX 0.0 |" in cost_table(groups)  # two epochs of 1 s: 2/60 minutes
+
+
+def test_a_paired_cell_says_over_which_seeds_when_the_columns_hold_different_ones():
+    from experiments.analysis.report import group_records, markdown_table, side_by_side_rows
+
+    records = [_record("torch", s, "complete", [0.5, 0.9 + s / 100]) for s in range(4)]
+    records += [_record("mxnet", s, "complete", [0.5, 0.9 + s / 100]) for s in range(2)]
+    table = markdown_table(side_by_side_rows(group_records(records)))
+    assert "(n=4)" in table and "(n=2)" in table and "MXNet yes (over the 2 seeds both ran)" in table
+    same = markdown_table(side_by_side_rows(group_records(records[:2] + records[4:])))
+    assert "both ran" not in same
+
+
+def test_the_model_quotes_its_own_tables_rows_and_figures():
+    """A page's excerpt is the report's table with only the rows asked for (and no column they leave empty); a
+    single figure is read from the same groups as the tables."""
+    from common.results import RunStore
+    from experiments.analysis.report import Model
+
+    records = [_record(b, s, "complete", [0.1, 0.5 + s / 10]) for b in ("torch", "mxnet") for s in range(3)]
+    model = Model(records, *_model_parts(records), "")
+    model.text = "## shared\n\n| recipe | dataset | backend | a | b |\n|---|---|---|---|---|\n" \
+                 "| `d2l` | mnist | PyTorch | 1 |  |\n| `d2l` | mnist | MXNet | 2 |  |\n"
+    assert model.excerpt("shared", "| recipe |", {"backend": "MXNet"}) == (
+        "| recipe | dataset | backend | a |\n|---|---|---|---|\n| `d2l` | mnist | MXNet | 2 |")
+    assert model.accuracy("shared", "mnist", "d2l", "torch", seed=2) == "70.00%"
+    assert model.accuracy("shared", "mnist", "d2l", "torch", epoch=1) == "10.00%"
+    assert model.seed_range("shared", "mnist", "d2l", "mxnet") == "50.00% to 70.00%"
+    assert model.plateau_epochs("shared", "mnist", "d2l", "torch") == "1 / 1 / 1"
+    assert model.left_plateau("shared", "mnist", "d2l", "torch") == "3 of 3"
+    with pytest.raises(KeyError):
+        model.accuracy("shared", "mnist", "d2l", "jax")
+    assert RunStore  # the model is built from a store's records in Model.build
+
+
+def _model_parts(records):
+    from experiments.analysis.report import group_records, side_by_side_rows
+
+    groups = group_records(records)
+    return groups, side_by_side_rows(groups)
+
+
+def test_which_releases_and_processors_made_each_mode():
+    from experiments.analysis.report import made_by_table
+
+    old = {**_record("jax", 0, "complete", [0.9]), "meta": {"versions": {"jax": "0.4.23"}, "device": "cpu"}}
+    new = {**_record("jax", 1, "complete", [0.9]),
+           "meta": {"versions": {"jax": "0.10.2"}, "device": "cpu",
+                    "machine": {"cpu": "AMD EPYC", "isa": ["avx2"], "cores": 2}}}  # fmt: skip
+    table = made_by_table([new, old])
+    assert "| shared | 2 | JAX: jax 0.4.23, jax 0.10.2 | AMD EPYC, AVX2; not recorded |" in table
+
+
+def test_a_plots_title_says_in_words_what_it_shows_and_marks_unequal_seeds():
+    from experiments.analysis.plots import seeds_split, title
+
+    assert title(("shared", "mnist", "seed-torch"), {"torch": 10, "mxnet": 10}).endswith(
+        "every framework from the same initial weights and batches; 10 seeds each")
+    assert "seeds: PyTorch 40, JAX 20" in title(("shared", "fashion-mnist", "seed-torch"), {"torch": 40, "jax": 20})
+    assert title(("stock", "mnist", "d2l"), {"torch": 3}).startswith("d2l-en's LeNet")
+    split = [_record("torch", s, "complete", [0.1, a]) for s, a in enumerate((0.11, 0.62))]
+    assert seeds_split(split) and not seeds_split(split[:1])

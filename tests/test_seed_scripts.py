@@ -1,4 +1,4 @@
-"""Tests of experiments/seed_scripts: the seed's two scripts run offline on the verified files, for a set length.
+"""Tests of experiments/seed_scripts: the blog post's two scripts run offline on the verified files, for a set length.
 
 Short real runs (20 PyTorch steps, 3 MXNet steps at 96x96) with network connections refused, checks that the
 data each script reads is the verified content, and that MXNet's worker processes are gone when a run ends.
@@ -216,7 +216,7 @@ def test_mxnet_seed_loaders_read_the_local_files(no_network):
 @pytest.mark.environment("mxnet")
 @pytest.mark.slow
 def test_mxnet_run_counts_steps_and_stops_workers():
-    # In a fresh process: the seed script must run with MXNet's default engine, and this test process may
+    # In a fresh process: the blog post's script must run with MXNet's default engine, and this test process may
     # already have imported MXNet through our backend (which picks the NaiveEngine).
     require_real("fashion-mnist")
     result = run_cli("experiments.running.seed_scripts.seed_mxnet", "--epochs", "10", "--max-steps", "3",

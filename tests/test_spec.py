@@ -112,7 +112,7 @@ def _gluon_script_layers(net) -> tuple[spec.Layer, ...]:
 
 
 def test_seed_torch_recipes_have_the_layers_the_pytorch_script_builds():
-    """The recipes' networks, layer for layer, against the seed's own models (ReLU, the softmax in the PyTorch
+    """The recipes' networks, layer for layer, against the blog post's own models (ReLU, the softmax in the PyTorch
     seed's forward, max pooling, the 5x5 kernels without padding)."""
     from experiments.running.seed_scripts import seed_torch
 
@@ -199,7 +199,8 @@ def test_last_partial_batch_is_kept_like_both_seeds():
 
 @pytest.mark.parametrize("seed", [0, 1, 9, 2**31 + 5])
 def test_torch_default_weights_are_the_seed_scripts_own_bit_for_bit(seed):
-    """Shared mode's seed-torch weights for seed k are those of `torch.manual_seed(k); LeNet()` in the seed's script."""
+    """Shared mode's seed-torch weights for seed k are those of `torch.manual_seed(k); LeNet()` in the blog post's
+    script."""
     import torch
 
     from experiments.running.seed_scripts.seed_torch import LeNet

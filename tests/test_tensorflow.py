@@ -46,7 +46,7 @@ def test_weights_copied_without_the_row_permutation_give_another_network():
 
 
 def test_keras_loss_takes_a_softmax_ops_input_as_logits_inside_a_trace_only():
-    """d2l-en's TensorFlow LeNet uses SparseCategoricalCrossentropy(from_logits=True). Fed the seed's softmax
+    """d2l-en's TensorFlow LeNet uses SparseCategoricalCrossentropy(from_logits=True). Fed the blog post's softmax
     output, Keras's loss computes a single softmax inside tf.function and a double one eagerly."""
     logits = tf.constant([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0]])
     y = tf.constant([0, 1])
@@ -67,7 +67,7 @@ def test_keras_loss_takes_a_softmax_ops_input_as_logits_inside_a_trace_only():
 
 @pytest.mark.parametrize("recipe", ["seed-torch", "d2l"])
 def test_the_backend_loss_applies_softmax_to_whatever_the_network_gives(recipe):
-    """The backend's step loss equals the spec's: softmax cross-entropy of the output, the seed's head included."""
+    """The backend's step loss equals the spec's: softmax cross-entropy of the output, the blog post's head included."""
     r = spec.RECIPES[recipe]
     model = tfl.build_model(r, "cpu")
     tfl.set_weights(model, initial_weights(r, 0))

@@ -1,7 +1,7 @@
 """The findings table: what the runs show, in plain words, with the one measured figure behind each.
 
 Every figure is computed from the records (through the report's groups), so the README's copy of this table
-(`lenet-repro compare --sync README.md`) cannot fall behind the runs. A finding whose runs are not there yet is
+(rendered by `make docs`) cannot fall behind the runs. A finding whose runs are not there yet is
 left out, not guessed.
 """
 
@@ -63,7 +63,8 @@ def same_result(groups: Groups, rows: Rows) -> str | None:
 
 
 def one_line(groups: Groups, rows: Rows) -> str | None:
-    """The softmax inside the seed's `forward`: seed-torch against seed-torch-fixed on MNIST, the baseline, shared."""
+    """The softmax inside the blog post's `forward`: seed-torch against seed-torch-fixed on MNIST, the baseline,
+    shared."""
     base = backends.baseline()
     quirk, fixed = (_accuracies(groups, "shared", "mnist", r, base) for r in ("seed-torch", "seed-torch-fixed"))
     if len(quirk) < 2 or len(fixed) < 2:
@@ -72,12 +73,12 @@ def one_line(groups: Groups, rows: Rows) -> str | None:
 
 
 def seed_lottery(groups: Groups, rows: Rows) -> str | None:
-    """How far the seed alone moves the seed's PyTorch script on MNIST: its lowest and highest seed."""
+    """How far the seed alone moves the blog post's PyTorch script on MNIST: its lowest and highest seed."""
     script = _accuracies(groups, "native", "mnist", "seed-torch", SCRIPT_BACKEND)
     if len(script) < 2:
         return None
     values = sorted(script.values())
-    return (f"the seed's PyTorch script on MNIST: {values[0] * 100:.2f}% to {values[-1] * 100:.2f}% over "
+    return (f"the blog post's PyTorch script on MNIST: {values[0] * 100:.2f}% to {values[-1] * 100:.2f}% over "
             f"{len(values)} seeds")
 
 
@@ -93,8 +94,7 @@ def resize(groups: Groups, rows: Rows) -> str | None:
         c = st.paired([small[s] for s in seeds], [big[s] for s in seeds])
         parts.append(f"{DATASET_NAMES.get(dataset, dataset)} {c.difference * 100:+.2f} points "
                      f"[{c.low * 100:+.2f}, {c.high * 100:+.2f}] (n={len(seeds)})")
-    flops = spec.flops_per_example(spec.get_recipe("seed-mxnet"))[0] / spec.flops_per_example(
-        spec.get_recipe("seed-mxnet-28"))[0]
+    flops = spec.flops_ratio("seed-mxnet", "seed-mxnet-28")
     return f"{', '.join(parts)}, for {flops:.1f}x the FLOPs ({backends.label(base)}, paired by seed)"
 
 
@@ -110,10 +110,10 @@ def defaults(groups: Groups, rows: Rows) -> str | None:
 FINDINGS: list[tuple[str, Callable[[Groups, Rows], str | None]]] = [
     ("From the same initial weights and the same batches, the frameworks give the same result: they differ only "
      "in float rounding", same_result),
-    ("One line decides the seed's PyTorch script: its `forward` ends in a softmax, and the loss applies another",
+    ("One line decides the blog post's PyTorch script: its `forward` ends in a softmax, and the loss applies another",
      one_line),
     ("With that line in place, the random seed alone decides how far the script gets", seed_lottery),
-    ("Resizing 28x28 images to 96x96 (the seed's MXNet script) helps on Fashion-MNIST only, at a large cost",
+    ("Resizing 28x28 images to 96x96 (the blog post's MXNet script) helps on Fashion-MNIST only, at a large cost",
      resize),
     ("Each framework's own default initialisers (stock mode) decide whether a sigmoid LeNet leaves its plateau",
      defaults),
@@ -162,7 +162,7 @@ def cost_table(groups: Groups) -> str | None:
 
 
 def _label(name: str) -> str:
-    return "the seed's script" if name == SCRIPT_BACKEND else backends.label(name)
+    return "the blog post's script" if name == SCRIPT_BACKEND else backends.label(name)
 
 
 STOCK_HEADER = "| recipe, each framework on its own defaults | dataset |"

@@ -11,7 +11,7 @@ from backends import order, registry
 from common.results import SCRIPT_BACKEND
 
 # Each backend's colour and line style come from the registry (both differ, so the curves stay apart when printed
-# in grey); the seed's scripts have their own, and a backend not registered here (a plug-in's records) a grey one.
+# in grey); the blog post's scripts have their own, and a backend not registered here (a plug-in's records) a grey one.
 SCRIPT_STYLE = {"color": "#111111", "linestyle": (0, (1, 2)), "label": "the blog post's script"}
 UNREGISTERED_STYLE = {"color": "#adb5bd", "linestyle": "-"}
 # The whole band drawing stays about as dark as one series' band: each series' shade is this over their number.
@@ -30,7 +30,7 @@ def style(name: str) -> dict:
 
 
 def plot_order(names) -> list[str]:
-    """The registered frameworks first, then the seed's script, then the reference (as the legend reads)."""
+    """The registered frameworks first, then the blog post's script, then the reference (as the legend reads)."""
     ranked = order(set(names) - {SCRIPT_BACKEND})
     frameworks = [name for name in ranked if name not in registry() or registry()[name].role == "framework"]
     return frameworks + ([SCRIPT_BACKEND] if SCRIPT_BACKEND in names else []) + [n for n in ranked

@@ -28,8 +28,8 @@ from experiments.analysis.oracle_figures import oracle_markdown, read_oracle
 
 
 def label(name: str) -> str:
-    """A backend's display name from the registry; the seed's scripts are "the seed's script"."""
-    return "the seed's script" if name == SCRIPT_BACKEND else backends.label(name)
+    """A backend's display name from the registry; the blog post's scripts are "the blog post's script"."""
+    return "the blog post's script" if name == SCRIPT_BACKEND else backends.label(name)
 
 
 def is_reference(name: str) -> bool:
@@ -39,7 +39,7 @@ def is_reference(name: str) -> bool:
 
 
 def backend_order(present) -> list[str]:
-    """The backends (not the seed's script) among `present`, in registry order."""
+    """The backends (not the blog post's script) among `present`, in registry order."""
     return backends.order(set(present) - {SCRIPT_BACKEND})
 
 
@@ -56,7 +56,7 @@ TARGET_ACCURACY = {"mnist": 0.98, "fashion-mnist": 0.80}
 # Below this test accuracy a 10-class network is still on its plateau (predicting one class or near it).
 PLATEAU_ACCURACY = 0.20
 
-# What explains each recipe's curves: the seed's quirks, for the report and the README.
+# What explains each recipe's curves: the blog post's quirks, for the report and the README.
 RECIPE_NOTES = {
     "seed-torch": "Softmax inside `forward`, then `CrossEntropyLoss`, which applies log-softmax again: the loss "
     "sees probabilities as logits, so it cannot fall below about 1.46 and its gradients shrink; with lr 0.001 "
@@ -169,7 +169,7 @@ def side_by_side_rows(groups) -> list[dict[str, Any]]:
     for (variant, dataset, recipe), by_backend in groups.items():
         names = backend_order(by_backend)
         if not names:
-            continue  # only the seed's script ran here: the fidelity table shows it
+            continue  # only the blog post's script ran here: the fidelity table shows it
         baseline = next((name for name in names if not is_reference(name)), names[0])
         row: dict[str, Any] = {"variant": variant, "dataset": dataset, "recipe": recipe, "baseline": baseline,
                                "stats": {name: group_stats(by_backend[name]) for name in names},
@@ -255,11 +255,19 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = [f"`{row['recipe']}`", row["dataset"], *[_cells(row["stats"].get(name), ["test acc"])[0]
                                                          for name in names]]  # fmt: skip
-        verdicts = [f"{label(name)} {_verdict(c)}" for name, c in row["comparisons"].items()]
+        verdicts = [f"{label(name)} {_verdict(c)}" + _seed_note(row, name, c) for name, c in row["comparisons"].items()]
         baseline = "" if common_baseline else f" (as {label(row['baseline'])})"
         cells.append(", ".join(verdicts) + baseline if verdicts else "—")
         body.append(cells)
     return _markdown(header, body)
+
+
+def _seed_note(row: dict[str, Any], name: str, comparison: st.Comparison) -> str:
+    """Where a paired comparison's two columns hold different seeds: over which seeds it pairs them."""
+    mine, theirs = row["stats"][name]["n"], row["stats"][row["baseline"]]["n"]
+    if comparison.test != "paired" or mine == theirs:
+        return ""
+    return f" (over the {comparison.pairs} seeds both ran)"
 
 
 def differences_table(rows: list[dict[str, Any]]) -> str:
@@ -347,7 +355,7 @@ def script_comparison(recipe: str, mode: str, backend: str, script: Group, group
 
 
 def fidelity_rows(groups) -> list[dict[str, Any]]:
-    """Per seed recipe and dataset with reference runs of the seed's script: the script's final test accuracy,
+    """Per seed recipe and dataset with reference runs of the blog post's script: the script's final test accuracy,
     then each backend in each mode (with the same overrides), each compared with the script."""
     recipe_rank = {name: i for i, name in enumerate(spec.RECIPES)}
     rows = []
@@ -369,7 +377,7 @@ def fidelity_rows(groups) -> list[dict[str, Any]]:
 
 
 def fidelity_table(rows: list[dict[str, Any]]) -> str:
-    """Does the harness's recipe give what the seed's script gives? One line per script, backend and mode."""
+    """Does the harness's recipe give what the blog post's script gives? One line per script, backend and mode."""
     header = ["recipe", "dataset", "run by", "test acc", "95% CI of the mean", "s/epoch", "− script [95% CI]",
               "test, p", "reproduces the script"]  # fmt: skip
     body = []
@@ -417,8 +425,9 @@ def fidelity_section(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     entries = [(row["recipe"], row["dataset"], label, group) for row in rows for label, group, _ in row["entries"]]
-    return ["## Fidelity: does the harness reproduce the seed's scripts?", "",
-            "The seed's two scripts, as written, run as reference runs (`make reproduce-seed-scripts`): the PyTorch "
+    return ["## Fidelity: does the harness reproduce the blog post's scripts?", "",
+            "The blog post's two scripts, as written, run as reference runs (`make reproduce-seed-scripts`): the "
+            "PyTorch "
             "script is the reference for `seed-torch`, the MXNet one for `seed-mxnet`, each also on the other "
             "dataset (the dataset swapped, nothing else). Final test accuracy, mean ± std (n), with the 95% "
             "t-interval of the mean. Each backend and mode is compared with the script (difference of means, "
@@ -505,34 +514,201 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def plot_path(key: tuple[str, str, str]) -> Path:
+    """Where a group's plot lies in a results directory."""
+    return Path("plots") / f"{key[0]}_{key[1]}_{key[2]}.png"
+
+
+@dataclass
+class Model:
+    """The report's model of a results directory: its records, their groups and rows, and the report's Markdown.
+    The report, its plots and every page rendered from templates (experiments/docs.py) read their figures here."""
+
+    records: list[dict[str, Any]]
+    groups: dict[tuple[str, str, str], dict[str, Group]]
+    rows: list[dict[str, Any]]
+    text: str  # report.md
+
+    @classmethod
+    def build(cls, store: RunStore, mode: str | None = None) -> Model:
+        records = [r for r in store.records() if mode is None or r.get("mode", "shared") == mode]
+        left_out = len(store.left_out)
+        groups = group_records(records)
+        rows = side_by_side_rows(groups)
+        fidelity = fidelity_rows(groups)
+        summary = runs_summary(records) + (f"; {left_out} more left out, their content changed after they were "
+                                           "written or damaged (named on stderr)" if left_out else "")  # fmt: skip
+        text = report_markdown(rows, {key: plot_path(key) for key in groups}, summary, fidelity,
+                               read_oracle(store.root), machines_table(records), versions_table(records),
+                               findings_table(groups, rows), cost_table(groups),
+                               stock_table(groups, PLATEAU_ACCURACY))  # fmt: skip
+        return cls(records, groups, rows, text)
+
+    def table(self, header: str) -> str:
+        """The report's table whose header row starts with `header` (DOCUMENTED_TABLES names them)."""
+        lines = self.text.splitlines()
+        span = table_span(lines, header)
+        if span is None:
+            raise KeyError(f"the report has no table {header!r}")
+        return "\n".join(lines[span[0] : span[1]])
+
+    # the tables the README and the docs show, as the report writes them
+    results = property(lambda self: self.table(DOCUMENTED_TABLES[0]))
+    fidelity = property(lambda self: self.table(DOCUMENTED_TABLES[1]))
+    findings = property(lambda self: self.table(DOCUMENTED_TABLES[2]))
+    costs = property(lambda self: self.table(DOCUMENTED_TABLES[3]))
+    stock = property(lambda self: self.table(DOCUMENTED_TABLES[4]))
+
+    def finals(self, variant: str, dataset: str, recipe: str, backend: str) -> list[float]:
+        """The final test accuracies of one group's complete runs (empty where there is none)."""
+        group = self.groups.get((variant, dataset, recipe), {}).get(backend)
+        return group.finals("test_accuracy") if group else []
+
+    def pm(self, variant: str, dataset: str, recipe: str, backend: str) -> str:
+        """A group's final test accuracy as the report writes it: mean ± std (n)."""
+        return st.pm(*mean_std(self.finals(variant, dataset, recipe, backend)), digits=2, percent=True)
+
+    @property
+    def findings_list(self) -> list[tuple[str, str]]:
+        """(what the runs show, the figure behind it) of every finding whose runs exist, in the findings' order."""
+        from experiments.analysis.findings import FINDINGS
+
+        found = [(text, figure(self.groups, self.rows)) for text, figure in FINDINGS]
+        return [(text, measured) for text, measured in found if measured]
+
+    @property
+    def resize_cost(self) -> str:
+        """How many times the 28x28 network's FLOPs the 96x96 one does, as the findings write it."""
+        return f"{spec.flops_ratio('seed-mxnet', 'seed-mxnet-28'):.1f}"
+
+    def seeds_table(self) -> str:
+        """How many complete runs each group has: mode, recipe, dataset, then each backend's count."""
+        body = []
+        for (variant, dataset, recipe), by_backend in self.groups.items():
+            names = plot_order_of(by_backend)
+            body.append([variant, f"`{recipe}`", dataset,
+                         ", ".join(f"{label(n)} {len(by_backend[n].complete)}" for n in names)])  # fmt: skip
+        return _markdown(["mode", "recipe", "dataset", "seeds (complete runs) per backend"], body)
+
+    def made_by(self) -> str:
+        """Which releases and processors made each mode's runs (a Markdown table): each framework's own package at
+        every version its runs name, and every processor the records name."""
+        return made_by_table(self.records)
+
+    plateau = PLATEAU_ACCURACY
+
+    def section(self, heading: str) -> str:
+        """The report's section under `## heading` (to the next section of that level), heading left out."""
+        lines = self.text.splitlines()
+        start = lines.index(f"## {heading}") + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+        return "\n".join(lines[start:end]).strip()
+
+    def excerpt(self, section: str, header: str, where: dict[str, str] | None = None) -> str:
+        """Some rows of one of the report's tables: the first table in `section` whose header row starts with
+        `header`, its rows kept where each column named in `where` holds one of the comma-separated values given
+        (a recipe's backticks aside); columns left empty by the rows kept are left out."""
+        lines = self.section(section).splitlines()
+        span = table_span(lines, header)
+        if span is None:
+            raise KeyError(f"the report's section {section!r} has no table {header!r}")
+        cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines[span[0] : span[1]]]
+        names, rows = cells[0], cells[2:]
+        for column, values in (where or {}).items():
+            index = names.index(column)
+            rows = [row for row in rows if row[index].strip("`") in values.split(",")]
+        used = [i for i in range(len(names)) if any(row[i] for row in rows)]
+        return _markdown([names[i] for i in used], [[row[i] for i in used] for row in rows])
+
+    # ---- single figures, for prose rendered from templates (experiments/docs.py) ----
+
+    def group(self, variant: str, dataset: str, recipe: str, backend: str) -> Group:
+        group = self.groups.get((variant, dataset, recipe), {}).get(backend)
+        if group is None:
+            raise KeyError(f"no runs of {backend} {recipe} on {dataset} ({variant})")
+        return group
+
+    def accuracy(self, variant: str, dataset: str, recipe: str, backend: str, seed: int | None = None,
+                 epoch: int | None = None, digits: int = 2) -> str:
+        """A test accuracy in percent: one seed's (after `epoch`, default the last), or the mean over the complete
+        runs of the group after `epoch`."""
+        runs = self.group(variant, dataset, recipe, backend).complete
+        if seed is not None:
+            runs = [r for r in runs if r["seed"] == seed]
+            if not runs:
+                raise KeyError(f"no complete run of seed {seed} of {backend} {recipe} on {dataset} ({variant})")
+        values = [r["epochs"][(epoch or len(r["epochs"])) - 1]["test_accuracy"] for r in runs]
+        return f"{100 * float(np.mean(values)):.{digits}f}%"
+
+    def seed_range(self, variant: str, dataset: str, recipe: str, backend: str) -> str:
+        """'75.37% to 93.96%': the lowest and highest final test accuracy over the group's seeds."""
+        finals = self.finals(variant, dataset, recipe, backend)
+        return f"{100 * min(finals):.2f}% to {100 * max(finals):.2f}%"
+
+    def difference(self, variant: str, dataset: str, recipe: str, backend: str) -> str:
+        """The backend − the baseline in final test accuracy with its 95% interval, as the report writes it."""
+        row = next(r for r in self.rows if (r["variant"], r["dataset"], r["recipe"]) == (variant, dataset, recipe))
+        return _difference(row["comparisons"][backend])
+
+    def seeds(self, variant: str, dataset: str, recipe: str, backend: str) -> int:
+        return len(self.group(variant, dataset, recipe, backend).complete)
+
+    def std(self, variant: str, dataset: str, recipe: str, backend: str) -> str:
+        """The seed-to-seed standard deviation of the final test accuracy, in points."""
+        return f"{100 * mean_std(self.finals(variant, dataset, recipe, backend))[1]:.1f}"
+
+    def seeds_for(self, variant: str, dataset: str, recipe: str, backend: str, sides: int = 1) -> int:
+        """About how many seeds a side put a mean (sides=1) or a difference of two independent means (sides=2)
+        within ±MARGIN at the stated confidence, at this group's seed-to-seed spread (normal approximation)."""
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(1 - st.ALPHA / 2)
+        spread = mean_std(self.finals(variant, dataset, recipe, backend))[1]
+        return math.ceil(sides * (z * spread / st.MARGIN) ** 2)
+
+    def seconds_per_epoch(self, variant: str, dataset: str, recipe: str, backend: str) -> str:
+        return f"{group_stats(self.group(variant, dataset, recipe, backend))['seconds_per_epoch']:.1f}"
+
+    def plateau_epochs(self, variant: str, dataset: str, recipe: str, backend: str) -> str:
+        """'2 / 6 / 3': each seed's epochs below the plateau's accuracy, in seed order."""
+        runs = sorted(self.group(variant, dataset, recipe, backend).complete, key=lambda r: r["seed"])
+        return " / ".join(str(sum(row["test_accuracy"] < PLATEAU_ACCURACY for row in r["epochs"])) for r in runs)
+
+    def left_plateau(self, variant: str, dataset: str, recipe: str, backend: str) -> str:
+        """'2 of 10': how many seeds ended above the plateau."""
+        finals = self.finals(variant, dataset, recipe, backend)
+        return f"{sum(a >= PLATEAU_ACCURACY for a in finals)} of {len(finals)}"
+
+    def runs(self, variant: str | None = None) -> int:
+        return sum(variant is None or variant_name(r["mode"], r["limit"], r["epochs_override"]) == variant
+                   for r in self.records)  # fmt: skip
+
+
+PUBLISHED = Path(__file__).resolve().parents[2] / "docs" / "results"
+
+
+def published_model() -> Model:
+    """The model of the committed runs (docs/results/)."""
+    return Model.build(RunStore(PUBLISHED))
+
+
 def write_report(store: RunStore, mode: str | None = None) -> str:
     """Write report.md, report.csv and one PNG per (variant, dataset, recipe) into the results directory."""
     from experiments.analysis.plots import plot_group
 
-    records = [r for r in store.records() if mode is None or r.get("mode", "shared") == mode]
+    model = Model.build(store, mode)
+    for key, by_backend in model.groups.items():
+        write_atomic(store.root / plot_path(key), plot_group(key, by_backend))
+    write_atomic(store.root / "report.md", model.text.encode())
+    write_atomic(store.root / "report.csv", csv_text(model.rows).encode())
     left_out = len(store.left_out)
-    groups = group_records(records)
-    rows = side_by_side_rows(groups)
-    plots = {}
-    for key, by_backend in groups.items():
-        path = Path("plots") / f"{key[0]}_{key[1]}_{key[2]}.png"
-        write_atomic(store.root / path, plot_group(key, by_backend))
-        plots[key] = path
-    fidelity = fidelity_rows(groups)
-    summary = runs_summary(records) + (f"; {left_out} more left out, their content changed after they were written "
-                                       "or damaged (named on stderr)" if left_out else "")  # fmt: skip
-    text = report_markdown(rows, plots, summary, fidelity, read_oracle(store.root),
-                           machines_table(records), versions_table(records), findings_table(groups, rows),
-                           cost_table(groups), stock_table(groups, PLATEAU_ACCURACY))  # fmt: skip
-    write_atomic(store.root / "report.md", text.encode())
-    write_atomic(store.root / "report.csv", csv_text(rows).encode())
-    return (f"wrote {store.root / 'report.md'}, report.csv and {len(plots)} plots from {len(records)} runs"
-            + (f" ({left_out} left out: see above)" if left_out else ""))
+    return (f"wrote {store.root / 'report.md'}, report.csv and {len(model.groups)} plots from {len(model.records)} "
+            "runs" + (f" ({left_out} left out: see above)" if left_out else ""))
 
 
 def machines_table(records: list[dict[str, Any]]) -> str:
-    """How many runs of each backend each machine made (records name the processor since 2026-12-02; older
-    ones only their host name), with what the records say of the kernels beyond the processor (kernel_note)."""
+    """How many runs of each backend each machine made (by processor; a record that does not name one, by its host
+    name), with what the records say of the kernels beyond the processor (kernel_note)."""
     from common.machine import summary
 
     counts: dict[str, dict[str, int]] = {}
@@ -566,6 +742,40 @@ def versions_table(records: list[dict[str, Any]]) -> str:
         counts[label(record["backend"]), versions or "not recorded", where] += 1
     body = [[name, versions, where, str(n)] for (name, versions, where), n in sorted(counts.items())]
     return _markdown(["backend", "versions", "environment", "runs"], body)
+
+
+def made_by_table(records: list[dict[str, Any]]) -> str:
+    """mode | runs | releases (each backend's first package, every version) | processors."""
+    from common.machine import widest_isa
+
+    modes: dict[str, dict[str, Any]] = {}
+    for record in records:
+        meta = record.get("meta", {})
+        mode = modes.setdefault(record["mode"], {"runs": 0, "releases": defaultdict(set), "processors": set()})
+        mode["runs"] += 1
+        versions = meta.get("versions", {})
+        package = next(iter(versions), None)
+        if package is not None:
+            mode["releases"][record["backend"]].add(f"{package} {versions[package]}")
+        machine = meta.get("machine")
+        mode["processors"].add(", ".join(filter(None, [machine.get("cpu", "unknown"), widest_isa(machine)]))
+                               if machine else "not recorded")  # fmt: skip
+    body = []
+    for mode, seen in modes.items():
+        releases = "; ".join(f"{label(name)}: {', '.join(sorted(seen['releases'][name], key=_version_key))}"
+                             for name in plot_order_of(seen["releases"]))  # fmt: skip
+        body.append([mode, str(seen["runs"]), releases, "; ".join(sorted(seen["processors"]))])
+    return _markdown(["mode", "runs", "releases (each framework's own package)", "processors"], body)
+
+
+def _version_key(text: str) -> tuple:
+    """'jax 0.4.23' before 'jax 0.10.2'."""
+    return tuple(int(part) if part.isdigit() else 0 for part in text.split()[-1].split("+")[0].split("."))
+
+
+def plot_order_of(names) -> list[str]:
+    """Registry order, the blog post's script last."""
+    return backend_order(names) + ([SCRIPT_BACKEND] if SCRIPT_BACKEND in names else [])
 
 
 def runs_summary(records: list[dict[str, Any]]) -> str:
@@ -606,7 +816,7 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
     out += fidelity_section(fidelity or [])
     for row in fidelity or []:
         key = (row["variant"], row["dataset"], row["recipe"])
-        title = f"{row['recipe']}: the seed's script and the harness, {row['dataset']}"
+        title = f"{row['recipe']}: the blog post's script and the harness, {row['dataset']}"
         out += [f"![{title}]({plots[key].as_posix()})", ""]
     for variant in dict.fromkeys(row["variant"] for row in rows):
         variant_rows = [row for row in rows if row["variant"] == variant]
@@ -635,9 +845,9 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
         out += ["## Where the runs were made", "",
                 "Float arithmetic depends on the kernels a framework picks for the processor, so runs made on "
                 "different machines drift apart by float rounding from the same weights and batches (`make verify` "
-                "measures how far; docs/verify.md). Records name the processor since 2026-12-02. TensorFlow's "
-                "runs also say whether its oneDNN kernels ran: TensorFlow turns them on by default only on "
-                "processors with AVX-512 VNNI/BF16, AVX-VNNI or AMX, and the backend pins them on since 2026-12-06 "
+                "measures how far; docs/verify.md). A record that does not name its processor is counted by its host. "
+                "TensorFlow's runs also say whether its oneDNN kernels ran: TensorFlow turns them on by default only "
+                "on processors with AVX-512 VNNI/BF16, AVX-VNNI or AMX; the backend turns them on everywhere "
                 "(docs/tensorflow.md):", "",
                 machines, ""]  # fmt: skip
     if costs:
@@ -682,11 +892,12 @@ def _variant_note(variant: str) -> str:
     limit = variant.partition("-limit")[2]
     text = {
         "shared": "Every backend starts each seed from the same initial weights (made in NumPy; for `seed-torch` and "
-        "`seed-torch-fixed` they are PyTorch's own for that seed, as the seed's script draws them) and sees the same "
+        "`seed-torch-fixed` they are PyTorch's own for that seed, as the blog post's script draws them) and sees the "
+        "same "
         "batches in the same order: their curves differ only by the frameworks' arithmetic.",
         "native": "Each framework uses its own initialisers and its own shuffling, as two independent scripts would "
         "(same distributions, each framework's own random numbers): the backends' curves differ as independent "
-        "runs do. The seed's own scripts, where they ran, are native runs too.",
+        "runs do. The blog post's own scripts, where they ran, are native runs too.",
         "stock": "Each framework as a student's port would have it: its own default initialisers (PyTorch's "
         "kaiming-uniform(a=√5) with uniform biases, Keras's Glorot-uniform, Flax's LeCun-normal, Gluon's "
         "Uniform(0.07), the last three with zero biases), its own random numbers and its own shuffling; everything "
@@ -697,6 +908,8 @@ def _variant_note(variant: str) -> str:
 
 # The report's tables that the documentation carries verbatim (README.md all but the second, docs/fidelity.md the
 # second), each found by its header row's first cells; tests/test_published.py holds the copies to these.
+# The tables the README and the docs show, by their header rows (Model.results, .fidelity, .findings, .costs,
+# .stock): the pages rendered from templates take them from the report's model (experiments/docs.py).
 DOCUMENTED_TABLES = ("| recipe | dataset | PyTorch test acc |", "| recipe | dataset | run by |", FINDINGS_HEADER,
                      COST_HEADER, STOCK_HEADER)
 
@@ -710,21 +923,3 @@ def table_span(lines: list[str], header: str) -> tuple[int, int] | None:
     while end < len(lines) and lines[end].startswith("|"):
         end += 1
     return start, end
-
-
-def sync_tables(report: Path, document: Path) -> list[str]:
-    """Replace each DOCUMENTED_TABLES table that `document` holds with the report's own; returns the headers of
-    the tables replaced (the document is rewritten atomically, and only if one changed)."""
-    source, original = report.read_text().splitlines(), document.read_text()
-    lines = original.splitlines()
-    synced = []
-    for header in DOCUMENTED_TABLES:
-        theirs, ours = table_span(source, header), table_span(lines, header)
-        if theirs is None or ours is None:
-            continue
-        lines[ours[0] : ours[1]] = source[theirs[0] : theirs[1]]
-        synced.append(header)
-    text = "\n".join(lines) + ("\n" if original.endswith("\n") else "")
-    if synced and text != original:
-        write_atomic(document, text.encode())
-    return synced

@@ -112,7 +112,8 @@ def start_model(backend: Backend, key: RunKey, recipe: spec.Recipe, device: str)
 
 
 class Session(Protocol):
-    """What `train_run` drives, epoch by epoch: a backend's model on the harness's loop, or a seed script."""
+    """What `train_run` drives, epoch by epoch: a backend's model on the harness's loop, or one of the blog post's
+    scripts."""
 
     threads: int
 
@@ -177,7 +178,7 @@ class HarnessSession:
 
 
 def open_session(key: RunKey, recipe: spec.Recipe, device: str) -> Session:
-    """The harness for a registered backend; the seed's own script for 'script'."""
+    """The harness for a registered backend; the blog post's own script for 'script'."""
     if key.backend == SCRIPT_BACKEND:
         from experiments.running.seed_scripts import open_reference_run
 
@@ -186,10 +187,10 @@ def open_session(key: RunKey, recipe: spec.Recipe, device: str) -> Session:
 
 
 def framework_of(key: RunKey) -> str:
-    """The registered backend whose framework trains the run (for the seed's scripts: the one each script uses)."""
+    """The registered backend whose framework trains the run (for the blog post's scripts: the one each script uses)."""
     backend = key.spec().script_backend if key.backend == SCRIPT_BACKEND else key.backend
     if backend is None:
-        raise UserError(f"{key.recipe} reproduces no seed script: run it with a registered backend")
+        raise UserError(f"{key.recipe} reproduces none of the blog post's scripts: run it with a registered backend")
     return backend
 
 

@@ -1,9 +1,9 @@
-"""`make bench`: the seed's scripts as written against the harness, same recipe, dataset and work, one run: the
+"""`make bench`: the blog post's scripts as written against the harness, same recipe, dataset and work, one run: the
 harness in the script's own framework, and in every other framework (the fastest way to the script's result).
 
 Each measurement runs in a fresh process (so imports, threads and memory are each side's own), and each
 repetition starts the sides one further along (`rotated`), so that machine noise hits every side alike. Both
-sides time the same number of optimiser steps of the same batch size, training only (the seed's MXNet
+sides time the same number of optimiser steps of the same batch size, training only (the blog post's MXNet
 script runs train_ch5 with its test pass switched off); one-time set-up (building datasets, resizing) is
 timed apart. The machine's peak FLOP/s is taken from a float32 GEMM measured in the same run.
 
@@ -93,7 +93,7 @@ def harness_side(pair: Pair, steps: int) -> dict:
 
 
 def seed_side(pair: Pair, steps: int) -> dict:
-    """Time `steps` training steps of the seed's script, as written."""
+    """Time `steps` training steps of the blog post's script, as written."""
     import importlib
 
     module = importlib.import_module(pair.seed_module)
@@ -142,7 +142,7 @@ def epoch_seconds(figures: dict, steps_a_epoch: int) -> float:
 
 
 def compare(pair: Pair, steps: int, reps: int) -> dict:
-    """Interleaved repetitions of the seed's script, the harness in its framework and the harness in every other
+    """Interleaved repetitions of the blog post's script, the harness in its framework and the harness in every other
     framework, rotating the order; medians by side ("seed", "harness", then each other framework's name)."""
     others = [name for name in frameworks() if name != pair.backend]
     sides = ["seed", "harness", *others]
@@ -233,13 +233,13 @@ def report_lines(pair: Pair, result: dict, peak: float) -> list[str]:
 
 
 NAME = "bench"
-HELP = "time the seed's scripts against the harness, or the backends (--backends), side by side in one run"
+HELP = "time the blog post's scripts against the harness, or the backends (--backends), side by side in one run"
 
 
 @dataclass(frozen=True)
 class Config:
     reps: int = 5  # interleaved repetitions of each side; medians are reported
-    backends: bool = False  # every registered backend side by side, instead of the seed's scripts
+    backends: bool = False  # every registered backend side by side, instead of the blog post's scripts
     steps: int | None = None  # training steps timed per side; None: each script's own
     malloc_default: tuple[str, ...] = ()  # with --backends: these backends also timed with glibc's own malloc
 
@@ -263,7 +263,7 @@ def child(payload: dict) -> int:
 
 
 def run(config: Config) -> int:
-    """`lenet-repro bench`: the seed's scripts against the harness, or (--backends) every backend."""
+    """`lenet-repro bench`: the blog post's scripts against the harness, or (--backends) every backend."""
     started = time.perf_counter()
     peak = gemm_peak_flops()
     print(f"machine: {os.cpu_count()} cores; float32 GEMM peak {peak / 1e9:.1f} GFLOP/s (NumPy, 2048x2048)")

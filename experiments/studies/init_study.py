@@ -3,7 +3,7 @@
 The PyTorch backend trains `seed-torch` for each seed twice, with the *same* batches (the shared NumPy order)
 and two sources of initial weights: NumPy's default generator drawing PyTorch's distribution (`common.init`
 with source "numpy-pcg64", what shared mode loaded before it replayed PyTorch's own generator) and PyTorch's
-own initialisers (`native_init`, as the seed's script and native mode draw them). Only the initial weights
+own initialisers (`native_init`, as the blog post's script and native mode draw them). Only the initial weights
 differ, so a difference between the arms is the initialisation's; none means a gap is the seeds'.
 A third source, `--arms mxnet`, takes MXNet's native initial weights for the seed (MXNet's initialisers set to
 the recipe's distributions, as MXNet's native mode draws them), still trained by PyTorch on the shared batches:

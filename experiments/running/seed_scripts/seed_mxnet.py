@@ -52,8 +52,8 @@ from common import data as lenet_data
 from common.errors import UserError, run_cli
 from common.train import EpochOutcome
 
-BATCH_SIZE = 256  # the seed's batch_size
-RESIZE = 96  # the seed's resize=96
+BATCH_SIZE = 256  # the blog post's batch_size
+RESIZE = 96  # the blog post's resize=96
 EPOCH_LINE = re.compile(r"epoch (\d+), loss (\S+), train acc (\S+), test acc (\S+), time (\S+) sec")
 
 
@@ -100,7 +100,7 @@ def local_fashion_mnist(data_root: lenet_data.StrPath | None = None, dataset: st
 
 def load_data(data_root: lenet_data.StrPath | None = None, dataset: str = "fashion-mnist",
               limit: int | None = None) -> tuple[gluon.data.DataLoader, gluon.data.DataLoader]:
-    """The seed's `d2l.load_data_fashion_mnist(batch_size=256, resize=96)`, reading the verified local files."""
+    """The blog post's `d2l.load_data_fashion_mnist(batch_size=256, resize=96)`, reading the verified local files."""
     root = str(lenet_data.data_dir(data_root) / dataset)  # unused by the patch; keeps ~/.mxnet untouched
     with local_fashion_mnist(data_root, lenet_data.check_dataset(dataset), limit):
         return d2l.load_data_fashion_mnist(batch_size=BATCH_SIZE, resize=RESIZE, root=root)
@@ -186,11 +186,11 @@ def _last_epoch(log: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The seed's script
+# The blog post's script
 
 
 def build_net() -> nn.Sequential:
-    """The seed's network, verbatim."""
+    """The blog post's network, verbatim."""
     net = nn.Sequential()
     net.add(nn.Conv2D(channels=6, kernel_size=5, activation='sigmoid'),
             nn.MaxPool2D(pool_size=2, strides=2),
@@ -222,7 +222,7 @@ def run(epochs: int = 10, max_steps: int | None = None, quiet: bool = True, seed
     """Run the seed script for `epochs` (or until `max_steps` optimiser steps) and return counts and timings.
 
     `seconds` is train_ch5's wall time, which includes its per-epoch test evaluation (`eval_seconds`; part of
-    the seed's cost) unless evaluate=False; `train_seconds` is the rest. `setup_seconds` covers the net, its
+    the blog post's cost) unless evaluate=False; `train_seconds` is the rest. `setup_seconds` covers the net, its
     initialisation, the datasets, the loaders (forking 2 x 4 workers) and the trainer.
     """
     if epochs < 1 or (max_steps is not None and max_steps < 1):
@@ -273,7 +273,7 @@ class _LabelTap:
 class ReferenceRun:
     """The seed script as a reference run (a runs.Session): set up as `run` does, trained one epoch at a time.
 
-    Set-up follows `run`: MXNet, NumPy and Python seeded, the seed's net, `try_gpu()`, Xavier, the seed's
+    Set-up follows `run`: MXNet, NumPy and Python seeded, the blog post's net, `try_gpu()`, Xavier, the blog post's
     loaders, SGD lr 0.9. Each epoch is `d2l.train_ch5(..., num_epochs=1)`: its loop is d2lzh's own, and it
     prints (and we keep) its loss, train acc and test acc. Gluon's loader shuffles with NumPy's global RNG,
     which the state saves, so a resumed run continues with the same batches.
@@ -349,7 +349,7 @@ class ReferenceRun:
         return outcome
 
     def evaluate(self) -> tuple[float, float]:
-        """(mean test loss, test accuracy) over the seed's test loader, outside train_ch5."""
+        """(mean test loss, test accuracy) over the blog post's test loader, outside train_ch5."""
         loss_sum, correct, count = 0.0, 0, 0
         for X, y in self.test_iter:
             X, y = X.as_in_context(self.ctx), y.as_in_context(self.ctx)
@@ -390,7 +390,7 @@ class ReferenceRun:
 def main(argv: list[str] | None = None) -> int:
     """`python -m experiments.running.seed_scripts.seed_mxnet`: run the seed script and print the result as JSON."""
     parser = argparse.ArgumentParser(prog="python -m experiments.running.seed_scripts.seed_mxnet",
-                                     description="The seed's MXNet Gluon LeNet on local Fashion-MNIST, timed.")
+                                     description="The blog post's MXNet Gluon LeNet on local Fashion-MNIST, timed.")
     parser.add_argument("--epochs", type=int, default=10, help="epochs (the seed: 10)")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in all")
     parser.add_argument("--seed", type=int, default=0, help="MXNet and NumPy RNG seed (default 0)")

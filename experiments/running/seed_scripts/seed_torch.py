@@ -5,9 +5,9 @@ Faithful to the post's complete script (the recipe is written out in docs/seed.m
 Changed only where it must be: (1) the dataset is read from the verified local files (download=False, from a
 torchvision root built by `prepare_root`); (2) the caller chooses the epochs and may stop after `max_steps`
 optimiser steps; (3) the timings are returned, and the every-200-batches print can be silenced (loss.item()
-stays: it is part of the seed's per-step cost).
+stays: it is part of the blog post's per-step cost).
 
-`ReferenceRun` trains the script as a reference run of the harness (backend 'script'): the seed's `train`
+`ReferenceRun` trains the script as a reference run of the harness (backend 'script'): the blog post's `train`
 loop, one epoch per call, on MNIST or Fashion-MNIST (torchvision's FashionMNIST class in place of MNIST,
 nothing else changed), with a forward hook on the criterion recording each step's loss and the test set
 evaluated after each epoch outside the loop.
@@ -41,7 +41,7 @@ from common import data as lenet_data
 from common.errors import UserError, run_cli
 from common.train import EpochOutcome
 
-BATCH_SIZE = 64  # the seed's DataLoader batch size
+BATCH_SIZE = 64  # the blog post's DataLoader batch size
 ROOT_NAME = ".seed-torch-root"  # under the data folder; torchvision reads <root>/<class name>/raw/<IDX name>
 # The torchvision dataset class per dataset: the seed uses MNIST; Fashion-MNIST swaps in its class, nothing else.
 DATASET_CLASSES = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}
@@ -49,14 +49,14 @@ TEST_BATCH = 1000  # the harness's test pass (no gradient: the batch size change
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The seed's model, verbatim (its comments translated)
+# The blog post's model, verbatim (its comments translated)
 
 
 class LeNet(nn.Module):
-    """The seed's LeNet, exactly as written (ReLU, max pooling, softmax in forward)."""
+    """The blog post's LeNet, exactly as written (ReLU, max pooling, softmax in forward)."""
 
     def __init__(self):
-        super(LeNet, self).__init__()  # noqa: UP008 - the seed's spelling
+        super(LeNet, self).__init__()  # noqa: UP008 - the blog post's spelling
         self.conv1 = nn.Conv2d(1, 6, 5)  # 1 input channel, 6 output channels, 5x5 kernel
         self.pool = nn.MaxPool2d(2, 2)  # max pooling, 2x2 window
         self.conv2 = nn.Conv2d(6, 16, 5)  # 6 input channels, 16 output channels, 5x5 kernel
@@ -65,7 +65,7 @@ class LeNet(nn.Module):
         self.fc3 = nn.Linear(84, 10)  # output layer, 10 classes
 
     def forward(self, x):
-        """The seed's forward pass, ending in softmax (CrossEntropyLoss then applies log-softmax again)."""
+        """The blog post's forward pass, ending in softmax (CrossEntropyLoss then applies log-softmax again)."""
         x = self.pool(torch.relu(self.conv1(x)))
         x = self.pool(torch.relu(self.conv2(x)))
         x = x.view(-1, 16*4*4)
@@ -135,7 +135,7 @@ def _fill_root(root: Path, dataset: str, data_root: lenet_data.StrPath | None) -
 
 
 def dataset_class(dataset: str) -> type[torchvision.datasets.MNIST]:
-    """torchvision's class for `dataset` ('mnist': the seed's MNIST; 'fashion-mnist': FashionMNIST)."""
+    """torchvision's class for `dataset` ('mnist': the blog post's MNIST; 'fashion-mnist': FashionMNIST)."""
     return DATASET_CLASSES[lenet_data.check_dataset(dataset)]
 
 
@@ -155,12 +155,12 @@ def prepare_root(target: lenet_data.StrPath | None = None, data_root: lenet_data
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The seed's data, model set-up and loop
+# The blog post's data, model set-up and loop
 
 
 def seed_dataset(root: lenet_data.StrPath, dataset: str = "mnist", train: bool = True,
                  limit: int | None = None) -> torch.utils.data.Dataset:
-    """The seed's transform and dataset (download=False, the local root); `limit`: only the first examples."""
+    """The blog post's transform and dataset (download=False, the local root); `limit`: only the first examples."""
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
     trainset = dataset_class(dataset)(root=str(root), train=train, download=False, transform=transform)
     return trainset if limit is None else torch.utils.data.Subset(trainset, range(min(limit, len(trainset))))
@@ -168,7 +168,7 @@ def seed_dataset(root: lenet_data.StrPath, dataset: str = "mnist", train: bool =
 
 def build_loader(root: lenet_data.StrPath, dataset: str = "mnist", limit: int | None = None
                  ) -> torch.utils.data.DataLoader:
-    """The seed's DataLoader over the training set."""
+    """The blog post's DataLoader over the training set."""
     trainset = seed_dataset(root, dataset, True, limit)
     trainloader = torch.utils.data.DataLoader(trainset, batch_size=BATCH_SIZE, shuffle=True)
     return trainloader
@@ -176,7 +176,7 @@ def build_loader(root: lenet_data.StrPath, dataset: str = "mnist", limit: int | 
 
 def train(net, trainloader, criterion, optimizer, epochs: int = 10, max_steps: int | None = None,
           quiet: bool = True) -> tuple[int, int, float]:
-    """The seed's training loop; returns (steps, examples, last loss). Additions: counters, limit, quiet."""
+    """The blog post's training loop; returns (steps, examples, last loss). Additions: counters, limit, quiet."""
     steps, examples, loss = 0, 0, None
     for epoch in range(epochs):  # the seed: range(10), "loop over the dataset 10 times"
         running_loss = 0.0
@@ -205,19 +205,19 @@ def train(net, trainloader, criterion, optimizer, epochs: int = 10, max_steps: i
 
 def run(epochs: int = 10, max_steps: int | None = None, quiet: bool = True, seed: int = 0,
         threads: int | None = None, root: lenet_data.StrPath | None = None, evaluate: bool = False) -> dict:
-    """Run the seed script for `epochs` (or until `max_steps` optimiser steps) and return counts and timings.
+    """Run the blog post's script for `epochs` (or until `max_steps` optimiser steps) and return counts and timings.
 
     `seconds` is the training loop's wall time; `setup_seconds` covers the root check, dataset, loader, model
     and optimiser. `root` is the torchvision root to use (default: see prepare_root). The script never evaluates
     on the test set, so `evaluate` (which the MXNet script's runner takes too) can only be False.
     """
     if evaluate:
-        raise UserError("the seed's PyTorch script has no test pass to time (evaluate must be False)")
+        raise UserError("the blog post's PyTorch script has no test pass to time (evaluate must be False)")
     if epochs < 1 or (max_steps is not None and max_steps < 1):
         raise UserError(f"epochs and max_steps must be at least 1 (got {epochs}, {max_steps})")
     if threads is not None:
         torch.set_num_threads(threads)
-    torch.manual_seed(seed)  # the seed script leaves the RNG unseeded; fixing it makes runs repeatable
+    torch.manual_seed(seed)  # the blog post's script leaves the RNG unseeded; fixing it makes runs repeatable
     start = time.perf_counter()
     trainloader = build_loader(prepare_root(root))
     net = LeNet()
@@ -236,8 +236,8 @@ def run(epochs: int = 10, max_steps: int | None = None, quiet: bool = True, seed
 class ReferenceRun:
     """The seed script as a reference run (a runs.Session): set up as `run` does, trained one epoch at a time.
 
-    Set-up follows `run`: torch.manual_seed(seed), the seed's loader, `LeNet()` (PyTorch's own initialisers),
-    CrossEntropyLoss, SGD(lr 0.001, momentum 0.9). Each epoch is the seed's `train` loop with epochs=1: the loop
+    Set-up follows `run`: torch.manual_seed(seed), the blog post's loader, `LeNet()` (PyTorch's own initialisers),
+    CrossEntropyLoss, SGD(lr 0.001, momentum 0.9). Each epoch is the blog post's `train` loop with epochs=1: the loop
     body is the script's, and `running_loss` restarts each epoch as it does in the script's 10-epoch loop. The
     DataLoader's shuffle draws from torch's global RNG, which the state saves, so a resumed run continues with
     the same batches. On the CPU, as the script runs.
@@ -246,7 +246,7 @@ class ReferenceRun:
     def __init__(self, dataset: str, seed: int, limit: int | None = None, device: str = "auto",
                  data_root: lenet_data.StrPath | None = None) -> None:
         if device == "gpu":
-            raise UserError("the seed's PyTorch script runs on the CPU (it never moves the model): use DEVICE=cpu")
+            raise UserError("the blog post's PyTorch script runs on the CPU (it never moves the model): use DEVICE=cpu")
         torch.manual_seed(seed)
         root = prepare_root(data_root=data_root, dataset=dataset)
         self.trainloader = build_loader(root, dataset, limit)
@@ -275,7 +275,7 @@ class ReferenceRun:
         return environments.current()  # the script runs in its framework's environment (run-one hands it there)
 
     def train_epoch(self, epoch: int, on_step=None) -> EpochOutcome:
-        """One epoch of the seed's loop; a hook on the criterion records each step's loss and correct count."""
+        """One epoch of the blog post's loop; a hook on the criterion records each step's loss and correct count."""
         outcome = EpochOutcome()
         total = len(self.trainloader)
 
@@ -299,7 +299,8 @@ class ReferenceRun:
         return outcome
 
     def evaluate(self) -> tuple[float, float]:
-        """(mean test loss, test accuracy): the criterion on the net's outputs (the seed's softmax), no gradient."""
+        """(mean test loss, test accuracy): the criterion on the net's outputs (the blog post's softmax), no
+        gradient."""
         was_training = self.net.training
         self.net.eval()
         loss_sum, correct, count = 0.0, 0, 0
@@ -329,14 +330,15 @@ class ReferenceRun:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m experiments.running.seed_scripts.seed_torch`: run the seed script and print the result as JSON."""
+    """`python -m experiments.running.seed_scripts.seed_torch`: run the blog post's script and print the result as
+    JSON."""
     parser = argparse.ArgumentParser(prog="python -m experiments.running.seed_scripts.seed_torch",
-                                     description="The seed's PyTorch LeNet on local MNIST, timed.")
+                                     description="The blog post's PyTorch LeNet on local MNIST, timed.")
     parser.add_argument("--epochs", type=int, default=10, help="epochs (the seed: 10)")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in all")
     parser.add_argument("--seed", type=int, default=0, help="torch RNG seed (default 0)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--verbose", action="store_true", help="print the seed's loss lines")
+    parser.add_argument("--verbose", action="store_true", help="print the blog post's loss lines")
     args = parser.parse_args(argv)
     result = run(args.epochs, args.max_steps, quiet=not args.verbose, seed=args.seed, threads=args.threads)
     print(json.dumps(result))
