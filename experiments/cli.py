@@ -3,13 +3,17 @@
     lenet-repro run --backend NAME [--recipes a,b] [--datasets ...] [--seeds N] [--epochs E] [--limit N]
                     [--results DIR] [--device auto|cpu|gpu] [--mode shared|native] [--threads T] [--workers N]
                     [--ray-address HOST:PORT]
-    lenet-repro compare [--results DIR] [--mode shared|native]
+    lenet-repro demo [--results DIR]           the three findings, trained live in a few minutes (demo.html, demo.json)
+    lenet-repro compare [--results DIR] [--mode shared|native|stock]
     lenet-repro layers [RECIPE ...] [--backend spec|NAME]
     lenet-repro backends                       the registered backends (built in and plug-ins)
     lenet-repro conformance [--backend NAME]   the conformance suite against one or every backend
     lenet-repro data provision|verify|summary [DATASET ...]
     lenet-repro oracle [--results DIR]         each framework against the float64 reference
     lenet-repro bench [--backends]             speed, side by side in one run
+    lenet-repro profile, bench-grid            where a step's time goes; the grid's throughput
+    lenet-repro docs [--check]                 README.md and docs/*.md rendered from docs/src/, figures from records
+    lenet-repro timings [--measure ...]        how long the README's commands take (docs/timings.json)
     lenet-repro notebook ipynb|html|check      the teaching notebook
     lenet-repro handout                        the one-page handout, printable (build/handout.html)
     lenet-repro init-study [--seeds N] ...     the crossed initialisation study

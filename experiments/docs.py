@@ -154,7 +154,8 @@ class Timings:
     def __getitem__(self, command: str) -> str:
         """The command's time in words: '4.9 minutes', '11 hours'."""
         if command not in self.commands:
-            raise UserError(f"{TIMINGS.relative_to(REPO)} has no time for `{command}`: measure it with "
+            where = TIMINGS.relative_to(REPO) if TIMINGS.is_relative_to(REPO) else TIMINGS
+            raise UserError(f"{where} has no time for `{command}`: measure it with "
                             f"`lenet-repro timings --measure {command}`")  # fmt: skip
         return duration(self.commands[command]["seconds"])
 
