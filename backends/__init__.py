@@ -175,6 +175,11 @@ def frameworks() -> list[str]:
     return [name for name, entry in registry().items() if entry.role == "framework"]
 
 
+def with_defaults() -> list[str]:
+    """The frameworks that have default initialisers of their own (stock mode), in registry order."""
+    return [name for name in frameworks() if info(name).stock_init]
+
+
 def label(name: str) -> str:
     """A backend's display name; an unregistered name (a record from a plug-in not installed here) is its own."""
     entry = registry().get(name)

@@ -68,6 +68,12 @@ def train_epoch(
     return outcome
 
 
+def predict(backend: Backend, model: object, images: Images | np.ndarray) -> np.ndarray:
+    """The class each image is predicted to be (argmax of the network's output), in the images' order."""
+    return np.concatenate([np.argmax(backend.forward(model, images[start : start + EVAL_BATCH]), axis=1)
+                           for start in range(0, len(images), EVAL_BATCH)]).astype(np.uint8)  # fmt: skip
+
+
 def evaluate(
     backend: Backend, model: object, images: Images | np.ndarray, labels: np.ndarray
 ) -> tuple[float, float]:

@@ -61,7 +61,7 @@ class Part:
 
     def backends(self) -> list[str]:
         if self.mode == "stock":  # the frameworks that have defaults of their own
-            return [name for name in backends.frameworks() if backends.info(name).stock_init]
+            return backends.with_defaults()
         if self.by == "recipe":
             return [backends.baseline()]
         return backends.names()

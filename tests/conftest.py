@@ -54,9 +54,11 @@ def mxnet_backend():
 # The test files whose tests start processes (the command line, run-one children, drivers, Ray, a notebook kernel)
 # or train to the end: the integration tier. The conformance suite (backends/conformance/) is its own tier; every
 # other test runs in-process on synthetic arrays or small subsets: the unit tier.
-INTEGRATION = {"test_cli.py", "test_data.py", "test_demo.py", "test_environments.py", "test_faults.py", "test_grid.py",
-               "test_notebook.py", "test_records.py", "test_reference_runs.py", "test_runs.py", "test_seed_scripts.py",
-               "test_tensorflow.py", "test_verify.py"}
+INTEGRATION = {
+    "test_cli.py", "test_data.py", "test_demo.py", "test_environments.py", "test_faults.py", "test_grid.py",
+    "test_notebook.py", "test_records.py", "test_reference_runs.py", "test_runs.py", "test_seed_scripts.py",
+    "test_tensorflow.py", "test_variance.py", "test_verify.py"
+}
 
 
 # The conformance items that compare a backend with the float64 reference of a recipe (computed once per process)

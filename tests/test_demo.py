@@ -90,7 +90,7 @@ def test_the_demo_runs_writes_its_page_and_numbers_and_resumes(tmp_path):
     assert set(measured) == {"softmax", "defaults", "same_start"}
     assert set(measured["softmax"]) == {"seed-torch", "seed-torch-fixed"}
     assert set(measured["same_start"]) == set(backends.names())
-    assert set(measured["defaults"]) == {n for n in backends.frameworks() if backends.info(n).stock_init}
+    assert set(measured["defaults"]) == set(backends.with_defaults())
     assert all(0.0 <= a <= 1.0 for part in measured.values() for a in part.values())
     page = (tmp_path / "demo.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "http" not in page

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.data import load_dataset
 from common.errors import run_cli
-from common.results import RunKey, RunStore
+from common.results import RunKey, RunStore, decode_predictions
 from experiments import cli
 from experiments.running.runs import train_run
 from tests.test_seed_scripts import require_real
@@ -59,6 +60,11 @@ def test_torch_script_on_fashion_mnist_resumes_to_identical_numbers(tmp_path):
     resumed = train_run(key, store, "cpu")
     assert resumed["step_losses"] == whole["step_losses"]
     assert _without_timing(resumed["epochs"]) == _without_timing(whole["epochs"])
+    # the script's own network's predictions, image by image in the test set's order: its recorded accuracy
+    predicted = decode_predictions(whole["predictions"])
+    labels = load_dataset("fashion-mnist").test_labels[:1024]
+    assert (predicted == labels).mean() == whole["epochs"][-1]["test_accuracy"]
+    assert resumed["predictions"] == whole["predictions"]
 
 
 @pytest.mark.slow
@@ -107,6 +113,8 @@ def test_mxnet_script_on_mnist_killed_resumes_to_identical_numbers(tmp_path):
     resumed = store.load_record(key)
     assert resumed["step_losses"] == whole["step_losses"]
     assert _without_timing(resumed["epochs"]) == _without_timing(whole["epochs"])
+    predicted = decode_predictions(whole["predictions"])
+    assert (predicted == load_dataset("mnist").test_labels[:512]).mean() == whole["epochs"][-1]["test_accuracy"]
 
 
 def test_seed_torch_trains_with_the_settings_the_pytorch_script_sets_up():

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from backends import python_for
-from common import environments, spec
+from common import data, environments, spec
 from common.errors import UserError
-from common.results import RunKey, RunStore, write_atomic
+from common.results import RunKey, RunStore, decode_predictions, write_atomic
 from experiments import cli
 from experiments.running import grid
 from experiments.running.runs import train_run
@@ -154,6 +154,10 @@ def test_record_holds_the_promised_fields(tmp_path):
     assert meta["machine"]["cpu"] and isinstance(meta["machine"]["isa"], list) and meta["machine"]["cores"] >= 1
     assert "MKLDNN" in meta["kernels"]["features"]  # what MXNet's build runs on
     assert meta["attempts"][0]["machine"].startswith(meta["machine"]["cpu"])
+    # what the trained network predicted for every test image: its accuracy is the record's
+    predicted = decode_predictions(record["predictions"])
+    labels = data.load_dataset(key.dataset).test_labels[:512]
+    assert len(predicted) == 512 and (predicted == labels).mean() == record["epochs"][-1]["test_accuracy"]
 
 
 def test_a_shared_run_made_with_other_initial_weights_is_refused(tmp_path):

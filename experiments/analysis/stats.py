@@ -79,6 +79,17 @@ def summarize(values: list[float]) -> Summary:
     return Summary(mean, std, n, mean - half, mean + half)
 
 
+def std_interval(values: list[float]) -> tuple[float, float]:
+    """The 95% interval of a standard deviation (chi-square, normal samples): (low, high); (nan, nan) below two."""
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan
+    variance = float(np.var(values, ddof=1))
+    chi2 = _scipy().chi2
+    return (math.sqrt((n - 1) * variance / chi2.ppf(1 - ALPHA / 2, n - 1)),
+            math.sqrt((n - 1) * variance / chi2.ppf(ALPHA / 2, n - 1)))  # fmt: skip
+
+
 def verdict(low: float, high: float) -> str:
     """The rule above, from the interval of the difference."""
     if math.isnan(low):

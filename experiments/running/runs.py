@@ -26,8 +26,8 @@ from common.contract import Backend
 from common.errors import UserError
 from common.init import SOURCES, initial_weights
 from common.preprocess import Images, resized
-from common.results import SCRIPT_BACKEND, DamagedFile, RunKey, RunStore, set_aside, warn
-from common.train import EpochOutcome, evaluate, train_epoch, training_order
+from common.results import SCRIPT_BACKEND, DamagedFile, RunKey, RunStore, encode_predictions, set_aside, warn
+from common.train import EpochOutcome, evaluate, predict, train_epoch, training_order
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,6 +123,7 @@ class Session(Protocol):
     def environment(self) -> dict[str, str | None]: ...  # the Python environment the framework runs in
     def train_epoch(self, epoch: int, on_step: Callable[[int, int], None] | None) -> EpochOutcome: ...
     def evaluate(self) -> tuple[float, float]: ...  # (mean test loss, test accuracy)
+    def predict(self) -> np.ndarray: ...  # the class predicted for every test image, in the test set's order
     def get_state(self) -> dict[str, np.ndarray]: ...
     def set_state(self, state: dict[str, np.ndarray]) -> None: ...
 
@@ -169,6 +170,9 @@ class HarnessSession:
 
     def evaluate(self) -> tuple[float, float]:
         return evaluate(self.backend, self.model, self.data.test_images, self.data.test_labels)
+
+    def predict(self) -> np.ndarray:
+        return predict(self.backend, self.model, self.data.test_images)
 
     def get_state(self) -> dict[str, np.ndarray]:
         return self.backend.get_state(self.model)
@@ -294,6 +298,7 @@ def train_run(key: RunKey, store: RunStore, device: str = "auto", progress: Call
             progress(epoch, None, None, record["epochs"][-1])
     else:
         record["status"] = "complete"
+        record["predictions"] = encode_predictions(session.predict())  # what the trained network says, image by image
     record["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     store.save_record(key, record)
     store.remove_checkpoint(key)

@@ -357,6 +357,11 @@ class ReferenceRun:
             loss_sum, correct, count = loss_sum + batch_loss, correct + batch_correct, count + y.shape[0]
         return loss_sum / count, correct / count
 
+    def predict(self) -> np.ndarray:
+        """The class the script's network predicts for every test image, in the test iterator's order (the file's)."""
+        return np.concatenate([self.net(X.as_in_context(self.ctx)).argmax(axis=1).asnumpy()
+                               for X, _ in self.test_iter]).astype(np.uint8)  # fmt: skip
+
     def _batch_figures(self, output: nd.NDArray, labels: nd.NDArray) -> tuple[float, int]:
         """(sum of per-example softmax cross-entropy losses, number correct) of one batch's outputs."""
         loss_sum = float(self.loss(output, labels).sum().asscalar())

@@ -313,6 +313,15 @@ class ReferenceRun:
         self.net.train(was_training)
         return loss_sum / count, correct / count
 
+    def predict(self) -> np.ndarray:
+        """The class the script's network predicts for every test image, in the test loader's order (the file's)."""
+        was_training = self.net.training
+        self.net.eval()
+        with torch.no_grad():
+            predicted = [self.net(inputs).argmax(dim=1).numpy() for inputs, _ in self.testloader]
+        self.net.train(was_training)
+        return np.concatenate(predicted).astype(np.uint8)
+
     def get_state(self) -> dict[str, np.ndarray]:
         """Weights, the optimiser's momentum buffers and torch's global RNG (the next epoch's shuffle)."""
         buffer = io.BytesIO()
