@@ -215,8 +215,11 @@ class RunStore:
             raise write_error(error, self.checkpoint_path(key), "remove") from None
 
     def record_paths(self, variant: str | None = None) -> list[Path]:
+        """Every run record: VARIANT/DATASET/RECIPE/BACKEND-seedK.json (RunKey.relative), and no other file of the
+        directory (oracle.json, the variance study's files, checkpoints)."""
+        pattern = "*/*/*-seed*.json" if variant else "*/*/*/*-seed*.json"
         base = self.root / variant if variant else self.root
-        return sorted(p for p in base.rglob("*-seed*.json") if CHECKPOINTS not in p.parts)  # not oracle.json
+        return sorted(p for p in base.glob(pattern) if CHECKPOINTS not in p.parts)
 
     def records(self, variant: str | None = None, report: Callable[[str], None] = warn) -> list[dict[str, Any]]:
         """Every run record under the results directory (optionally one variant) whose content is what was written,

@@ -224,7 +224,8 @@ def test_the_report_counts_the_runs_by_status_mode_and_backend():
     records = [_record("torch", 0, "complete", [0.5, 0.9]), _record("jax", 0, "complete", [0.5]),
                _record("torch", 1, "partial", [0.4]), {**_record("script", 0, "complete", [0.8]), "mode": "native"}]
     assert runs_summary(records) == ("4 run records (3 complete, 1 partial; 0.0 hours of epochs; "
-                                     "shared: PyTorch 2, JAX 1; native: the blog post's script 1)")  # fmt: skip
+                                     "shared: PyTorch 2, JAX 1; native: the blog post's script 1); 0 of them record "
+                                     "their test predictions")  # fmt: skip
 
 
 def test_the_seeds_that_would_decide_an_undecided_line_need_two_seeds_a_side_to_estimate():
@@ -362,3 +363,36 @@ def test_a_plots_title_says_in_words_what_it_shows_and_marks_unequal_seeds():
     assert title(("stock", "mnist", "d2l"), {"torch": 3}).startswith("d2l-en's LeNet")
     split = [_record("torch", s, "complete", [0.1, a]) for s, a in enumerate((0.11, 0.62))]
     assert seeds_split(split) and not seeds_split(split[:1])
+
+
+def test_the_report_ranks_the_variance_studys_arms_and_draws_them(tmp_path):
+    """A results directory's variance/ files become the section "Where the difference comes from": each arm with two
+    runs or more, ranked by its spread, and a plot; the run summary counts the records with predictions."""
+    from common import seal
+    from common.data import load_dataset
+    from common.results import encode_predictions
+
+    labels = load_dataset("mnist").test_labels[:100]
+    wrong = labels.copy()
+    wrong[:10] = (wrong[:10] + 1) % 10
+
+    def run(arm, k, predicted):
+        return {"arm": arm, "k": k, "test_accuracy": float((predicted == labels).mean()),
+                "predictions": encode_predictions(predicted)}  # fmt: skip
+
+    study = {"recipe": "d2l", "dataset": "mnist", "limit": 100,
+             "runs": [run("rerun", 0, labels), run("rerun", 1, labels), run("seed", 0, labels), run("seed", 1, wrong),
+                      run("order", 0, labels)]}  # fmt: skip
+    seal.write_json(tmp_path / "variance" / "variance-d2l-mnist-limit100.json", study)
+    store = RunStore(tmp_path)
+    store.save_record(RunKey("torch", "mnist", "d2l", 0), {**_record("torch", 0, "complete", [0.9]),
+                                                           "predictions": encode_predictions(labels)})  # fmt: skip
+    write_report(store)
+    text = (tmp_path / "report.md").read_text()
+    start = text.index("## Where the difference comes from")
+    section = text[start : text.index("\n## ", start + 1)]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "what varies" not in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| both (a new seed)", "| nothing (the same run again)"]
+    assert "10.00%" in rows[0] and "bitwise equal" in rows[1]  # the churn of the two seeds; the reruns alike
+    assert (tmp_path / "plots" / "variance_d2l_mnist.png").stat().st_size > 10_000
+    assert "1 of them record their test predictions" in text

@@ -11,6 +11,7 @@ import pytest
 
 import backends
 from common.results import decode_predictions, encode_predictions
+from experiments.analysis import variance as analysis
 from experiments.studies import variance
 
 
@@ -64,13 +65,13 @@ def test_churn_and_class_gap_compare_each_arms_pairs():
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3], dtype=np.uint8)
     runs = [_run("seed", 0, [0, 0, 1, 1, 2, 2, 3, 3], 1.0), _run("seed", 1, [0, 1, 1, 1, 2, 2, 3, 0], 0.75),
             _run("seed", 2, [0, 0, 1, 1, 2, 2, 3, 3], 1.0)]  # fmt: skip
-    s = variance.arm_summary(runs, labels)
+    s = analysis.arm_summary(runs, labels)
     assert s["pairs"] == 3 and s["churn"] == pytest.approx((2 / 8 + 2 / 8 + 0) / 3)
     assert s["class_gap"] == pytest.approx(0.5) and not s["identical"]
     assert s["difference"] == pytest.approx((0.25 + 0.25 + 0) / 3) and s["std_low"] < s["std"] < s["std_high"]
     grouped = [dict(r, group=g) for r, g in zip(runs, (0, 0, 1), strict=True)]  # a seed's frameworks
-    assert variance.arm_summary(grouped, labels)["pairs"] == 1
-    same = variance.arm_summary([runs[0], runs[2]], labels)
+    assert analysis.arm_summary(grouped, labels)["pairs"] == 1
+    same = analysis.arm_summary([runs[0], runs[2]], labels)
     assert same["identical"] and same["churn"] == 0 and same["std"] == 0
 
 

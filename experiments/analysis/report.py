@@ -7,6 +7,7 @@ can be checked against the committed runs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 from collections import Counter, defaultdict
@@ -25,6 +26,7 @@ from experiments.analysis import stats as st
 from experiments.analysis.findings import COST_HEADER, STOCK_HEADER, cost_table, findings_table, stock_table
 from experiments.analysis.findings import HEADER as FINDINGS_HEADER
 from experiments.analysis.oracle_figures import oracle_markdown, read_oracle
+from experiments.analysis.variance import read_studies
 
 
 def label(name: str) -> str:
@@ -528,6 +530,7 @@ class Model:
     groups: dict[tuple[str, str, str], dict[str, Group]]
     rows: list[dict[str, Any]]
     text: str  # report.md
+    variance: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the variance study's files (variance/)
 
     @classmethod
     def build(cls, store: RunStore, mode: str | None = None) -> Model:
@@ -538,11 +541,12 @@ class Model:
         fidelity = fidelity_rows(groups)
         summary = runs_summary(records) + (f"; {left_out} more left out, their content changed after they were "
                                            "written or damaged (named on stderr)" if left_out else "")  # fmt: skip
+        variance = read_studies(store.root)
         text = report_markdown(rows, {key: plot_path(key) for key in groups}, summary, fidelity,
                                read_oracle(store.root), machines_table(records), versions_table(records),
                                findings_table(groups, rows), cost_table(groups),
-                               stock_table(groups, PLATEAU_ACCURACY))  # fmt: skip
-        return cls(records, groups, rows, text)
+                               stock_table(groups, PLATEAU_ACCURACY), variance)  # fmt: skip
+        return cls(records, groups, rows, text, variance)
 
     def table(self, header: str) -> str:
         """The report's table whose header row starts with `header` (DOCUMENTED_TABLES names them)."""
@@ -695,10 +699,13 @@ def published_model() -> Model:
 def write_report(store: RunStore, mode: str | None = None) -> str:
     """Write report.md, report.csv and one PNG per (variant, dataset, recipe) into the results directory."""
     from experiments.analysis.plots import plot_group
+    from experiments.analysis.variance import plot as variance_plot
 
     model = Model.build(store, mode)
     for key, by_backend in model.groups.items():
         write_atomic(store.root / plot_path(key), plot_group(key, by_backend))
+    for study in model.variance:
+        write_atomic(store.root / variance_plot_path(study), variance_plot(study))
     write_atomic(store.root / "report.md", model.text.encode())
     write_atomic(store.root / "report.csv", csv_text(model.rows).encode())
     left_out = len(store.left_out)
@@ -789,13 +796,16 @@ def runs_summary(records: list[dict[str, Any]]) -> str:
     modes = "; ".join(f"{mode}: " + ", ".join(f"{label(name)} {counts[name]}"
                                               for name in [*backend_order(counts), SCRIPT_BACKEND] if name in counts)
                       for mode, counts in by_mode.items())  # fmt: skip
-    return f"{len(records)} run records ({ended}; {hours:.1f} hours of epochs; {modes})"
+    predicted = sum("predictions" in record for record in records)
+    return (f"{len(records)} run records ({ended}; {hours:.1f} hours of epochs; {modes}); {predicted} of them record "
+            "their test predictions")
 
 
 def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
                     fidelity: list[dict[str, Any]] | None = None, oracle: list[OracleFigures] | None = None,
                     machines: str | None = None, versions: str | None = None, findings: str | None = None,
-                    costs: str | None = None, stock: str | None = None) -> str:
+                    costs: str | None = None, stock: str | None = None,
+                    variance: list[dict[str, Any]] | None = None) -> str:
     """The whole report as Markdown."""
     out = ["# lenet-repro report", "",
            f"Built by `make compare` from {runs}. Each cell: mean ± sample std over seeds (n).",
@@ -841,6 +851,7 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
             key = (row["variant"], row["dataset"], row["recipe"])
             out += [f"![{row['recipe']} on {row['dataset']} ({variant})]({plots[key].as_posix()})", ""]
     out += oracle_section(oracle or [])
+    out += variance_section(variance or [])
     if machines:
         out += ["## Where the runs were made", "",
                 "Float arithmetic depends on the kernels a framework picks for the processor, so runs made on "
@@ -867,6 +878,32 @@ def report_markdown(rows: list[dict[str, Any]], plots: dict, runs: str,
         out += [f"### `{name}`", "", RECIPE_NOTES.get(name, recipe.origin), "", "```",
                 spec.format_layer_table(spec.layer_rows(recipe)), "```", ""]  # fmt: skip
     return "\n".join(out)
+
+
+def variance_plot_path(study: dict[str, Any]) -> Path:
+    return Path("plots") / f"variance_{study['recipe']}_{study['dataset']}.png"
+
+
+def variance_section(studies: list[dict[str, Any]]) -> list[str]:
+    """The variance study of each recipe and dataset: its arms ranked, and its plot (experiments/analysis/variance)."""
+    if not studies:
+        return []
+    from experiments.analysis.variance import markdown
+
+    out = ["## Where the difference comes from", "",
+           "One source of variance at a time (`lenet-repro variance`), each arm's runs from the same start but for "
+           "what the arm varies, ranked by the standard deviation of their final test accuracy (95% interval from the "
+           "chi-square law). Churn: the share of test images on which two runs of the arm predict differently, "
+           "averaged over its pairs (the framework and defaults arms pair the runs of one seed). The test set's floor "
+           "is the standard deviation of an accuracy p measured on n test images, sqrt(p(1 − p) / n). The library "
+           "release and the processor have no arm: no run of an older release or of another processor records its "
+           "predictions (docs/environments.md and docs/verify.md measure what they change in the losses and the "
+           "final accuracy).", ""]  # fmt: skip
+    for study in studies:
+        out += [f"### `{study['recipe']}` on {study['dataset']}", "", markdown(study), "",
+                f"![where the difference comes from, {study['recipe']} on {study['dataset']}]"
+                f"({variance_plot_path(study).as_posix()})", ""]  # fmt: skip
+    return out
 
 
 def oracle_section(figures: list[OracleFigures]) -> list[str]:

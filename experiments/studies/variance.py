@@ -19,16 +19,17 @@ summary gives, per arm, the standard deviation of the final test accuracy with i
 difference, the churn (the share of test images on which two runs disagree, averaged over the pairs), the largest
 per-class accuracy gap between two runs, and the test set's own floor, sqrt(p(1 − p) / n) (Jordan, ICLR 2024).
 
-Results go to <out>/variance-<recipe>-<dataset>.json, written after every run (resumable, sealed).
+Results go to <out>/variance-<recipe>-<dataset>.json, written after every run (resumable, sealed); by default
+<out> is the published results' variance/ folder, which the report reads (its section "Where the difference comes
+from", a table and a plot per recipe and dataset), as it reads the oracle's figures.
 
     lenet-repro variance [--recipe seed-torch-fixed] [--dataset fashion-mnist] [--runs 10] [--arms a,b]
-                         [--out docs/studies] [--limit N]
+                         [--out docs/results/variance] [--limit N]
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -41,9 +42,10 @@ import backends
 from common import data, seal, spec
 from common.arguments import choice, name_list, positive_int
 from common.errors import UserError
-from experiments.analysis import stats
+from experiments.analysis.variance import ARMS as SOURCES
+from experiments.analysis.variance import summary
 
-ARMS = ("rerun", "threads", "one-bit", "order", "weights", "seed", "framework", "defaults")
+ARMS = tuple(SOURCES)  # rerun, threads, one-bit, order, weights, seed, framework, defaults
 IN_BASELINE = ARMS[:6]  # the arms the baseline framework trains alone
 MIN_RUNS = 10
 
@@ -57,7 +59,7 @@ class Config:
     dataset: str = "fashion-mnist"
     runs: int = MIN_RUNS
     arms: tuple[str, ...] = ARMS
-    out: str = "docs/studies"
+    out: str = "docs/results/variance"
     limit: int | None = None
 
 
@@ -175,82 +177,6 @@ def child(payload: dict[str, Any]) -> int:
     """One run of the study, in a fresh process: print its figures and predictions as JSON."""
     print(json.dumps(train_run(payload["recipe"], payload["dataset"], payload["what"], payload["limit"])))
     return 0
-
-
-# ---- what the arms say ---------------------------------------------------------------------------------------
-
-
-def pairs(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """The pairs an arm compares: every two of its runs, or, where runs form groups (a seed's frameworks), every
-    two of a group."""
-    if any("group" in r for r in runs):
-        groups: dict[int, list[dict[str, Any]]] = {}
-        for r in runs:
-            groups.setdefault(r["group"], []).append(r)
-        return [p for members in groups.values() for p in itertools.combinations(members, 2)]
-    return list(itertools.combinations(runs, 2))
-
-
-def per_class(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The accuracy on each class the labels hold, in class order."""
-    return np.array([(predictions[labels == c] == c).mean() for c in np.unique(labels)])
-
-
-def arm_summary(runs: list[dict[str, Any]], labels: np.ndarray) -> dict[str, Any]:
-    """An arm's figures: n, the std of the final test accuracy with its 95% interval, the mean pairwise |difference|,
-    the churn, the largest per-class gap, whether every run predicted alike (bitwise equal predictions), and the
-    test set's floor at the arm's mean accuracy."""
-    from common.results import decode_predictions
-
-    accuracies = [r["test_accuracy"] for r in runs]
-    predicted = [decode_predictions(r["predictions"]) for r in runs]
-    index = {id(r): i for i, r in enumerate(runs)}
-    compared = [(index[id(a)], index[id(b)]) for a, b in pairs(runs)]
-    churn = [float((predicted[i] != predicted[j]).mean()) for i, j in compared]
-    gaps = [float(np.abs(per_class(predicted[i], labels) - per_class(predicted[j], labels)).max()) for i, j in compared]
-    differences = [abs(accuracies[i] - accuracies[j]) for i, j in compared]
-    low, high = stats.std_interval(accuracies)
-    mean = float(np.mean(accuracies))
-    return {"n": len(runs), "mean": mean, "std": float(np.std(accuracies, ddof=1)) if len(runs) > 1 else 0.0,
-            "std_low": low, "std_high": high, "pairs": len(compared),
-            "difference": float(np.mean(differences)) if differences else math.nan,
-            "churn": float(np.mean(churn)) if churn else math.nan,
-            "churn_max": float(np.max(churn)) if churn else math.nan,
-            "class_gap": float(np.max(gaps)) if gaps else math.nan,
-            "identical": all(np.array_equal(predicted[0], p) for p in predicted[1:]),
-            "floor": math.sqrt(mean * (1 - mean) / len(labels))}  # fmt: skip
-
-
-def summary_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    labels = test_labels(results["dataset"], results.get("limit"))
-    by_arm: dict[str, list[dict[str, Any]]] = {}
-    for run in results["runs"]:
-        by_arm.setdefault(run["arm"], []).append(run)
-    return [(arm, arm_summary(by_arm[arm], labels)) for arm in ARMS if arm in by_arm]
-
-
-def test_labels(dataset: str, limit: int | None) -> np.ndarray:
-    labels = data.load_dataset(dataset).test_labels
-    return labels[:limit] if limit else labels
-
-
-def summary(results: dict[str, Any]) -> str:
-    """The arms ranked by the standard deviation of their final test accuracy, with churn and per-class gaps."""
-    rows = sorted(summary_rows(results), key=lambda row: -row[1]["std"])
-    lines = [f"{results['recipe']} on {results['dataset']}: one source of variance at a time "
-             f"(final test accuracy; churn: the share of test images two runs of the arm disagree on)",
-             f"  {'arm':<10} {'n':>3}  {'std (95% CI), pp':<22} {'mean |diff|':>11}  {'churn':>13}  "
-             f"{'class gap':>9}  bitwise"]  # fmt: skip
-    for arm, s in rows:
-        lines.append(f"  {arm:<10} {s['n']:>3}  {s['std'] * 100:5.2f} ({s['std_low'] * 100:.2f} – "
-                     f"{s['std_high'] * 100:.2f})    {s['difference'] * 100:8.2f} pp  {s['churn'] * 100:5.2f}% "
-                     f"(≤{s['churn_max'] * 100:5.2f}%)  {s['class_gap'] * 100:6.2f} pp  "
-                     f"{'equal' if s['identical'] else 'differ'}")  # fmt: skip
-    if rows:
-        floor = max(s["floor"] for _, s in rows)
-        images = len(test_labels(results["dataset"], results.get("limit")))
-        lines.append(f"  the test set's floor (sqrt(p(1-p)/n), n = {images}): {floor * 100:.2f} pp")
-    return "\n".join(lines)
 
 
 def run(config: Config) -> int:
