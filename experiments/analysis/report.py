@@ -331,7 +331,7 @@ def seed_table(entries: list[tuple[str, str, str, Group]], who: str = "backend")
 
 
 def starts_like_script(recipe: str, mode: str, backend: str, group: Group) -> bool:
-    """Whether each run of `group` starts from the seed script's own initial weights for its seed, so that the
+    """Whether each run of `group` starts from the blog post's script's own initial weights for its seed, so that the
     two can be compared seed by seed: where the recipe's shared draw replays the generator of the script's
     framework (`common.init.SOURCES`, the registry's `generator`: PyTorch's after torch.manual_seed(seed), for
     seed-torch), shared-mode runs start from the script's weights, and so do native-mode runs of a backend that
@@ -484,12 +484,13 @@ def _first_above(gaps: list[np.ndarray], threshold: float) -> str:
 
 
 def summary_table(store: RunStore, variant: str | None = None) -> str:
-    """A compact terminal table of what exists: test accuracy per backend (and seed script) side by side."""
+    """A compact terminal table of what exists: test accuracy per backend (and the blog post's script) side by
+    side."""
     groups = group_records(store.records(variant))
     if not groups:
         return f"no runs yet under {store.root}"
     names = backend_order({name for by_backend in groups.values() for name in by_backend}) + [SCRIPT_BACKEND]
-    labels = [f"{label(name)} test acc" for name in names[:-1]] + ["seed script test acc"]
+    labels = [f"{label(name)} test acc" for name in names[:-1]] + ["the blog post's script test acc"]
     lines = [f"{'variant':<28}{'recipe':<18}{'dataset':<15}" + "".join(f"{label:>26}" for label in labels)]
     for (row_variant, dataset, recipe), by_backend in groups.items():
         cells = []
