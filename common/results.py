@@ -344,9 +344,32 @@ def _damaged_checkpoint(path: Path, error: BaseException) -> DamagedFile:
 
 
 def record_json(record: dict[str, Any]) -> str:
-    """Indented JSON for reading, with the long per-step loss list kept on one line; strict (no NaN)."""
-    text = json.dumps({**record, "step_losses": "__STEP_LOSSES__"}, indent=1, allow_nan=False)
-    return text.replace('"__STEP_LOSSES__"', json.dumps(record["step_losses"], allow_nan=False), 1)
+    """Indented JSON for reading, the per-step losses packed (`encode_losses`); strict (no NaN)."""
+    return json.dumps({**record, "step_losses": encode_losses(record["step_losses"])}, indent=1, allow_nan=False)
+
+
+def encode_losses(losses: list[float | None]) -> dict[str, Any]:
+    """Per-step losses, packed: little-endian float32 where every loss is a float32 value (the frameworks'), else
+    float64 (the NumPy reference's), base64; None (a non-finite loss) as NaN. Every number reads back the same, bit
+    for bit, so a record's seal, computed over the losses themselves, does not depend on the packing."""
+    values = np.array([np.nan if v is None else v for v in losses], dtype=np.float64)
+    exact = np.isnan(values) | (values.astype(np.float32).astype(np.float64) == values)
+    kind = "float32" if exact.all() else "float64"
+    data = values.astype("<f4" if kind == "float32" else "<f8").tobytes()
+    return {"encoding": f"{kind}-base64", "n": len(losses), "data": base64.b64encode(data).decode()}
+
+
+def decode_losses(entry: dict[str, Any] | list) -> list[float | None]:
+    """The losses `encode_losses` packed (a plain list, as older records hold them, is returned as it is)."""
+    if isinstance(entry, list):
+        return entry
+    kinds = {"float32-base64": "<f4", "float64-base64": "<f8"}
+    if entry.get("encoding") not in kinds:
+        raise ValueError(f"unknown step_losses encoding {entry.get('encoding')!r}")
+    values = np.frombuffer(base64.b64decode(entry["data"]), dtype=kinds[entry["encoding"]]).astype(np.float64)
+    if values.size != entry["n"]:
+        raise ValueError(f"{values.size} step losses where {entry['n']} were written")
+    return [None if np.isnan(v) else float(v) for v in values]
 
 
 def encode_predictions(predictions: np.ndarray) -> dict[str, Any]:
@@ -383,6 +406,10 @@ def read_record(path: Path) -> dict[str, Any]:
     missing = RECORD_FIELDS - set(record)
     if missing:
         raise _damaged_record(path, f"lacks {sorted(missing)}")
+    try:
+        record["step_losses"] = decode_losses(record["step_losses"])
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise _damaged_record(path, f"its step_losses cannot be read ({_problem(error)})") from None
     if not isinstance(record["epochs"], list) or not isinstance(record["step_losses"], list):
         raise _damaged_record(path, "its epochs or step_losses are not lists")
     return record

@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from common import seal
-from common.results import RunStore, record_json, write_atomic
+from common.results import RunStore, read_record, record_json, write_atomic
 from experiments.analysis.report import write_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,11 +44,27 @@ def test_every_committed_record_is_sealed_and_matches():
 
 
 def test_a_seal_is_over_the_content_not_its_layout():
-    record = json.loads((PUBLISHED / SAMPLE[0]).read_text())
+    """A seal is over the record's numbers, not the file's layout: the step losses packed or written out in full,
+    indented or not, the same seal; one number changed, another."""
+    record = read_record(PUBLISHED / SAMPLE[0])
     assert seal.problem(record) is None
-    assert seal.problem(json.loads(json.dumps(record, indent=4))) is None  # another layout, the same content
+    assert seal.problem(json.loads(json.dumps(record, indent=4))) is None  # the losses in full, another layout
+    assert json.loads((PUBLISHED / SAMPLE[0]).read_text())["step_losses"]["encoding"].endswith("-base64")
     record["epochs"][-1]["test_accuracy"] += 1e-4
     assert "does not match its seal" in seal.problem(record)
+
+
+def test_packed_losses_read_back_bit_for_bit():
+    """float32 losses packed as float32, the float64 reference's as float64, a non-finite one (None) kept."""
+    from common.results import decode_losses, encode_losses
+
+    framework = [float(np.float32(v)) for v in (2.302585, 1.25, 0.0001)] + [None]
+    reference = [2.302585092994046, 1e-300]
+    assert encode_losses(framework)["encoding"] == "float32-base64"
+    assert encode_losses(reference)["encoding"] == "float64-base64"
+    for losses in (framework, reference, []):
+        assert decode_losses(json.loads(json.dumps(encode_losses(losses)))) == losses
+    assert decode_losses([1.0, None]) == [1.0, None]  # a record written before the losses were packed
 
 
 def _change_one_digit(path: Path) -> None:
@@ -61,19 +78,19 @@ def _change_one_digit(path: Path) -> None:
 
 
 def _change_a_step_loss(path: Path) -> None:
-    record = json.loads(path.read_text())
+    record = read_record(path)
     record["step_losses"][100] *= 1.001
     write_atomic(path, record_json(record).encode())  # written without a new seal: the old one stays
 
 
 def _remove_a_field(path: Path) -> None:
-    record = json.loads(path.read_text())
+    record = read_record(path)
     del record["meta"]["threads"]
     write_atomic(path, record_json(record).encode())
 
 
 def _remove_the_seal(path: Path) -> None:
-    record = json.loads(path.read_text())
+    record = read_record(path)
     del record["seal"]
     write_atomic(path, record_json(record).encode())
 
@@ -100,7 +117,7 @@ def test_a_changed_record_is_named_and_left_out_and_the_others_report_the_same(t
     # sealed again on purpose, it is back in the tables
     again = lenet_repro("compare", "--results", str(store.root), "--accept-changed")
     assert again.returncode == 0 and "sealed as it is now" in again.stderr and "left out" not in again.stdout
-    assert seal.problem(json.loads((store.root / CHANGED).read_text())) is None
+    assert seal.problem(read_record(store.root / CHANGED)) is None
 
 
 def test_verify_leaves_a_changed_record_out_in_one_line(tmp_path):
@@ -133,12 +150,12 @@ def test_make_compare_with_a_mistyped_results_directory_fails_in_one_line(tmp_pa
 
 def test_a_record_written_by_a_run_is_sealed(tmp_path):
     store = copy_of_published(tmp_path, [SAMPLE[0]])
-    record = json.loads((store.root / SAMPLE[0]).read_text())
+    record = read_record(store.root / SAMPLE[0])
     from common.results import RunKey
 
     key = RunKey("torch", "mnist", "d2l", 0, "shared")
     store.save_record(key, {k: v for k, v in record.items() if k != "seal"})
-    saved = json.loads(store.record_path(key).read_text())
+    saved = read_record(store.record_path(key))
     assert seal.problem(saved) is None and saved["seal"]["code"].startswith("lenet-repro ")
 
 

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from common import seal
+from common.results import read_record, record_json
 from experiments.cli import main
 from experiments.running.runs import REPO
 from experiments.studies import verify
@@ -86,9 +87,9 @@ def test_verify_replays_a_published_run_here_and_names_both_machines(tmp_path, c
 
 def test_a_record_that_another_computation_made_is_a_different_result(tmp_path, capsys):
     path = _copy_published(tmp_path)
-    record = json.loads(path.read_text())
+    record = read_record(path)
     record["step_losses"][1] *= 1.01  # as a changed recipe or batch order would show (a record as written: sealed)
-    path.write_text(json.dumps(seal.sealed(record)))
+    path.write_text(record_json(seal.sealed(record)))
     assert main(["verify", "--results", str(tmp_path), "--steps", "3"]) == 1
     assert "different result" in capsys.readouterr().out
 

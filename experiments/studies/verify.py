@@ -42,7 +42,7 @@ import backends
 from common import machine, seal
 from common.arguments import non_negative_int
 from common.errors import UserError
-from common.results import RunKey, RunStore, warn, write_atomic
+from common.results import DamagedFile, RunKey, RunStore, read_record, warn, write_atomic
 from experiments.running.runs import python_for_run
 from experiments.studies import child as child_process
 
@@ -92,8 +92,8 @@ def published(results: Path) -> list[tuple[Path, dict[str, Any]]]:
     for mode in ("shared", "native"):
         for path in sorted((results / mode).glob("*/*/*.json")):
             try:
-                record = json.loads(path.read_text())
-            except (OSError, ValueError):
+                record = read_record(path)
+            except (UserError, DamagedFile):
                 continue
             wrong = seal.problem(record) if isinstance(record, dict) else "not a run record"
             if wrong:
@@ -168,7 +168,7 @@ def child(payload: dict[str, Any]) -> int:
     process of their environment: one MARK line of JSON per run."""
     paths, steps, full = payload["paths"], payload["steps"], payload["full"]
     for path in paths:
-        record = json.loads(Path(path).read_text())
+        record = read_record(Path(path))
         again = replay(record, steps, full)
         print(MARK + json.dumps({"path": path, **again}), flush=True)
     return 0
