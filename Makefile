@@ -71,7 +71,7 @@ data: venv
 # another on one worker. BACKEND=name runs the tests of one backend (its conformance items and every test
 # parametrised with it).
 test: data venvs
-	$(PY) -m pytest -n auto --dist loadgroup $(if $(BACKEND),-k $(BACKEND))
+	$(PY) -m pytest -n auto --dist loadgroup $(if $(BACKEND),--backend $(BACKEND))
 
 # The fast tier for a development loop: the unit tests not marked slow, on every core.
 test-fast: data venvs

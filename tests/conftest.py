@@ -73,6 +73,19 @@ def tier(item: pytest.Item) -> pytest.MarkDecorator:
     return pytest.mark.integration if path.name in INTEGRATION else pytest.mark.unit
 
 
+def pytest_addoption(parser):
+    parser.addoption("--backend", action="append", default=[], metavar="NAME",
+                     help="only the tests parametrised with this registered backend (its conformance items among "
+                          "them), by its exact name; repeatable (make test BACKEND=name)")  # fmt: skip
+
+
+def chosen(item: pytest.Item, names: list[str]) -> bool:
+    """Whether a test is parametrised with one of the backends named: a parameter equal to a name, exactly (not a
+    substring of an id: `mxnet` does not pick `torch-seed-mxnet`'s other backends' items)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(isinstance(value, str) and value in names for value in params.values())
+
+
 def pytest_configure(config):
     """Under pytest-xdist each worker's frameworks get cores / workers threads (unless OMP_NUM_THREADS is set, which
     every backend's configure_threads reads): two workers on two cores, each running two-thread kernels, would
@@ -103,6 +116,14 @@ def pytest_collection_modifyitems(config, items):
     test its tier (TIERS: unit, conformance or integration); and put every test that starts a Ray instance into one
     xdist group, so that `make test` (`-n auto --dist loadgroup`) runs them one after another on one worker while
     the other workers take the rest (each checks that no Ray process of its own is left)."""
+    names = config.getoption("backend")
+    if names:
+        unknown = set(names) - set(__import__("backends").names())
+        if unknown:
+            raise pytest.UsageError(f"--backend: no registered backend {sorted(unknown)[0]!r}")
+        dropped = [item for item in items if not chosen(item, names)]
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if chosen(item, names)]
     for item in items:
         item.add_marker(tier(item))
         if item.get_closest_marker("ray") or "no_ray_left" in getattr(item, "fixturenames", ()):

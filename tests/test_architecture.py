@@ -117,3 +117,17 @@ def test_the_condition_check_catches_a_bare_name(tmp_path):
                       '    return backend in ("jax", "x") or backend == "other"\n')
     assert [hit.split(": ", 1)[1] for hit in _conditions_on_names(sample, {"torch", "jax", "mxnet"})] == \
         ["compares with torch", "compares with mxnet", "compares with jax"]
+
+
+def test_a_backends_tests_are_picked_by_its_exact_name():
+    """make test BACKEND=mxnet keeps the items parametrised with "mxnet", not those whose id merely contains it."""
+    from types import SimpleNamespace
+
+    from tests.conftest import chosen
+
+    def item(**params):
+        return SimpleNamespace(callspec=SimpleNamespace(params=params))
+
+    assert chosen(item(name="mxnet", recipe_name="d2l"), ["mxnet"])
+    assert not chosen(item(name="torch", recipe_name="seed-mxnet"), ["mxnet"])  # a recipe named after it
+    assert not chosen(item(run="torch-seed-mxnet"), ["mxnet"]) and not chosen(SimpleNamespace(), ["mxnet"])
