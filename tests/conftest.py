@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,26 +52,48 @@ def mxnet_backend():
     return load_backend("mxnet")
 
 
-# The test files whose tests start processes (the command line, run-one children, drivers, Ray, a notebook kernel)
-# or train to the end: the integration tier. The conformance suite (backends/conformance/) is its own tier; every
-# other test runs in-process on synthetic arrays or small subsets: the unit tier.
-INTEGRATION = {
-    "test_cli.py", "test_data.py", "test_demo.py", "test_environments.py", "test_faults.py", "test_grid.py",
-    "test_notebook.py", "test_records.py", "test_reference_runs.py", "test_runs.py", "test_seed_scripts.py",
-    "test_tensorflow.py", "test_variance.py", "test_verify.py"
-}
-
-
 # The conformance items that compare a backend with the float64 reference of a recipe (computed once per process)
 ORACLE_ITEMS = {"test_oracle", "test_fifty_sgd_steps"}
 
 
+# Tiers: a test file whose tests start processes (the command line, run-one children, drivers, Ray, a notebook
+# kernel, another environment's interpreter) or train to the end says so where it is, `pytestmark =
+# pytest.mark.integration`; the conformance suite (backends/conformance/) is its own tier; every other test is in
+# the unit tier, runs in-process on synthetic arrays or small subsets, and fails if it starts a process
+# (`no_process_in_unit_tests` below).
+TIERS = ("unit", "conformance", "integration")
+
+
 def tier(item: pytest.Item) -> pytest.MarkDecorator:
-    """The tier marker of a test, from where it lives."""
-    path = item.path
-    if "conformance" in path.parts:
+    """The tier marker of a test: the conformance suite's, the integration tier where the file declares it, else
+    unit."""
+    if "conformance" in item.path.parts:
         return pytest.mark.conformance
-    return pytest.mark.integration if path.name in INTEGRATION else pytest.mark.unit
+    return pytest.mark.integration if item.get_closest_marker("integration") else pytest.mark.unit
+
+
+# Programs a unit test may start: git, read for the code version a seal names (common.seal.code_version).
+ALLOWED_IN_UNIT = {"git"}
+
+
+@pytest.fixture(autouse=True)
+def no_process_in_unit_tests(request, monkeypatch):
+    """A unit test that starts a process (a Python child, a framework's own interpreter) fails, naming the marker
+    that moves its file to the integration tier."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    import subprocess
+
+    started = subprocess.Popen.__init__
+
+    def refuse(self, args, *rest, **kwargs):
+        program = Path(str(args[0] if isinstance(args, list | tuple) else str(args).split()[0])).name
+        if program not in ALLOWED_IN_UNIT:
+            raise AssertionError(f"a unit test started a process ({program}): declare its file's tier, "
+                                 "`pytestmark = pytest.mark.integration`")  # fmt: skip
+        started(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 def pytest_addoption(parser):

@@ -131,3 +131,12 @@ def test_a_backends_tests_are_picked_by_its_exact_name():
     assert chosen(item(name="mxnet", recipe_name="d2l"), ["mxnet"])
     assert not chosen(item(name="torch", recipe_name="seed-mxnet"), ["mxnet"])  # a recipe named after it
     assert not chosen(item(run="torch-seed-mxnet"), ["mxnet"]) and not chosen(SimpleNamespace(), ["mxnet"])
+
+
+def test_a_unit_test_that_starts_a_process_fails_naming_the_tier_to_declare():
+    import subprocess
+    import sys
+
+    with pytest.raises(AssertionError, match="pytestmark = pytest.mark.integration"):
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+    assert subprocess.run(["git", "--version"], capture_output=True).returncode == 0  # what a seal reads

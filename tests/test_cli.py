@@ -16,6 +16,8 @@ import pytest
 import backends
 from experiments import cli
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 LENET_REPRO = Path(sys.executable).parent / "lenet-repro"  # the console script `pip install -e .` made
 REFERENCE_MODULE = backends.info(backends.REFERENCE).module
 

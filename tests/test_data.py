@@ -22,6 +22,8 @@ import pytest
 from common import data
 from common.errors import UserError
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 REAL_ROOT = data.data_dir()
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGES, TEST_LABELS = data.IMAGE_FILES["test"], data.LABEL_FILES["test"]

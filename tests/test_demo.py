@@ -12,6 +12,8 @@ import backends
 from common.results import RunStore
 from experiments import demo
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 
 def _record(key, accuracies, losses=None, status="complete"):
     epochs = [{"epoch": i + 1, "train_loss": 1.0, "train_accuracy": a, "test_loss": 1.0, "test_accuracy": a,

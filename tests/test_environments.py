@@ -20,6 +20,8 @@ from common.batches import batch_order, epoch_order
 from common.init import initial_weights
 from common.spec import RECIPES
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 OTHERS = [name for name in environments.ENVIRONMENTS if name != environments.MAIN]
 
 # What shared mode draws, as sha256 per item, computed by whichever interpreter runs this script.

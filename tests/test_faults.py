@@ -33,6 +33,8 @@ from common.errors import UserError
 from common.results import BUSY_EXIT, DamagedFile, RunKey, RunStore, read_checkpoint, read_record
 from experiments.running.runs import train_run
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 REPO = Path(__file__).resolve().parent.parent
 RECIPE, EPOCHS, LIMIT = "seed-torch-fixed", 3, 1024  # 16 steps of 64 an epoch; checkpoints after epochs 1 and 2
 STEPS = LIMIT // 64

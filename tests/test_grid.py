@@ -21,6 +21,8 @@ from common import seal
 from common.results import RunKey, RunStore, record_json, write_atomic
 from experiments.running import grid
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 REPO = Path(__file__).resolve().parent.parent
 TIMING = ("seconds", "train_seconds", "examples_per_second")
 

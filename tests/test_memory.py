@@ -8,6 +8,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 ALLOCATE = textwrap.dedent("""
     import resource, sys
     import numpy as np

@@ -7,6 +7,8 @@ import pytest
 
 from experiments import notebook
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 
 @pytest.mark.slow
 def test_the_notebook_runs_names_every_framework_shows_every_table_and_plot_and_becomes_one_page(tmp_path):

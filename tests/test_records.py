@@ -17,6 +17,8 @@ from common import seal
 from common.results import RunStore, read_record, record_json, write_atomic
 from experiments.analysis.report import write_report
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = REPO / "docs" / "results"
 # A few committed runs: one recipe and dataset, three backends, two seeds.

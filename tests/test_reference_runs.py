@@ -23,6 +23,8 @@ from experiments import cli
 from experiments.running.runs import train_run
 from tests.test_seed_scripts import require_real
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 REPO = Path(__file__).resolve().parent.parent
 TIMING = ("seconds", "train_seconds", "examples_per_second")
 

@@ -22,6 +22,8 @@ from experiments import cli
 from experiments.running import grid
 from experiments.running.runs import train_run
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ["torch", "mxnet"]
 

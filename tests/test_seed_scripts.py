@@ -23,6 +23,8 @@ import pytest
 
 from common import data
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

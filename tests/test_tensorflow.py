@@ -11,6 +11,8 @@ from backends import load_backend
 from common import spec
 from common.init import initial_weights
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 tfl = load_backend("tensorflow")
 tf = tfl.tf
 keras = tfl.keras

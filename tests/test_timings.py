@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 
 def test_a_time_reads_as_a_reader_says_it():
     from experiments.docs import duration

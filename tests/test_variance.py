@@ -14,6 +14,8 @@ from common.results import decode_predictions, encode_predictions
 from experiments.analysis import variance as analysis
 from experiments.studies import variance
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 
 @pytest.mark.parametrize("n", [0, 1, 9, 10, 10000])
 def test_predictions_pack_two_to_a_byte_and_come_back(n):

@@ -13,6 +13,8 @@ from experiments.cli import main
 from experiments.running.runs import REPO
 from experiments.studies import verify
 
+pytestmark = pytest.mark.integration  # its tests start processes or train to the end
+
 PUBLISHED = REPO / "docs" / "results"
 RUN = "shared/mnist/d2l/torch-seed0"
 
