@@ -18,15 +18,17 @@ Two questions:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
 import time
 from dataclasses import dataclass
 
-from backends import frameworks, label, load_backend, python_for
+import backends
+from backends import baseline, frameworks, label, load_backend, python_for
 from common import data, spec
-from common.arguments import names, positive_int
+from common.arguments import choice, names, positive_int
 from common.contract import Batched
 from common.results import RunKey, RunStore
 from experiments.studies import child as child_process
@@ -39,7 +41,7 @@ WARM_STEPS = 2
 
 @dataclass(frozen=True)
 class Config:
-    backend: str = "torch"  # the framework whose runs the grid trains
+    backend: str | None = None  # the framework whose runs the grid trains; None: the registry's baseline
     recipe: str = "d2l"
     dataset: str = "mnist"
     runs: int = 4  # seeds trained in each grid setting
@@ -51,7 +53,9 @@ class Config:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default=Config.backend, help="the framework the grid runs (default torch)")
+    parser.add_argument("--backend", type=choice("backend", backends.frameworks),
+                        help="the framework the grid runs (default: the baseline, "
+                             f"{backends.label(backends.baseline())})")  # fmt: skip
     parser.add_argument("--recipe", default=Config.recipe)
     parser.add_argument("--dataset", default=Config.dataset)
     parser.add_argument("--runs", type=positive_int, default=Config.runs, help="seeds trained in each grid setting")
@@ -116,6 +120,7 @@ def _rate(step, examples: int, steps: int) -> float:
 
 def run(config: Config) -> int:
     """`lenet-repro bench-grid`: both settings of the grid, then the batched seeds; print what each gives."""
+    config = dataclasses.replace(config, backend=config.backend or baseline())
     names("backend", config.backend, frameworks())
     names("recipe", config.recipe, spec.RECIPES)
     names("dataset", config.dataset, data.DATASETS)
