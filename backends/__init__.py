@@ -28,6 +28,7 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, cast
 
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from common.contract import Backend
 
 ENTRY_POINT_GROUP = "lenet_repro.backends"
+# A module under check (backends.conformance.check_backend): NAME=MODULE, registered for this process and its
+# children as a plug-in would be, without installing anything.
+CHECK_ENV = "LENET_REPRO_CHECK_BACKEND"
 Role = Literal["framework", "reference"]
 
 # Plot colours for plug-ins, in order of registration (the built-in backends have their own): Tableau's, after the
@@ -90,7 +94,7 @@ BUILTIN: tuple[BackendInfo, ...] = (
 REFERENCE = "numpy"  # the float64 reference every framework is measured against (the oracle)
 
 
-def _module_constants(module: str) -> dict[str, object]:
+def module_constants(module: str) -> dict[str, object]:
     """LABEL, PACKAGES and ROLE as a plug-in module writes them, read from its source without importing it."""
     try:
         spec = importlib.util.find_spec(module)
@@ -101,7 +105,7 @@ def _module_constants(module: str) -> dict[str, object]:
     found: dict[str, object] = {}
     for node in ast.parse(open(spec.origin, encoding="utf-8").read()).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id in ("LABEL", "PACKAGES", "ROLE", "ENVIRONMENT"):
+            if node.targets[0].id in ("LABEL", "PACKAGES", "ROLE", "ENVIRONMENT", "EXPECTED_FAILURES"):
                 try:
                     found[node.targets[0].id] = ast.literal_eval(node.value)
                 except ValueError:
@@ -110,7 +114,7 @@ def _module_constants(module: str) -> dict[str, object]:
 
 
 def _plugin(name: str, module: str, index: int) -> BackendInfo:
-    constants = _module_constants(module)
+    constants = module_constants(module)
     style = {"color": PALETTE[index % len(PALETTE)], "linestyle": LINESTYLES[index % len(LINESTYLES)]}
     role = constants.get("ROLE", "framework")
     return BackendInfo(name, module, str(constants.get("LABEL", name)),
@@ -129,6 +133,12 @@ def registry() -> dict[str, BackendInfo]:
             raise UserError(f"entry point {point.name} = {point.value} ({ENTRY_POINT_GROUP}) takes the name of a "
                             f"backend already registered ({backends[point.name].module}); rename it")  # fmt: skip
         backends[point.name] = _plugin(point.name, point.value, len(backends) - len(BUILTIN))
+    checked = os.environ.get(CHECK_ENV, "")
+    if checked:
+        name, _, module = checked.partition("=")
+        if not name or not module or name in backends:
+            raise UserError(f"{CHECK_ENV}={checked}: give NAME=MODULE with a name no registered backend has")
+        backends[name] = _plugin(name, module, len(backends) - len(BUILTIN))
     return backends
 
 

@@ -130,6 +130,8 @@ def build_parser(jobs: bool = True) -> argparse.ArgumentParser:
     conformance.add_argument("--fast", action="store_true",
                              help="leave out the slow items (the costly ones on every recipe but d2l, the 50 SGD "
                              "steps, fresh-interpreter imports, mypy)")  # fmt: skip
+    conformance.add_argument("--module", help="check a module no registry lists (a backend under development): every "
+                             "item's outcome, its declared EXPECTED_FAILURES reported as xfailed")  # fmt: skip
     conformance.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest (after --)")
 
     for module in job_modules() if jobs else ():  # the data command, the notebook, the handout, every study
@@ -258,7 +260,17 @@ def list_backends(args: argparse.Namespace) -> int:
 
 
 def conformance(args: argparse.Namespace) -> int:
-    """The conformance suite (backends/conformance), shipped in the package, run by pytest in a child process."""
+    """The conformance suite (backends/conformance), shipped in the package, run by pytest in a child process; with
+    --module, on a module no registry lists (backends.conformance.check.check_backend)."""
+    if args.module:
+        from backends.conformance.check import check_backend
+
+        results = check_backend(args.module, fast=args.fast)
+        for item, outcome in results.items():
+            print(f"{outcome:8} {item}")
+        failed = [item for item, outcome in results.items() if outcome == "failed"]
+        print(f"{len(results)} items, {len(failed)} failed", file=sys.stderr)
+        return 1 if failed else 0
     names = args.backend or backends.names()
     extra = [arg for arg in args.pytest_args if arg != "--"]
     command = [sys.executable, "-m", "pytest", "--pyargs", "backends.conformance", "-p", "no:cacheprovider",
