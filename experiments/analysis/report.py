@@ -595,6 +595,15 @@ class Model:
                          ", ".join(f"{label(n)} {len(by_backend[n].complete)}" for n in names)])  # fmt: skip
         return _markdown(["mode", "recipe", "dataset", "seeds (complete runs) per backend"], body)
 
+    def variance_arms(self, recipe: str, dataset: str) -> dict[str, dict[str, Any]]:
+        """The variance study's arms of a recipe and dataset (those with two runs or more), by arm, ranked by the
+        spread of the final test accuracy: each arm's figures (experiments.analysis.variance.arm_summary) and what it
+        varies, in words; empty where the study has not run."""
+        from experiments.analysis.variance import ARMS, summary_rows
+
+        study = next((s for s in self.variance if (s["recipe"], s["dataset"]) == (recipe, dataset)), None)
+        return {arm: {**figures, "varies": ARMS[arm]} for arm, figures in summary_rows(study)} if study else {}
+
     def made_by(self) -> str:
         """Which releases and processors made each mode's runs (a Markdown table): each framework's own package at
         every version its runs name, and every processor the records name."""

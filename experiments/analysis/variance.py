@@ -135,7 +135,7 @@ def plot(results: dict[str, Any]) -> bytes:
 
     rows = summary_rows(results)[::-1]  # the largest at the top
     plt.rcParams.update({"font.size": 14})
-    fig, ax = plt.subplots(figsize=(12, 0.75 * len(rows) + 2.2), dpi=90)
+    fig, ax = plt.subplots(figsize=(12, 0.75 * len(rows) + 2.8), dpi=90)
     y = np.arange(len(rows))
     stds = np.array([s["std"] for _, s in rows]) * 100
     low = np.nan_to_num(np.array([s["std_low"] for _, s in rows]) * 100)
@@ -150,7 +150,7 @@ def plot(results: dict[str, Any]) -> bytes:
     ax.set_yticks(y, [f"{ARMS[arm]} (n={s['n']})" for arm, s in rows])
     ax.set_xlabel("standard deviation of the final test accuracy (points), 95% interval")
     ax.set_xlim(0, max(high.max(), floor) * 1.35 + 0.05)
-    ax.set_title(f"Where the difference comes from: {RECIPE_TITLES.get(results['recipe'], results['recipe'])}, "
+    fig.suptitle(f"Where the difference comes from\n{RECIPE_TITLES.get(results['recipe'], results['recipe'])}, on "
                  f"{DATASET_WORDS.get(results['dataset'], results['dataset'])}", fontsize=15)
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
