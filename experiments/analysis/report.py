@@ -595,6 +595,13 @@ class Model:
                          ", ".join(f"{label(n)} {len(by_backend[n].complete)}" for n in names)])  # fmt: skip
         return _markdown(["mode", "recipe", "dataset", "seeds (complete runs) per backend"], body)
 
+    @property
+    def variance_sources(self) -> list[str]:
+        """Every source of variance the study can vary (its arms), in words."""
+        from experiments.analysis.variance import ARMS
+
+        return list(ARMS.values())
+
     def variance_arms(self, recipe: str, dataset: str) -> dict[str, dict[str, Any]]:
         """The variance study's arms of a recipe and dataset (those with two runs or more), by arm, ranked by the
         spread of the final test accuracy: each arm's figures (experiments.analysis.variance.arm_summary) and what it
