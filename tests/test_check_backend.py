@@ -14,9 +14,11 @@ REPO = Path(__file__).resolve().parent.parent
 def test_check_backend_runs_every_item_on_an_unregistered_module(tmp_path, monkeypatch):
     """A copy of the NumPy reference, renamed, under development: its select_device broken on purpose and declared
     an expected failure. Every item runs on it; the broken one is "xfailed", the rest pass or skip."""
+    import backends
     from backends.conformance.check import check_backend
 
-    source = (REPO / "backends" / "numpy_lenet.py").read_text()
+    reference = backends.info(backends.REFERENCE).module  # the float64 reference's module, as the registry says
+    source = (REPO / (reference.replace(".", "/") + ".py")).read_text()
     broken = source.replace('    if device not in ("auto", "cpu", "gpu"):', '    if False:', 1)
     assert broken != source
     broken += '\nEXPECTED_FAILURES = {"test_devices": "select_device accepts any name, on purpose"}\n'
@@ -34,7 +36,7 @@ def test_a_checked_name_that_a_backend_has_is_one_line(monkeypatch):
     import backends
     from common.errors import UserError
 
-    monkeypatch.setenv(backends.CHECK_ENV, "torch=backends.numpy_lenet")
+    monkeypatch.setenv(backends.CHECK_ENV, f"{backends.baseline()}={backends.info(backends.REFERENCE).module}")
     backends.registry.cache_clear()
     try:
         with pytest.raises(UserError, match="NAME=MODULE with a name no registered backend has"):
