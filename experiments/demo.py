@@ -9,6 +9,9 @@
 3. **the same start gives the same result**: `seed-torch-fixed` in shared mode, every implementation from the same
    initial weights and batches, and each one's per-step difference from the baseline's training loss.
 
+Then, from the committed variance study (docs/results/variance/), no training: two runs of `seed-torch-fixed` one
+bit apart in one initial weight, with nearly the same accuracy, and the test images they disagree on.
+
 Each finding trains few epochs on the whole training set (PARTS says how many) and is tested on the whole test set,
 seed 0; its table sets each number beside what the committed runs (docs/results/, the recipe's full epochs, every
 seed) measured. The runs are ordinary run records in RESULTS (shared-epochs3/, stock-epochs5/, ...): the demo
@@ -294,13 +297,61 @@ def page(parts: list[tuple[Part, str, list[str], list[list[str]], bytes]], secon
         lines = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip('`'))}</td>" for c in row) + "</tr>"
                         for row in rows)  # fmt: skip
         body += [f"<h2>{html.escape(part.title)}</h2>", f'<p class="sentence">{html.escape(said)}</p>',
-                 f"<table><tr>{cells}</tr>{lines}</table>",
+                 f"<table><tr>{cells}</tr>{lines}</table>" if header else "",
                  f'<img alt="{html.escape(part.title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">']
     return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>lenet-repro demo</title>\n'
             f"<style>{PAGE_STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
 
 
 # ---- the job -------------------------------------------------------------------------------------------------------
+
+
+ONE_BIT = ("seed-torch-fixed", "fashion-mnist")  # the committed variance study the demo shows two runs of
+
+
+def one_bit_figure(study: dict[str, Any], pair: dict[str, Any], shown: int = 12) -> bytes:
+    """PNG: the first test images two runs one bit apart disagree on, each with its label and both answers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from common import data
+
+    dataset = data.load_dataset(study["dataset"])
+    classes = data.CLASS_NAMES.get(study["dataset"]) or [str(c) for c in range(10)]
+    picks = pair["images"][:shown]
+    fig, axes = plt.subplots(2, (len(picks) + 1) // 2, figsize=(16, 6.4), dpi=90, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, index in zip(axes.flat, picks, strict=False):
+        ax.imshow(dataset.test_images[index], cmap="gray_r")
+        a, b = (classes[int(p[index])] for p in pair["predicted"])
+        ax.set_title(f"{classes[int(dataset.test_labels[index])]}\n{a} | {b}", fontsize=13)
+    fig.suptitle("Test images two runs one bit apart disagree on: the label, then the answer of the run as drawn | "
+                 "with one bit flipped", fontsize=16)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def one_bit_section() -> tuple[dict[str, Any], str, bytes] | None:
+    """From the committed variance study: two runs of the same recipe, one bit apart in one initial weight, with
+    (nearly) the same accuracy, and the images they disagree on. None where the study has no such pair."""
+    from experiments.analysis.variance import one_bit_apart, read_studies
+
+    study = next((s for s in read_studies(PUBLISHED) if (s["recipe"], s["dataset"]) == ONE_BIT), None)
+    pair = one_bit_apart(study) if study else None
+    if pair is None:
+        return None
+    first, second = pair["accuracy"]
+    said = (f"Two runs of `{study['recipe']}` on Fashion-MNIST, the same in everything but the lowest bit of one "
+            f"initial weight ({pair['runs'][1]['flipped']}), end at {first:.2%} and {second:.2%}, and disagree on "
+            f"{len(pair['images'])} of the {len(pair['predicted'][0]):,} test images.")  # fmt: skip
+    numbers = {"accuracy": [first, second], "disagree": int(len(pair["images"])), "flipped": pair["runs"][1]["flipped"]}
+    return numbers, said, one_bit_figure(study, pair)
 
 
 def run(config: Config) -> int:
@@ -333,6 +384,13 @@ def run(config: Config) -> int:
         measured[part.name] = {name: row["accuracy"] for name, row in rows.items()}
         shown.append((part, said, header, body, figure(part, store, config.limit)))
     seconds = time.monotonic() - began
+    one_bit = one_bit_section()
+    if one_bit is not None:
+        numbers, said, png = one_bit
+        measured["one_bit"] = numbers
+        print(f"\n[from the committed runs] {said}")
+        extra = Part("one_bit", "Two runs, one bit apart", "shared", ("seed-torch-fixed",), 10, "recipe")
+        shown.append((extra, said, [], [], png))
     write_atomic(store.root / "demo.json", (json.dumps(measured, indent=2) + "\n").encode())
     write_atomic(store.root / "demo.html", page(shown, seconds, config.limit).encode())
     print(f"\ndone in {format_seconds(seconds)}: {store.root / 'demo.html'} (open it in a browser), "

@@ -100,3 +100,14 @@ def test_too_few_runs_or_an_unknown_arm_is_one_line(tmp_path):
         done = subprocess.run([sys.executable, "-m", "experiments", "variance", "--out", str(tmp_path), *argument],
                               capture_output=True, text=True)  # fmt: skip
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_one_bit_apart_pairs_the_original_with_the_closest_run_that_answers_differently():
+    labels = np.array([0, 1, 2, 3, 4, 5, 6, 7], dtype=np.uint8)
+    original = _run("rerun", 0, labels, 1.0)
+    same = _run("one-bit", 0, labels, 1.0, flipped="a[0]")
+    near = _run("one-bit", 1, [0, 1, 2, 3, 4, 5, 7, 6], 0.75, flipped="b[1]")
+    far = _run("one-bit", 2, [1, 0, 3, 2, 4, 5, 6, 7], 0.5, flipped="c[2]")
+    pair = analysis.one_bit_apart({"runs": [original, same, far, near]})
+    assert pair["runs"][1]["flipped"] == "b[1]" and list(pair["images"]) == [6, 7]
+    assert analysis.one_bit_apart({"runs": [original, same]}) is None

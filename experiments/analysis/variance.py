@@ -158,3 +158,25 @@ def plot(results: dict[str, Any]) -> bytes:
     fig.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
+
+
+def one_bit_apart(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The original run (the rerun arm's first) and the one-bit run whose final accuracy is closest to it among
+    those that predict differently: exactly one bit apart at the start. Their accuracies, predictions and the test
+    images they disagree on; None where the study has no such pair."""
+    original = next((r for r in results["runs"] if r["arm"] == "rerun"), None)
+    if original is None:
+        return None
+    base = decode_predictions(original["predictions"])
+    best = None
+    for run in (r for r in results["runs"] if r["arm"] == "one-bit"):
+        predicted = decode_predictions(run["predictions"])
+        differ = np.flatnonzero(predicted != base)
+        gap = abs(run["test_accuracy"] - original["test_accuracy"])
+        if differ.size and (best is None or (gap, -differ.size) < best[0]):
+            best = ((gap, -differ.size), run, predicted, differ)
+    if best is None:
+        return None
+    _, run, predicted, differ = best
+    return {"runs": [original, run], "accuracy": [original["test_accuracy"], run["test_accuracy"]],
+            "predicted": [base, predicted], "images": differ}  # fmt: skip
