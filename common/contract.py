@@ -55,7 +55,10 @@ class Backend(Protocol):
 
     def configure_threads(self, threads: int | None = None) -> int:
         """Use `threads` threads for the framework's kernels (default: OMP_NUM_THREADS, else every core);
-        returns the count in force (recorded with each run)."""
+        returns the count in force (recorded with each run). A framework that reads its thread count once, when it
+        is imported (MXNet, XLA, TensorFlow), takes it from OMP_NUM_THREADS, which the harness sets before the
+        import (`--threads`); asked afterwards for another count, it keeps the one in force and returns it: the
+        record holds the count the run had, not the one asked for."""
         ...
 
     def select_device(self, device: str = "auto") -> Any:

@@ -1,4 +1,5 @@
-"""`lenet-repro`: one command line for every job (the Make targets call it).
+"""`lenet-repro`: one command line for every job (the Make targets call it). `lenet-repro --help` lists every
+command, each with its own `--help`; the main ones:
 
     lenet-repro run --backend NAME [--recipes a,b] [--datasets ...] [--seeds N] [--epochs E] [--limit N]
                     [--results DIR] [--device auto|cpu|gpu] [--mode shared|native] [--threads T] [--workers N]
