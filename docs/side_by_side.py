@@ -49,7 +49,7 @@ from common.init import initial_weights  # noqa: E402
 from common.preprocess import prepare_images  # noqa: E402
 from common.results import RunStore  # noqa: E402
 from common.train import evaluate, train_epoch  # noqa: E402
-from experiments.analysis import report  # noqa: E402
+from experiments.analysis import model, report  # noqa: E402
 
 # Every list of backends comes from the registry (backends/__init__.py): the built-in ones, then any installed
 # plug-in. FRAMEWORKS are the ones under test; backends.REFERENCE is the float64 NumPy math.
@@ -224,11 +224,11 @@ display(Markdown(
 
 # %% tags=["expect-output"]
 store = RunStore(ROOT / "docs" / "results")
-groups = report.group_records(store.records("shared"))
-rows = report.side_by_side_rows(groups)
+groups = model.group_records(store.records("shared"))
+rows = model.side_by_side_rows(groups)
 display(Markdown(f"**{len(store.records())} committed runs.** Shared mode, mean ± std over seeds (n), final "
                  "test accuracy after 10 epochs of each backend that ran "
-                 f"({', '.join(map(report.label, report.present_backends(rows)))}), and whether each reaches the "
+                 f"({', '.join(map(model.label, model.present_backends(rows)))}), and whether each reaches the "
                  "same result as the baseline:"))
 display(Markdown(report.markdown_table(rows)))
 display(Markdown("The paired difference from the baseline, with its 95% interval:"))
@@ -236,7 +236,7 @@ display(Markdown(report.differences_table(rows)))
 
 # %% tags=["expect-output"]
 display(Markdown("Seed by seed (final test accuracy; in brackets the epochs that ended below 20%, on a plateau):"))
-display(Markdown(report.seed_table(report.backend_entries(rows))))
+display(Markdown(report.seed_table(model.backend_entries(rows))))
 
 
 # %% tags=["expect-output"]
@@ -246,7 +246,7 @@ def mean_accuracy(recipe: str, dataset: str, backend: str = FRAMEWORKS[0]) -> fl
 
 def plateau_epochs(recipe: str, dataset: str, backend: str = FRAMEWORKS[0]) -> list[int]:
     runs = groups[("shared", dataset, recipe)][backend].complete
-    return [sum(e["test_accuracy"] < report.PLATEAU_ACCURACY for e in r["epochs"]) for r in runs]
+    return [sum(e["test_accuracy"] < model.PLATEAU_ACCURACY for e in r["epochs"]) for r in runs]
 
 
 def forward_flops(recipe: str) -> int:

@@ -90,13 +90,8 @@ def test_empty_results_say_so(tmp_path):
 
 def test_the_main_table_stays_readable_at_five_backends():
     """One accuracy column per backend and one verdict column; differences and details go to long tables."""
-    from experiments.analysis.report import (
-        detail_table,
-        differences_table,
-        group_records,
-        markdown_table,
-        side_by_side_rows,
-    )
+    from experiments.analysis.model import group_records, side_by_side_rows
+    from experiments.analysis.report import detail_table, differences_table, markdown_table
 
     names = ["torch", "mxnet", "numpy", "alpha", "beta"]  # the last two: records of plug-ins not installed here
     records = [_record(name, seed, "complete", [0.9 + 0.001 * seed]) for name in names for seed in range(3)]
@@ -118,7 +113,7 @@ def _record(backend, seed, status, accuracies):
 
 
 def test_only_complete_runs_enter_the_means():
-    from experiments.analysis.report import group_records, side_by_side_rows
+    from experiments.analysis.model import group_records, side_by_side_rows
 
     records = [_record("torch", 0, "complete", [0.5, 0.9]), _record("torch", 1, "complete", [0.5, 0.7]),
                _record("torch", 2, "partial", [0.1]), _record("mxnet", 0, "diverged", [])]  # fmt: skip
@@ -129,7 +124,7 @@ def test_only_complete_runs_enter_the_means():
 
 
 def test_seconds_per_epoch_is_the_median_so_one_slow_epoch_does_not_move_it():
-    from experiments.analysis.report import group_records, side_by_side_rows
+    from experiments.analysis.model import group_records, side_by_side_rows
 
     fast, slow = _record("torch", 0, "complete", [0.5, 0.6, 0.7]), _record("torch", 1, "complete", [0.5, 0.6, 0.7])
     for row, seconds in zip(fast["epochs"] + slow["epochs"], [3.0, 3.0, 3.0, 3.0, 3.0, 90.0], strict=True):
@@ -139,7 +134,8 @@ def test_seconds_per_epoch_is_the_median_so_one_slow_epoch_does_not_move_it():
 
 
 def test_seed_table_shows_each_seed_and_its_epochs_on_the_plateau():
-    from experiments.analysis.report import backend_entries, group_records, seed_table, side_by_side_rows
+    from experiments.analysis.model import backend_entries, group_records, side_by_side_rows
+    from experiments.analysis.report import seed_table
 
     records = [_record("torch", 0, "complete", [0.11, 0.15, 0.9]), _record("torch", 2, "complete", [0.5, 0.8, 0.95]),
                _record("torch", 1, "partial", [0.1]), _record("mxnet", 0, "complete", [0.11, 0.3, 0.91])]  # fmt: skip
@@ -157,7 +153,8 @@ def _finals(backend, mode, accuracies, recipe="seed-torch", source="numpy-pcg64"
 
 
 def test_fidelity_table_compares_every_backend_and_mode_with_the_script():
-    from experiments.analysis.report import fidelity_rows, fidelity_table, group_records
+    from experiments.analysis.model import fidelity_rows, group_records
+    from experiments.analysis.report import fidelity_table
 
     script = [0.84, 0.85, 0.83, 0.86, 0.84, 0.85]
     records = (_finals("script", "native", script) + _finals("torch", "shared", [0.76, 0.78, 0.75, 0.77, 0.76, 0.75])
@@ -183,13 +180,14 @@ def test_fidelity_table_compares_every_backend_and_mode_with_the_script():
 
 
 def test_no_fidelity_section_without_reference_runs():
-    from experiments.analysis.report import fidelity_rows, fidelity_section, group_records
+    from experiments.analysis.model import fidelity_rows, group_records
+    from experiments.analysis.report import fidelity_section
 
     assert fidelity_section(fidelity_rows(group_records(_finals("torch", "shared", [0.7, 0.8])))) == []
 
 
 def test_shared_mode_backends_are_compared_seed_by_seed():
-    from experiments.analysis.report import group_records, side_by_side_rows
+    from experiments.analysis.model import group_records, side_by_side_rows
 
     torch_runs = _finals("torch", "shared", [0.70, 0.80, 0.90], "d2l")
     mxnet_runs = _finals("mxnet", "shared", [0.7001, 0.8001, 0.9002], "d2l")
@@ -229,7 +227,8 @@ def test_the_report_counts_the_runs_by_status_mode_and_backend():
 
 
 def test_the_seeds_that_would_decide_an_undecided_line_need_two_seeds_a_side_to_estimate():
-    from experiments.analysis.report import decide_notes, fidelity_rows, group_records
+    from experiments.analysis.model import fidelity_rows, group_records
+    from experiments.analysis.report import decide_notes
 
     script = [0.84, 0.85, 0.83, 0.86, 0.84, 0.85]
     records = (_finals("script", "native", script) + _finals("torch", "native", [0.85, 0.83, 0.87])
@@ -289,7 +288,7 @@ def test_findings_leave_out_what_the_runs_cannot_say_and_compute_the_rest():
     """A finding is written only where its runs exist; the stock table counts the seeds left on the plateau; the
     cost table's minutes are the median over a framework's runs of the seconds of their epochs."""
     from experiments.analysis.findings import cost_table, findings_table, stock_table
-    from experiments.analysis.report import group_records, side_by_side_rows
+    from experiments.analysis.model import group_records, side_by_side_rows
 
     assert findings_table({}, []) is None and cost_table({}) is None and stock_table({}) is None
     shared = [_record(b, s, "complete", [0.5, a]) for s, a in enumerate((0.90, 0.92, 0.94)) for b in ("torch", "mxnet")]
@@ -305,7 +304,8 @@ def test_findings_leave_out_what_the_runs_cannot_say_and_compute_the_rest():
 
 
 def test_a_paired_cell_says_over_which_seeds_when_the_columns_hold_different_ones():
-    from experiments.analysis.report import group_records, markdown_table, side_by_side_rows
+    from experiments.analysis.model import group_records, side_by_side_rows
+    from experiments.analysis.report import markdown_table
 
     records = [_record("torch", s, "complete", [0.5, 0.9 + s / 100]) for s in range(4)]
     records += [_record("mxnet", s, "complete", [0.5, 0.9 + s / 100]) for s in range(2)]
@@ -338,7 +338,7 @@ def test_the_model_quotes_its_own_tables_rows_and_figures():
 
 
 def _model_parts(records):
-    from experiments.analysis.report import group_records, side_by_side_rows
+    from experiments.analysis.model import group_records, side_by_side_rows
 
     groups = group_records(records)
     return groups, side_by_side_rows(groups)

@@ -1,4 +1,5 @@
-"""The side-by-side report: tables (Markdown, CSV, terminal) and plots built from whatever runs exist.
+"""The side-by-side report, rendered: tables (Markdown, CSV, terminal), sections and plots, from the model of
+whatever runs exist (experiments/analysis/model.py), and `Model`, what the pages rendered from templates quote.
 
 Framework-free: it reads run records only. Output is a pure function of the records, so a committed report
 can be checked against the committed runs.
@@ -25,38 +26,24 @@ from common.results import SCRIPT_BACKEND, RunStore, variant_name, write_atomic
 from experiments.analysis import stats as st
 from experiments.analysis.findings import COST_HEADER, STOCK_HEADER, cost_table, findings_table, stock_table
 from experiments.analysis.findings import HEADER as FINDINGS_HEADER
+from experiments.analysis.model import (
+    PLATEAU_ACCURACY,
+    Group,
+    backend_entries,
+    backend_order,
+    drift_pairs,
+    fidelity_rows,
+    group_records,
+    group_stats,
+    is_reference,
+    label,
+    mean_std,
+    plot_order_of,
+    present_backends,
+    side_by_side_rows,
+)
 from experiments.analysis.oracle_figures import oracle_markdown, read_oracle
 from experiments.analysis.variance import read_studies
-
-
-def label(name: str) -> str:
-    """A backend's display name from the registry; the blog post's scripts are "the blog post's script"."""
-    return "the blog post's script" if name == SCRIPT_BACKEND else backends.label(name)
-
-
-def is_reference(name: str) -> bool:
-    """Whether a backend is the float64 reference (an unregistered name counts as a framework)."""
-    entry = backends.registry().get(name)
-    return entry is not None and entry.role == "reference"
-
-
-def backend_order(present) -> list[str]:
-    """The backends (not the blog post's script) among `present`, in registry order."""
-    return backends.order(set(present) - {SCRIPT_BACKEND})
-
-
-def drift_pairs(present) -> list[tuple[str, str]]:
-    """Pairs whose per-step losses the drift table follows (the first is the reference of the relative gap): the
-    first framework against each other framework, and the float64 reference against each framework."""
-    names = backend_order(present)
-    frameworks = [name for name in names if not is_reference(name)]
-    references = [name for name in names if is_reference(name)]
-    return [(frameworks[0], other) for other in frameworks[1:]] + [(r, f) for r in references for f in frameworks]
-
-# The accuracy whose first epoch the report states, per dataset.
-TARGET_ACCURACY = {"mnist": 0.98, "fashion-mnist": 0.80}
-# Below this test accuracy a 10-class network is still on its plateau (predicting one class or near it).
-PLATEAU_ACCURACY = 0.20
 
 # What explains each recipe's curves: the blog post's quirks, for the report and the README.
 RECIPE_NOTES = {
@@ -74,87 +61,6 @@ RECIPE_NOTES = {
 }
 
 
-@dataclass
-class Group:
-    """The runs of one (variant, dataset, recipe, backend), one per seed."""
-
-    variant: str
-    dataset: str
-    recipe: str
-    backend: str
-    records: list[dict[str, Any]]
-
-    @property
-    def complete(self) -> list[dict[str, Any]]:
-        """The runs that finished: only they enter means (diverged and partial runs are counted apart)."""
-        return [r for r in self.records if r["status"] == "complete"]
-
-    def finals(self, field: str) -> list[float]:
-        return [r["epochs"][-1][field] for r in self.complete]
-
-    @property
-    def diverged(self) -> int:
-        return sum(r["status"] == "diverged" for r in self.records)
-
-    @property
-    def partial(self) -> int:
-        return sum(r["status"] == "partial" for r in self.records)
-
-
-def group_records(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Group]]:
-    """{(variant, dataset, recipe): {backend: Group}} in recipe order."""
-    groups: dict[tuple[str, str, str], dict[str, Group]] = defaultdict(dict)
-    for record in records:
-        variant = variant_name(record["mode"], record["limit"], record["epochs_override"])
-        row = (variant, record["dataset"], record["recipe"])
-        group = groups[row].setdefault(record["backend"], Group(*row, record["backend"], []))
-        group.records.append(record)
-    recipe_rank = {name: i for i, name in enumerate(spec.RECIPES)}
-    # shared runs first (the default), then native; MNIST before Fashion-MNIST, recipes in spec order
-    ordered = sorted(groups, key=lambda k: (not k[0].startswith("shared"), k[0], k[1] != "mnist",
-                                            recipe_rank.get(k[2], 99), k[2]))  # fmt: skip
-    return {key: groups[key] for key in ordered}
-
-
-def mean_std(values: list[float]) -> tuple[float, float, int]:
-    """(mean, sample std (0 for one value), n); NaN mean for no values."""
-    if not values:
-        return math.nan, math.nan, 0
-    array = np.asarray(values, dtype=float)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0, len(array)
-
-
-def epochs_to_reach(group: Group, target: float) -> tuple[float, int]:
-    """(mean first epoch whose test accuracy >= target, over the seeds that reached it; how many did)."""
-    firsts = [
-        next(row["epoch"] for row in r["epochs"] if row["test_accuracy"] >= target)
-        for r in group.complete
-        if any(row["test_accuracy"] >= target for row in r["epochs"])
-    ]
-    return (float(np.mean(firsts)) if firsts else math.nan), len(firsts)
-
-
-def group_stats(group: Group) -> dict[str, Any]:
-    """Every figure the tables show for one group."""
-    target = TARGET_ACCURACY.get(group.dataset, 0.9)
-    reach, reached = epochs_to_reach(group, target)
-    seconds = [row["seconds"] for r in group.complete for row in r["epochs"]]
-    stats = {
-        "variant": group.variant, "dataset": group.dataset, "recipe": group.recipe, "backend": group.backend,
-        "runs": len(group.complete), "diverged": group.diverged, "partial": group.partial,
-        "epochs": max((len(r["epochs"]) for r in group.complete), default=0),
-        "best_test_accuracy": mean_std([max(row["test_accuracy"] for row in r["epochs"])
-                                        for r in group.complete])[0],
-        "target_accuracy": target, "epochs_to_target": reach, "seeds_reaching_target": reached,
-        # The median, not the mean: one busy moment on a shared machine must not move the figure.
-        "seconds_per_epoch": float(np.median(seconds)) if seconds else math.nan,
-        "device": sorted({r["meta"]["device"] for r in group.records}),
-    }  # fmt: skip
-    for field in ("train_loss", "train_accuracy", "test_accuracy", "test_loss"):
-        stats[f"{field}_mean"], stats[f"{field}_std"], stats["n"] = mean_std(group.finals(field))
-    return stats
-
-
 def _status_note(stats: dict[str, Any]) -> str:
     notes = []
     if stats["diverged"]:
@@ -162,38 +68,6 @@ def _status_note(stats: dict[str, Any]) -> str:
     if stats["partial"]:
         notes.append(f"{stats['partial']} partial")
     return f" [{', '.join(notes)}]" if notes else ""
-
-
-def side_by_side_rows(groups) -> list[dict[str, Any]]:
-    """One row per (variant, dataset, recipe) with every backend's stats, and each backend compared with the
-    row's first framework (the baseline: PyTorch where it ran)."""
-    rows = []
-    for (variant, dataset, recipe), by_backend in groups.items():
-        names = backend_order(by_backend)
-        if not names:
-            continue  # only the blog post's script ran here: the fidelity table shows it
-        baseline = next((name for name in names if not is_reference(name)), names[0])
-        row: dict[str, Any] = {"variant": variant, "dataset": dataset, "recipe": recipe, "baseline": baseline,
-                               "stats": {name: group_stats(by_backend[name]) for name in names},
-                               "groups": {name: by_backend[name] for name in names}}  # fmt: skip
-        row["comparisons"] = {name: backend_comparison(variant, by_backend[baseline], by_backend[name])
-                              for name in names if name != baseline}  # fmt: skip
-        rows.append(row)
-    return rows
-
-
-def backend_comparison(variant: str, first: Group, second: Group) -> st.Comparison:
-    """second − first in final test accuracy: paired by seed in shared mode (same weights and batches), else Welch."""
-    if variant.startswith("shared"):
-        return paired_by_seed(first, second)
-    return st.welch(first.finals("test_accuracy"), second.finals("test_accuracy"))
-
-
-def paired_by_seed(first: Group, second: Group) -> st.Comparison:
-    """second − first in final test accuracy, paired over the seeds both groups finished."""
-    a, b = ({r["seed"]: r["epochs"][-1]["test_accuracy"] for r in g.complete} for g in (first, second))
-    seeds = sorted(set(a) & set(b))
-    return st.paired([a[s] for s in seeds], [b[s] for s in seeds])
 
 
 def _difference(comparison: st.Comparison | None) -> str:
@@ -240,11 +114,6 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
     return "\n".join([lines[0], "|" + "---|" * len(header), *lines[1:]])
 
 
-def present_backends(rows: list[dict[str, Any]]) -> list[str]:
-    """The backends that have runs in these rows, in registry order (each only where it ran)."""
-    return backend_order({name for row in rows for name in row["stats"]})
-
-
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The side-by-side table, readable at any number of backends: recipe x dataset rows, one test accuracy
     column per backend, and one column saying which backends reach the baseline's result (details: the
@@ -286,12 +155,6 @@ def differences_table(rows: list[dict[str, Any]]) -> str:
                      body)
 
 
-def backend_entries(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, Group]]:
-    """(recipe, dataset, label, group) for each backend of each row, in registry order."""
-    return [(row["recipe"], row["dataset"], label(name), row["groups"][name])
-            for row in rows for name in row["groups"]]  # fmt: skip
-
-
 def detail_table(rows: list[dict[str, Any]]) -> str:
     """Every figure of every backend, one line per recipe, dataset and backend."""
     by_label = {(row["recipe"], row["dataset"], label(name)): row["stats"][name] for row in rows
@@ -330,64 +193,16 @@ def seed_table(entries: list[tuple[str, str, str, Group]], who: str = "backend")
     return _backend_table(entries, [f"seed {seed}" for seed in seeds], finals, who)
 
 
-def starts_like_script(recipe: str, mode: str, backend: str, group: Group) -> bool:
-    """Whether each run of `group` starts from the blog post's script's own initial weights for its seed, so that the
-    two can be compared seed by seed: where the recipe's shared draw replays the generator of the script's
-    framework (`common.init.SOURCES`, the registry's `generator`: PyTorch's after torch.manual_seed(seed), for
-    seed-torch), shared-mode runs start from the script's weights, and so do native-mode runs of a backend that
-    draws from that very generator (PyTorch's own, conv2's weights in channels-last order)."""
-    from common.init import SOURCES
-
-    spec_recipe = spec.get_recipe(recipe)
-    script = backends.registry().get(spec_recipe.script_backend or "")
-    if script is None or not group.complete or SOURCES[spec_recipe.init] != script.generator:
-        return False
-    if mode == "native":
-        entry = backends.registry().get(backend)
-        return entry is not None and entry.generator == script.generator
-    return all(r["meta"].get("init_source") == script.generator for r in group.complete)
-
-
-def script_comparison(recipe: str, mode: str, backend: str, script: Group, group: Group) -> st.Comparison:
-    """group − script in final test accuracy: paired by seed where the runs start from the script's weights,
-    Welch's test otherwise."""
-    if starts_like_script(recipe, mode, backend, group):
-        return paired_by_seed(script, group)
-    return st.welch(script.finals("test_accuracy"), group.finals("test_accuracy"))
-
-
-def fidelity_rows(groups) -> list[dict[str, Any]]:
-    """Per seed recipe and dataset with reference runs of the blog post's script: the script's final test accuracy,
-    then each backend in each mode (with the same overrides), each compared with the script."""
-    recipe_rank = {name: i for i, name in enumerate(spec.RECIPES)}
-    rows = []
-    for (variant, dataset, recipe), by_backend in groups.items():
-        script = by_backend.get(SCRIPT_BACKEND)
-        if script is None or not script.complete:
-            continue
-        overrides = variant.removeprefix("native")  # "", or "-epochs2-limit512": compare like with like
-        entries = [(label(SCRIPT_BACKEND), script, None)]
-        for mode in ("shared", "native"):
-            others = groups.get((mode + overrides, dataset, recipe), {})
-            for name in backend_order(others):
-                if others[name].complete:
-                    group = others[name]
-                    entries.append((f"{label(name)}, {mode}", group,
-                                    script_comparison(recipe, mode, name, script, group)))
-        rows.append({"variant": variant, "dataset": dataset, "recipe": recipe, "entries": entries})
-    return sorted(rows, key=lambda row: (row["variant"], recipe_rank.get(row["recipe"], 99), row["dataset"] != "mnist"))
-
-
 def fidelity_table(rows: list[dict[str, Any]]) -> str:
     """Does the harness's recipe give what the blog post's script gives? One line per script, backend and mode."""
     header = ["recipe", "dataset", "run by", "test acc", "95% CI of the mean", "s/epoch", "− script [95% CI]",
               "test, p", "reproduces the script"]  # fmt: skip
     body = []
     for row in rows:
-        for label, group, comparison in row["entries"]:
+        for who, group, comparison in row["entries"]:
             summary, figures = st.summarize(group.finals("test_accuracy")), group_stats(group)
             interval = "—" if math.isnan(summary.low) else f"{summary.low * 100:.2f} – {summary.high * 100:.2f}%"
-            cells = [f"`{row['recipe']}`", row["dataset"], label,
+            cells = [f"`{row['recipe']}`", row["dataset"], who,
                      st.pm(summary.mean, summary.std, summary.n, 2, True) + _status_note(figures), interval,
                      f"{figures['seconds_per_epoch']:.1f}"]
             if comparison is None:
@@ -795,11 +610,6 @@ def made_by_table(records: list[dict[str, Any]]) -> str:
 def _version_key(text: str) -> tuple:
     """'jax 0.4.23' before 'jax 0.10.2'."""
     return tuple(int(part) if part.isdigit() else 0 for part in text.split()[-1].split("+")[0].split("."))
-
-
-def plot_order_of(names) -> list[str]:
-    """Registry order, the blog post's script last."""
-    return backend_order(names) + ([SCRIPT_BACKEND] if SCRIPT_BACKEND in names else [])
 
 
 def runs_summary(records: list[dict[str, Any]]) -> str:
