@@ -6,7 +6,7 @@
 A template holds no figure typed by hand outside a code block: every measured number (percentages, points,
 intervals, ratios, times, counts of runs) is a placeholder filled from the committed records and measurements:
 
-    report    the published report's model of docs/results/ (experiments.analysis.report.Model): its
+    report    the published report of docs/results/ (experiments.analysis.report.Report): its
               tables (`report.results`, `report.findings`, `report.costs`, ...) and figures
     timings   docs/timings.json: what each of the README's commands takes (`lenet-repro timings`)
     stats     experiments.analysis.stats: the confidence level and the margin of the verdicts (CONFIDENCE, MARGIN)
@@ -69,10 +69,10 @@ def templates() -> list[Path]:
 def context() -> dict:
     """What the templates are filled from: the published report's model and the timings file."""
     from experiments.analysis import stats, upgrade
-    from experiments.analysis.report import published_model
+    from experiments.analysis.report import published_report
     from experiments.analysis.speed_outputs import SpeedOutputs
 
-    return {"report": published_model(), "timings": Timings.load(), "stats": stats, "takes": takes,
+    return {"report": published_report(), "timings": Timings.load(), "stats": stats, "takes": takes,
             "studies": Studies(), "spec": SpecFigures(), "const": const, "measured": measured,
             "upgrade": upgrade, "speed": SpeedOutputs()}
 

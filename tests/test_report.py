@@ -319,10 +319,10 @@ def test_the_model_quotes_its_own_tables_rows_and_figures():
     """A page's excerpt is the report's table with only the rows asked for (and no column they leave empty); a
     single figure is read from the same groups as the tables."""
     from common.results import RunStore
-    from experiments.analysis.report import Model
+    from experiments.analysis.report import Report
 
     records = [_record(b, s, "complete", [0.1, 0.5 + s / 10]) for b in ("torch", "mxnet") for s in range(3)]
-    model = Model(records, *_model_parts(records), "")
+    model = Report(records, *_model_parts(records), "")
     model.text = "## shared\n\n| recipe | dataset | backend | a | b |\n|---|---|---|---|---|\n" \
                  "| `d2l` | mnist | PyTorch | 1 |  |\n| `d2l` | mnist | MXNet | 2 |  |\n"
     assert model.excerpt("shared", "| recipe |", {"backend": "MXNet"}) == (
@@ -334,7 +334,7 @@ def test_the_model_quotes_its_own_tables_rows_and_figures():
     assert model.left_plateau("shared", "mnist", "d2l", "torch") == "3 of 3"
     with pytest.raises(KeyError):
         model.accuracy("shared", "mnist", "d2l", "jax")
-    assert RunStore  # the model is built from a store's records in Model.build
+    assert RunStore  # the model is built from a store's records in Report.build
 
 
 def _model_parts(records):

@@ -1,5 +1,5 @@
 """The side-by-side report, rendered: tables (Markdown, CSV, terminal), sections and plots, from the model of
-whatever runs exist (experiments/analysis/model.py), and `Model`, what the pages rendered from templates quote.
+whatever runs exist (experiments/analysis/model.py), and `Report`, what the pages rendered from templates quote.
 
 Framework-free: it reads run records only. Output is a pure function of the records, so a committed report
 can be checked against the committed runs.
@@ -338,9 +338,10 @@ def plot_path(key: tuple[str, str, str]) -> Path:
 
 
 @dataclass
-class Model:
-    """The report's model of a results directory: its records, their groups and rows, and the report's Markdown.
-    The report, its plots and every page rendered from templates (experiments/docs.py) read their figures here."""
+class Report:
+    """The report of a results directory: its records, their groups and rows (experiments/analysis/model.py), and
+    the report's Markdown. The report's files, its plots and every page rendered from templates
+    (experiments/docs.py) read their figures here."""
 
     records: list[dict[str, Any]]
     groups: dict[tuple[str, str, str], dict[str, Group]]
@@ -349,7 +350,7 @@ class Model:
     variance: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the variance study's files (variance/)
 
     @classmethod
-    def build(cls, store: RunStore, mode: str | None = None) -> Model:
+    def build(cls, store: RunStore, mode: str | None = None) -> Report:
         records = [r for r in store.records() if mode is None or r.get("mode", "shared") == mode]
         left_out = len(store.left_out)
         groups = group_records(records)
@@ -523,9 +524,9 @@ class Model:
 PUBLISHED = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 
-def published_model() -> Model:
+def published_report() -> Report:
     """The model of the committed runs (docs/results/)."""
-    return Model.build(RunStore(PUBLISHED))
+    return Report.build(RunStore(PUBLISHED))
 
 
 def write_report(store: RunStore, mode: str | None = None) -> str:
@@ -533,15 +534,15 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
     from experiments.analysis.plots import plot_group
     from experiments.analysis.variance import plot as variance_plot
 
-    model = Model.build(store, mode)
-    for key, by_backend in model.groups.items():
+    report = Report.build(store, mode)
+    for key, by_backend in report.groups.items():
         write_atomic(store.root / plot_path(key), plot_group(key, by_backend))
-    for study in model.variance:
+    for study in report.variance:
         write_atomic(store.root / variance_plot_path(study), variance_plot(study))
-    write_atomic(store.root / "report.md", model.text.encode())
-    write_atomic(store.root / "report.csv", csv_text(model.rows).encode())
+    write_atomic(store.root / "report.md", report.text.encode())
+    write_atomic(store.root / "report.csv", csv_text(report.rows).encode())
     left_out = len(store.left_out)
-    return (f"wrote {store.root / 'report.md'}, report.csv and {len(model.groups)} plots from {len(model.records)} "
+    return (f"wrote {store.root / 'report.md'}, report.csv and {len(report.groups)} plots from {len(report.records)} "
             "runs" + (f" ({left_out} left out: see above)" if left_out else ""))
 
 
@@ -772,7 +773,7 @@ def _variant_note(variant: str) -> str:
 
 # The report's tables that the documentation carries verbatim (README.md all but the second, docs/fidelity.md the
 # second), each found by its header row's first cells; tests/test_published.py holds the copies to these.
-# The tables the README and the docs show, by their header rows (Model.results, .fidelity, .findings, .costs,
+# The tables the README and the docs show, by their header rows (Report.results, .fidelity, .findings, .costs,
 # .stock): the pages rendered from templates take them from the report's model (experiments/docs.py).
 DOCUMENTED_TABLES = ("| recipe | dataset | PyTorch test acc |", "| recipe | dataset | run by |", FINDINGS_HEADER,
                      COST_HEADER, STOCK_HEADER)
