@@ -72,8 +72,10 @@ def tier(item: pytest.Item) -> pytest.MarkDecorator:
     return pytest.mark.integration if item.get_closest_marker("integration") else pytest.mark.unit
 
 
-# Programs a unit test may start: git, read for the code version a seal names (common.seal.code_version).
-ALLOWED_IN_UNIT = {"git"}
+# Programs a unit test may start: git, read for the code version a seal names (common.seal.code_version), and the
+# tools ctypes.util.find_library asks where a shared library is (ldconfig, then a compiler or the linker), lookups of
+# the system, as is uname (the platform module's processor name): not processes of the project.
+ALLOWED_IN_UNIT = {"git", "ldconfig", "gcc", "cc", "ld", "objdump", "uname"}
 
 
 @pytest.fixture(autouse=True)
