@@ -79,6 +79,11 @@ def widest_isa(machine: dict[str, Any]) -> str | None:
     return names[widest] if widest else None
 
 
+def named(meta: dict[str, Any]) -> str:
+    """The machine a run record's meta names (`summary`), or, where it names no processor, its host."""
+    return summary(meta["machine"]) if meta.get("machine") else f"not recorded (host {meta.get('host', '?')})"
+
+
 def summary(machine: dict[str, Any]) -> str:
     """One line naming a machine: processor, family/model, widest vector ISA, cores."""
     widest = widest_isa(machine)

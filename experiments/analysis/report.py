@@ -549,14 +549,13 @@ def write_report(store: RunStore, mode: str | None = None) -> str:
 def machines_table(records: list[dict[str, Any]]) -> str:
     """How many runs of each backend each machine made (by processor; a record that does not name one, by its host
     name), with what the records say of the kernels beyond the processor (kernel_note)."""
-    from common.machine import summary
+    from common.machine import named
 
     counts: dict[str, dict[str, int]] = {}
     dates: dict[str, list[str]] = {}
     for record in records:
         meta = record.get("meta", {})
-        where = (summary(meta["machine"]) if meta.get("machine")
-                 else f"not recorded (host {meta.get('host', '?')})")  # fmt: skip
+        where = named(meta)
         note = backends.kernel_note(record["backend"], meta)
         name = label(record["backend"]) + (f" ({note})" if note else "")
         counts.setdefault(where, {}).setdefault(name, 0)

@@ -76,12 +76,10 @@ def run_name(record: dict[str, Any]) -> str:
 
 
 def made_on(record: dict[str, Any]) -> str:
-    """The machine a record names, or what little an older record says."""
-    recorded = record.get("meta", {}).get("machine")
-    if recorded:
-        note = backends.kernel_note(record["backend"], record["meta"])
-        return machine.summary(recorded) + (f" ({note})" if note else "")
-    return f"not recorded (host {record.get('meta', {}).get('host', '?')}; made before records named the processor)"
+    """The machine a record names (its host where it names no processor), with what its kernels were."""
+    meta = record.get("meta", {})
+    note = backends.kernel_note(record["backend"], meta) if meta.get("machine") else None
+    return machine.named(meta) + (f" ({note})" if note else "")
 
 
 def published(results: Path) -> list[tuple[Path, dict[str, Any]]]:
