@@ -97,8 +97,7 @@ class Studies:
         from experiments.analysis import stats
         from experiments.studies.arms import by_arm
 
-        values = by_arm(json.loads((REPO / "docs" / "studies" / f"{name}.json").read_text()),
-                        lambda r: r["test_accuracy"])[arm]  # fmt: skip
+        values = by_arm(self._read(name), lambda r: r["test_accuracy"])[arm]
         summary = stats.summarize(values)
         return stats.pm(summary.mean, summary.std, summary.n, 2, True)
 
@@ -107,7 +106,13 @@ class Studies:
 
         module = {"order": order_study, "init-weights": init_weights, "init": init_study}
         prefix = next(p for p in ("init-weights", "order", "init") if name.startswith(p + "-"))
-        return module[prefix].summary(json.loads((REPO / "docs" / "studies" / f"{name}.json").read_text()))
+        return module[prefix].summary(self._read(name))
+
+    def _read(self, name: str) -> dict:
+        """A committed study's file, its seal checked (common.seal.read_json)."""
+        from common import seal
+
+        return seal.read_json(REPO / "docs" / "studies" / f"{name}.json", "study file")
 
 
 class SpecFigures:
