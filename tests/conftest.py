@@ -52,6 +52,18 @@ def mxnet_backend():
     return load_backend("mxnet")
 
 
+@pytest.fixture(scope="session")
+def framework_backends():
+    """Every registered framework, loaded once per process, threads configured (MXNet's is a child of its own
+    interpreter, backends/remote.py)."""
+    from backends import frameworks, load_backend
+
+    loaded = {name: load_backend(name) for name in frameworks()}
+    for backend in loaded.values():
+        backend.configure_threads()
+    return loaded
+
+
 # The conformance items that compare a backend with the float64 reference of a recipe (computed once per process)
 ORACLE_ITEMS = {"test_oracle", "test_fifty_sgd_steps"}
 
@@ -60,16 +72,20 @@ ORACLE_ITEMS = {"test_oracle", "test_fifty_sgd_steps"}
 # kernel, another environment's interpreter) or train to the end says so where it is, `pytestmark =
 # pytest.mark.integration`; the conformance suite (backends/conformance/) is its own tier; every other test is in
 # the unit tier, runs in-process on synthetic arrays or small subsets, and fails if it starts a process
-# (`no_process_in_unit_tests` below).
+# (`no_process_in_unit_tests` below). A test that asks for a fixture starting a process (PROCESS_FIXTURES: another
+# environment's interpreter, driven through backends/remote.py) is in the integration tier by that request, wherever
+# its file is and whichever test of the process set the fixture up first.
 TIERS = ("unit", "conformance", "integration")
+PROCESS_FIXTURES = {"mxnet_backend", "framework_backends"}
 
 
 def tier(item: pytest.Item) -> pytest.MarkDecorator:
-    """The tier marker of a test: the conformance suite's, the integration tier where the file declares it, else
-    unit."""
+    """The tier marker of a test: the conformance suite's, the integration tier where its file or itself declares it
+    or where it asks for a fixture that starts a process, else unit."""
     if "conformance" in item.path.parts:
         return pytest.mark.conformance
-    return pytest.mark.integration if item.get_closest_marker("integration") else pytest.mark.unit
+    starts = PROCESS_FIXTURES & set(getattr(item, "fixturenames", ()))
+    return pytest.mark.integration if item.get_closest_marker("integration") or starts else pytest.mark.unit
 
 
 # Programs a unit test may start: git, read for the code version a seal names (common.seal.code_version), and the

@@ -74,16 +74,14 @@ def test_max_pooling_routes_a_tied_gradient_as_pytorch_does(torch_backend):
     assert dx[0, 0, 0, 1] == 1.0 and dx[0, 0, 1, 0] == 0.0 and dx[0, 0, 2, 0] == 3.0  # first of the ties
 
 
-def test_sgd_with_momentum_and_weight_decay_in_the_spec_form():
+def test_sgd_with_momentum_and_weight_decay_in_the_spec_form(framework_backends):
     """No recipe uses weight decay, so this checks it on its own: the NumPy update by hand, and every framework
     the registry lists (each writes the spec's update out in its own terms: Keras's SGD, for one, decouples it)."""
-    from backends import frameworks, load_backend
-
     overrides = {"optimizer.lr": 0.05, "optimizer.weight_decay": 0.01}
     recipe = spec.get_recipe("seed-torch-fixed", overrides)
     x, y, _, _ = subset("mnist", recipe, 128)
     weights = initial_weights(recipe, 0)
-    backends = {"numpy": nl, **{name: load_backend(name) for name in frameworks()}}
+    backends = {"numpy": nl, **framework_backends}
     models = {}
     for name, backend in backends.items():
         models[name] = backend.build_model(recipe, "cpu")
@@ -102,7 +100,7 @@ def test_sgd_with_momentum_and_weight_decay_in_the_spec_form():
             backend.train_step(models[name], x[batch], y[batch])
     for name in w:
         np.testing.assert_allclose(nl.get_weights(models["numpy"])[name], w[name], rtol=1e-12, atol=1e-14)
-        for framework in frameworks():
+        for framework in framework_backends:
             got = backends[framework].get_weights(models[framework])[name]
             assert oracle.relative_error(got, w[name]) < 1e-5, (framework, name)
 

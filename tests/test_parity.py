@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from conftest import subset
 
-from backends import frameworks, load_backend
 from common import spec
 from common.batches import batch_slices, epoch_order
 from common.init import initial_weights
@@ -22,12 +21,9 @@ FAST_RECIPE = "seed-torch-fixed"  # the one recipe of the 50 steps framework aga
 
 
 @pytest.fixture(scope="module")
-def backends(torch_backend):
+def backends(framework_backends):
     """Every registered framework, the first (PyTorch) being the one the others are compared with."""
-    loaded = {name: load_backend(name) for name in frameworks()}
-    for backend in loaded.values():
-        backend.configure_threads()
-    return loaded
+    return framework_backends
 
 
 def _others(backends) -> list[str]:
