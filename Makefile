@@ -36,7 +36,7 @@ RUN_ARGS = $(GRID_ARGS) --mode $(MODE)
 
 .PHONY: help venv venvs lock data test test-fast lint typecheck layers reproduce demo docs timings \
 	reproduce-seed-scripts compare conformance oracle notebook notebook-html bench bench-backends profile bench-grid verify verify-full publish \
-	publish-stock handout clean \
+	publish-stock handout explorer browser clean \
 	ray-head ray-worker ray-stop
 
 # List the targets.
@@ -70,7 +70,7 @@ data: venv
 # core: three tiers (unit, conformance, integration; `pytest -m unit` runs one), the tests that start Ray one after
 # another on one worker. BACKEND=name runs the tests of one backend (its conformance items and every test
 # parametrised with it).
-test: data venvs
+test: data venvs browser
 	$(PY) -m pytest -n auto --dist loadgroup $(if $(BACKEND),--backend $(BACKEND))
 
 # The fast tier for a development loop: the unit tests not marked slow, on every core.
@@ -118,7 +118,7 @@ docs: venv
 
 # Time the README's commands into docs/timings.json: demo, verify and test measured here (MEASURE= to choose),
 # reproduce and publish from the committed runs; then `make docs` shows them.
-MEASURE ?= demo,verify,test,test-fast
+MEASURE ?= demo,verify,test,test-fast,explorer
 timings: data venvs
 	$(CLI) timings --measure $(MEASURE)
 
@@ -147,6 +147,17 @@ $(LAB_STAMP): locks/main-lab.txt
 # Execute the notebook headless and write build/side_by_side.html, a self-contained page to hand out.
 notebook-html: data
 	$(CLI) notebook html
+
+# Debian's Chromium, if no chromium is on PATH: the explorer's browser tests and its screenshot drive it headless
+# (Playwright, in .venv). Needs root or sudo, as Debian's package manager does.
+browser:
+	@command -v chromium >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium; }
+
+# Every run in one self-contained HTML page that opens offline: build/explorer.html from the committed runs, or
+# explorer.html in RESULTS= when it is given (make explorer RESULTS=results).
+explorer: venv
+	$(CLI) explorer $(if $(filter command line environment,$(origin RESULTS)),--results $(RESULTS)) $(if $(SCREENSHOT),--screenshot $(SCREENSHOT))
 
 # The one-page handout (docs/handout.md) as a printable page: build/handout.html (print it from a browser).
 handout: venv

@@ -5,7 +5,7 @@ command, each with its own `--help`; the main ones:
                     [--results DIR] [--device auto|cpu|gpu] [--mode shared|native] [--threads T] [--workers N]
                     [--ray-address HOST:PORT]
     lenet-repro demo [--results DIR]           the three findings, trained live in a few minutes (demo.html, demo.json)
-    lenet-repro compare [--results DIR] [--mode shared|native|stock]
+    lenet-repro compare [--results DIR] [--mode shared|native|stock] [--explorer]
     lenet-repro layers [RECIPE ...] [--backend spec|NAME]
     lenet-repro backends                       the registered backends (built in and plug-ins)
     lenet-repro conformance [--backend NAME]   the conformance suite against one or every backend
@@ -17,6 +17,7 @@ command, each with its own `--help`; the main ones:
     lenet-repro timings [--measure ...]        how long the README's commands take (docs/timings.json)
     lenet-repro notebook ipynb|html|check      the teaching notebook
     lenet-repro handout                        the one-page handout, printable (build/handout.html)
+    lenet-repro explorer [--results DIR]       every run in one self-contained page, offline (build/explorer.html)
     lenet-repro init-study [--seeds N] ...     the crossed initialisation study
     lenet-repro init-weights [--seeds N] ...   the initial weights of each generator, beyond their marginals
     lenet-repro order-study [--seeds N] ...    d2l-en's batch-level shuffle against the example shuffle
@@ -112,6 +113,8 @@ def build_parser(jobs: bool = True) -> argparse.ArgumentParser:
     compare.add_argument("--results", default="results")
     compare.add_argument("--mode", default=None, type=choice("mode", lambda: MODES),
                          help="default: every mode present")
+    compare.add_argument("--explorer", action="store_true",
+                         help="also write explorer.html beside the report: every run in one page (`explorer`)")
     compare.add_argument("--accept-changed", action="store_true",
                          help="seal again, as they are now, the records whose content no longer matches their seal "
                               "(or that have none), after checking them by hand: they enter the tables again")
@@ -138,6 +141,15 @@ def build_parser(jobs: bool = True) -> argparse.ArgumentParser:
     for module in job_modules() if jobs else ():  # the data command, the notebook, the handout, every study
         module.add_arguments(commands.add_parser(module.NAME, help=module.HELP))
     return parser
+
+
+def command_names() -> tuple[list[str], list[str]]:
+    """(the commands, the studies) the command line has, in its order: what the README lists."""
+    from experiments.studies import modules
+
+    choices = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    studies = [module.NAME for module in modules()]
+    return [name for name in choices if name not in studies], studies
 
 
 def _mode(args: argparse.Namespace) -> str:
@@ -284,10 +296,10 @@ def conformance(args: argparse.Namespace) -> int:
 def job_modules() -> list:
     """The commands declared as modules (NAME, HELP, Config, add_arguments, run): the data command, the notebook,
     the handout, then every study of experiments/studies (found there, not listed here)."""
-    from experiments import demo, docs, handout, notebook, timings
+    from experiments import demo, docs, explorer, handout, notebook, timings
     from experiments.studies import modules
 
-    return [data, demo, docs, timings, notebook, handout, *modules()]
+    return [data, demo, docs, timings, notebook, handout, explorer, *modules()]
 
 
 def _job(module) -> Callable[[argparse.Namespace], int]:
@@ -324,6 +336,10 @@ def _compare(args: argparse.Namespace) -> int:
     if args.accept_changed:
         store.accept_changed()
     print(write_report(store, args.mode))
+    if args.explorer:
+        from experiments.explorer import write_page
+
+        print(f"wrote {write_page(store, store.root / 'explorer.html')}")
     return 0
 
 

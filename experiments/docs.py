@@ -71,10 +71,11 @@ def context() -> dict:
     from experiments.analysis import stats, upgrade
     from experiments.analysis.report import published_report
     from experiments.analysis.speed_outputs import SpeedOutputs
+    from experiments.cli import command_names
 
     return {"report": published_report(), "timings": Timings.load(), "stats": stats, "takes": takes,
             "studies": Studies(), "spec": SpecFigures(), "const": const, "measured": measured,
-            "upgrade": upgrade, "speed": SpeedOutputs()}
+            "upgrade": upgrade, "speed": SpeedOutputs(), "commands": command_names()}
 
 
 def measured(path: str) -> str:

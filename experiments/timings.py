@@ -36,7 +36,7 @@ from common.results import RunKey, RunStore, write_atomic
 REPO = Path(__file__).resolve().parent.parent
 TIMINGS = REPO / "docs" / "timings.json"
 PUBLISHED = REPO / "docs" / "results"
-MEASURABLE = ("demo", "verify", "test", "test-fast", "venvs")
+MEASURABLE = ("demo", "verify", "test", "test-fast", "venvs", "explorer")
 
 NAME = "timings"
 HELP = "how long the README's commands take: measure some (--measure), estimate the rest from the committed runs"
