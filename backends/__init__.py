@@ -2,7 +2,9 @@
 its lists of backends from it (command-line choices and errors, report columns and labels, plot styles, drift
 pairs, the oracle, the benchmarks, the notebook, the conformance suite and the test parametrisations).
 
-A backend is a module that satisfies `backends.contract.Backend`. Two kinds of entries:
+A backend is a module that satisfies `backends.contract.Backend`; the blog post's scripts are an entry too (role
+"script": they train themselves, so they implement no contract, and each recipe with a script names the framework
+that trains it, `spec.Recipe.script_backend`). Two kinds of entries:
 
 * **built in**: `BUILTIN` below, one `BackendInfo` each;
 * **plug-ins**: any installed distribution that declares an entry point in the group `lenet_repro.backends`,
@@ -43,7 +45,7 @@ ENTRY_POINT_GROUP = "lenet_repro.backends"
 # A module under check (backends.conformance.check_backend): NAME=MODULE, registered for this process and its
 # children as a plug-in would be, without installing anything.
 CHECK_ENV = "LENET_REPRO_CHECK_BACKEND"
-Role = Literal["framework", "reference"]
+Role = Literal["framework", "reference", "script"]
 
 # Plot colours for plug-ins, in order of registration (the built-in backends have their own): Tableau's, after the
 # five the built-in backends take, each far from the others (tests/test_report.py measures how far).
@@ -58,7 +60,8 @@ class BackendInfo:
     name: str  # as on the command line and in records: `--backend torch`, torch-seed0.json
     module: str  # import path of the module that satisfies backends.contract.Backend
     label: str  # display name in tables and plots
-    role: Role  # "framework": a real framework under test; "reference": the float64 NumPy math, the oracle
+    role: Role  # "framework": a real framework under test; "reference": the float64 NumPy math, the oracle;
+    #             "script": the blog post's scripts, as written (they implement no contract: `names()` leaves them out)
     packages: tuple[str, ...] = ()  # the framework's import names: its versions are recorded, and no other
     #                                 backend may import them
     style: dict[str, object] = field(default_factory=dict)  # matplotlib line style of its curves
@@ -73,6 +76,9 @@ class BackendInfo:
     #                                  kernels were beyond the processor (e.g. "oneDNN on"); None: nothing to say
     speed_goal: float | None = None  # the most time per epoch it should take, as a multiple of the fastest
     #                                   backend's in one `make bench-backends` run (docs/speed.md); None: no goal
+    modes: tuple[str, ...] | None = None  # the run modes it trains in, the first its default; None: every mode
+    session: str | None = None  # "module:function" that opens a run's session itself (key, device); None: the
+    #                              harness trains it through the contract
 
 
 BUILTIN: tuple[BackendInfo, ...] = (
@@ -88,6 +94,9 @@ BUILTIN: tuple[BackendInfo, ...] = (
     BackendInfo("tensorflow", "backends.tensorflow_lenet", "TensorFlow", "framework", ("tensorflow", "keras"),
                 {"color": "#2ca02c", "linestyle": (0, (5, 1))}, generator="keras-seed-generator",
                 stock_init="keras-default", kernel_note="backends.kernel_notes:onednn", speed_goal=1.25),
+    BackendInfo("script", "experiments.running.seed_scripts", "the blog post's script", "script", (),
+                {"color": "#111111", "linestyle": (0, (1, 2))}, environment="", modes=("native",),
+                session="experiments.running.seed_scripts:open_reference_run"),
     BackendInfo("numpy", "backends.numpy_lenet", "NumPy", "reference", (),
                 {"color": "#9467bd", "linestyle": ":"}, generator="numpy-pcg64", speed_goal=3.0),
 )  # fmt: skip
@@ -168,8 +177,58 @@ def init_scheme(name: str, recipe) -> str:
 
 
 def names() -> list[str]:
-    """The registered backends' names, built-in first."""
+    """The registered backends that implement the contract (the frameworks and the reference), built-in first."""
+    return [name for name, entry in registry().items() if entry.role != "script"]
+
+
+def run_names() -> list[str]:
+    """Everything a run can be trained by: every registry entry, the blog post's scripts included."""
     return list(registry())
+
+
+def scripts() -> list[str]:
+    """The entries that are the blog post's own scripts (they train themselves, in native mode)."""
+    return [name for name, entry in registry().items() if entry.role == "script"]
+
+
+def default_mode(name: str) -> str:
+    """The mode a run of this entry takes when none is given: its first, or shared."""
+    modes = info(name).modes
+    return modes[0] if modes else "shared"
+
+
+def check_mode(name: str, mode: str) -> None:
+    """A UserError (one line) where an entry does not train in a mode (the blog post's scripts: native only)."""
+    modes = info(name).modes
+    if modes is not None and mode not in modes:
+        raise UserError(f"{label(name)} trains in {' and '.join(modes)} mode only (--mode {modes[0]}), not {mode}")
+
+
+def recipes_for(name: str, recipes) -> list[str]:
+    """The recipes among `recipes` an entry can train: every one, or for a script the recipes it is written for."""
+    from common import spec
+
+    if info(name).role != "script":
+        return list(recipes)
+    return [recipe for recipe in recipes if spec.get_recipe(recipe).script_backend]
+
+
+def trained_by(name: str, recipe) -> str:
+    """The contract backend whose framework and environment train a run: itself, or for a script the framework
+    its recipe's script is written in (a UserError for a recipe with no script)."""
+    if info(name).role != "script":
+        return name
+    if recipe.script_backend is None:
+        raise UserError(f"{recipe.name} reproduces none of the blog post's scripts: run it with a registered backend")
+    return recipe.script_backend
+
+
+def display_order(present) -> list[str]:
+    """The names in `present` as tables and legends list them: the frameworks, the blog post's scripts, the
+    reference, each in registry order; names no registry holds (a plug-in's records, not installed here) last."""
+    rank = {"framework": 0, "script": 1, "reference": 2}
+    known = order(present)
+    return sorted(known, key=lambda n: rank[registry()[n].role] if n in registry() else 3)
 
 
 def info(name: str) -> BackendInfo:
@@ -216,7 +275,10 @@ def python_for(name: str) -> str:
 @functools.cache
 def load_backend(name: str) -> Backend:
     """The backend module for a registered name; from another environment, a RemoteBackend that drives it in its
-    own interpreter (one child per backend and process)."""
+    own interpreter (one child per backend and process). Only the contract's implementations load (not the blog
+    post's scripts, which train themselves)."""
+    if name not in names():
+        raise unknown_name("backend", name, names())
     entry = info(name)
     if not runs_here(name):
         from backends.remote import RemoteBackend

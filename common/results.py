@@ -42,9 +42,6 @@ MODES = ("shared", "native", "stock")
 # initialiser distributions, each framework's random numbers) and stock (each framework's default initialisers,
 # as a student's port would have them: the recipe's scheme becomes "stock").
 OWN_DRAWS = ("native", "stock")
-# The blog post's own scripts, run as reference runs beside the two backends. They draw their own weights and
-# shuffle with their own samplers, so their runs are always native-mode runs.
-SCRIPT_BACKEND = "script"
 STATUSES = ("complete", "diverged", "partial")
 CHECKPOINTS = ".checkpoints"
 LOCKS = ".locks"
@@ -82,9 +79,6 @@ class RunKey:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise unknown_name("mode", self.mode, MODES)
-        if self.backend == SCRIPT_BACKEND and self.mode != "native":
-            raise UserError("the blog post's scripts draw their own weights and shuffle their own way: "
-                            "their runs are native-mode runs (--mode native)")
 
     @property
     def variant(self) -> str:

@@ -42,7 +42,7 @@ import backends
 from common import data, spec
 from common.arguments import choice, names, positive_int
 from common.errors import UserError, run_cli
-from common.results import MODES, SCRIPT_BACKEND, RunKey, RunStore, variant_name
+from common.results import MODES, RunKey, RunStore, variant_name
 
 DEVICES = ("auto", "cpu", "gpu")
 PROG = "lenet-repro"
@@ -64,14 +64,14 @@ def _ray_address(text: str) -> str:
 
 
 def run_backends() -> list[str]:
-    """What `run --backend` takes: every registered backend, and the blog post's scripts."""
-    return [*backends.names(), SCRIPT_BACKEND]
+    """What `run --backend` takes: every registry entry, the blog post's scripts included."""
+    return backends.run_names()
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", required=True, type=choice("backend", run_backends),
-                        help=f"a registered backend ({', '.join(backends.names())}) or {SCRIPT_BACKEND} "
-                        "(the blog post's own scripts)")  # fmt: skip
+                        help=f"a registry entry: {', '.join(backends.run_names())} (`lenet-repro backends` "
+                        "says what each is)")  # fmt: skip
     parser.add_argument("--epochs", type=positive_int, help="override every recipe's number of epochs")
     parser.add_argument("--limit", type=positive_int, help="use only the first N training and N test examples")
     parser.add_argument("--results", default="results", help="results directory")
@@ -153,19 +153,19 @@ def command_names() -> tuple[list[str], list[str]]:
 
 
 def _mode(args: argparse.Namespace) -> str:
-    """The run mode: as given, else native for the blog post's scripts and shared for the backends."""
-    return args.mode or ("native" if args.backend == SCRIPT_BACKEND else "shared")
+    """The run mode: as given (if the entry trains in it), else the entry's default (the registry's `modes`)."""
+    mode = args.mode or backends.default_mode(args.backend)
+    backends.check_mode(args.backend, mode)
+    return mode
 
 
 def run_grid(args: argparse.Namespace) -> int:
     """Every unfinished run, sequentially or on Ray (experiments.running.grid), then the side-by-side table."""
     from experiments.analysis.report import summary_table
     from experiments.running.grid import RunSettings, default_threads, make_executor, run_keys
-    from experiments.running.seed_scripts import SCRIPTS
-
     store = RunStore(args.results)
     args.mode = _mode(args)
-    recipes = SCRIPTS if args.backend == SCRIPT_BACKEND else spec.RECIPES
+    recipes = backends.recipes_for(args.backend, spec.RECIPES)
     keys = [
         RunKey(args.backend, dataset, recipe, seed, args.mode, args.limit, args.epochs)
         for recipe in names("recipe", args.recipes, recipes)
@@ -264,7 +264,7 @@ def list_backends(args: argparse.Namespace) -> int:
     rows = [("name", "label", "role", "module", "framework packages", "environment", "from")]
     for entry in backends.registry().values():
         rows.append((entry.name, entry.label, entry.role, entry.module, ",".join(entry.packages) or "—",
-                     entry.environment,
+                     entry.environment or "its recipe's framework's",
                      f"plug-in ({backends.ENTRY_POINT_GROUP})" if entry.plugin else "built in"))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

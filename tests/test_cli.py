@@ -123,7 +123,7 @@ def test_backends_lists_the_registry(tmp_path):
     result = lenet_repro("backends", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     listed = [line.split()[0] for line in result.stdout.splitlines()[1:]]
-    assert listed == backends.names()
+    assert listed == backends.run_names()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -165,7 +165,7 @@ def test_seed_mxnet_trains_with_the_settings_the_mxnet_script_sets_up():
     "argv, message",
     [
         (["--recipes", "d2l"], "unknown recipe 'd2l'; valid: seed-mxnet, seed-torch"),
-        (["--mode", "shared"], "native-mode runs"),
+        (["--mode", "shared"], "native mode only"),
     ],
 )
 def test_script_backend_refuses_what_the_scripts_cannot_do(argv, message, tmp_path, capsys):

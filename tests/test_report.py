@@ -267,12 +267,11 @@ def test_every_series_of_a_plot_has_its_own_colour_and_line_style():
     built_in = {name: entry for name, entry in backends.registry().items() if not entry.plugin}  # plug-ins: PALETTE
     colours = {name: entry.style["color"] for name, entry in built_in.items()}
     colours |= {f"plug-in {i}": c for i, c in enumerate(backends.PALETTE)}
-    colours |= {"seed script": plots.SCRIPT_STYLE["color"], "unregistered": plots.UNREGISTERED_STYLE["color"]}
+    colours |= {"unregistered": plots.UNREGISTERED_STYLE["color"]}
     close = [(a, b, round(math.dist(_lab(colours[a]), _lab(colours[b])), 1))
              for a, b in itertools.combinations(colours, 2) if math.dist(_lab(colours[a]), _lab(colours[b])) < 20]
     assert not close, f"colours too alike to tell apart: {close}"
-    styles = [repr(entry.style["linestyle"]) for entry in built_in.values()] + [
-        repr(plots.SCRIPT_STYLE["linestyle"])]
+    styles = [repr(entry.style["linestyle"]) for entry in built_in.values()]
     assert len(set(styles)) == len(styles)
 
 

@@ -14,7 +14,6 @@ import numpy as np
 
 import backends
 from common import spec
-from common.results import SCRIPT_BACKEND
 from experiments.analysis import stats as st
 
 Groups = dict[tuple[str, str, str], dict[str, Any]]  # (variant, dataset, recipe) -> {backend: report.Group}
@@ -74,7 +73,8 @@ def one_line(groups: Groups, rows: Rows) -> str | None:
 
 def seed_lottery(groups: Groups, rows: Rows) -> str | None:
     """How far the seed alone moves the blog post's PyTorch script on MNIST: its lowest and highest seed."""
-    script = _accuracies(groups, "native", "mnist", "seed-torch", SCRIPT_BACKEND)
+    script = {seed: accuracy for name in backends.scripts()
+              for seed, accuracy in _accuracies(groups, "native", "mnist", "seed-torch", name).items()}  # fmt: skip
     if len(script) < 2:
         return None
     values = sorted(script.values())
@@ -151,18 +151,13 @@ def cost_table(groups: Groups) -> str | None:
     rows = []
     for recipe in sorted(minutes, key=lambda r: list(spec.RECIPES).index(r) if r in spec.RECIPES else 99):
         by_backend = minutes[recipe]
-        names = [n for n in backends.order(by_backend) if n != SCRIPT_BACKEND]
-        names += [SCRIPT_BACKEND] if SCRIPT_BACKEND in by_backend else []
-        cells = ", ".join(f"{_label(n)} {float(np.median(by_backend[n])):.1f}" for n in names)
+        cells = ", ".join(f"{backends.label(n)} {float(np.median(by_backend[n])):.1f}"
+                          for n in backends.display_order(by_backend))  # fmt: skip
         rows.append(f"| `{recipe}` | {epochs[recipe]} | {cells} |")
     hours = sum(row["seconds"] for by_backend in groups.values() for group in by_backend.values()
                 for record in group.records for row in record["epochs"]) / 3600  # fmt: skip
     rows.append(f"| every committed run | | {hours:.1f} hours of training and testing in all, one run after another |")
     return "\n".join([COST_HEADER, "|---|---|---|"] + rows)
-
-
-def _label(name: str) -> str:
-    return "the blog post's script" if name == SCRIPT_BACKEND else backends.label(name)
 
 
 STOCK_HEADER = "| recipe, each framework on its own defaults | dataset |"

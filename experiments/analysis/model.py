@@ -14,13 +14,13 @@ import numpy as np
 
 import backends
 from common import spec
-from common.results import SCRIPT_BACKEND, variant_name
+from common.results import variant_name
 from experiments.analysis import stats as st
 
 
 def label(name: str) -> str:
-    """A backend's display name from the registry; the blog post's scripts are "the blog post's script"."""
-    return "the blog post's script" if name == SCRIPT_BACKEND else backends.label(name)
+    """A backend's display name, from the registry (the blog post's scripts' included)."""
+    return backends.label(name)
 
 
 def is_reference(name: str) -> bool:
@@ -30,8 +30,8 @@ def is_reference(name: str) -> bool:
 
 
 def backend_order(present) -> list[str]:
-    """The backends (not the blog post's script) among `present`, in registry order."""
-    return backends.order(set(present) - {SCRIPT_BACKEND})
+    """The backends that implement the contract (not the blog post's scripts) among `present`, in registry order."""
+    return backends.order(set(present) - set(backends.scripts()))
 
 
 def drift_pairs(present) -> list[tuple[str, str]]:
@@ -207,11 +207,12 @@ def fidelity_rows(groups) -> list[dict[str, Any]]:
     recipe_rank = {name: i for i, name in enumerate(spec.RECIPES)}
     rows = []
     for (variant, dataset, recipe), by_backend in groups.items():
-        script = by_backend.get(SCRIPT_BACKEND)
-        if script is None or not script.complete:
+        name = next((n for n in backends.scripts() if n in by_backend), None)
+        script = by_backend[name] if name else None
+        if name is None or script is None or not script.complete:
             continue
         overrides = variant.removeprefix("native")  # "", or "-epochs2-limit512": compare like with like
-        entries = [(label(SCRIPT_BACKEND), script, None)]
+        entries = [(label(name), script, None)]
         for mode in ("shared", "native"):
             others = groups.get((mode + overrides, dataset, recipe), {})
             for name in backend_order(others):
@@ -224,5 +225,5 @@ def fidelity_rows(groups) -> list[dict[str, Any]]:
 
 
 def plot_order_of(names) -> list[str]:
-    """Registry order, the blog post's script last."""
-    return backend_order(names) + ([SCRIPT_BACKEND] if SCRIPT_BACKEND in names else [])
+    """The frameworks, the blog post's scripts, the reference (the registry's display order)."""
+    return backends.display_order(names)

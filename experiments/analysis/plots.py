@@ -7,12 +7,10 @@ import io
 
 import numpy as np
 
-from backends import order, registry
-from common.results import SCRIPT_BACKEND
+from backends import display_order, registry
 
 # Each backend's colour and line style come from the registry (both differ, so the curves stay apart when printed
-# in grey); the blog post's scripts have their own, and a backend not registered here (a plug-in's records) a grey one.
-SCRIPT_STYLE = {"color": "#111111", "linestyle": (0, (1, 2)), "label": "the blog post's script"}
+# in grey), the blog post's scripts' too; a backend not registered here (a plug-in's records) has a grey one.
 UNREGISTERED_STYLE = {"color": "#adb5bd", "linestyle": "-"}
 # The whole band drawing stays about as dark as one series' band: each series' shade is this over their number.
 BAND_ALPHA = 0.3
@@ -21,8 +19,6 @@ QUARTILES_FROM = 4  # seeds from which a band is the middle half of the seeds, n
 
 def style(name: str) -> dict:
     """Colour, line style and legend label of a backend's curves."""
-    if name == SCRIPT_BACKEND:
-        return SCRIPT_STYLE
     entry = registry().get(name)
     if entry is None:
         return {**UNREGISTERED_STYLE, "label": name}
@@ -31,10 +27,7 @@ def style(name: str) -> dict:
 
 def plot_order(names) -> list[str]:
     """The registered frameworks first, then the blog post's script, then the reference (as the legend reads)."""
-    ranked = order(set(names) - {SCRIPT_BACKEND})
-    frameworks = [name for name in ranked if name not in registry() or registry()[name].role == "framework"]
-    return frameworks + ([SCRIPT_BACKEND] if SCRIPT_BACKEND in names else []) + [n for n in ranked
-                                                                                  if n not in frameworks]
+    return display_order(names)
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 import backends
 from backends.oracle import OracleFigures
 from common import spec
-from common.results import SCRIPT_BACKEND, RunStore, variant_name, write_atomic
+from common.results import RunStore, variant_name, write_atomic
 from experiments.analysis import stats as st
 from experiments.analysis.findings import COST_HEADER, STOCK_HEADER, cost_table, findings_table, stock_table
 from experiments.analysis.findings import HEADER as FINDINGS_HEADER
@@ -30,7 +30,6 @@ from experiments.analysis.model import (
     PLATEAU_ACCURACY,
     Group,
     backend_entries,
-    backend_order,
     drift_pairs,
     fidelity_rows,
     group_records,
@@ -304,8 +303,9 @@ def summary_table(store: RunStore, variant: str | None = None) -> str:
     groups = group_records(store.records(variant))
     if not groups:
         return f"no runs yet under {store.root}"
-    names = backend_order({name for by_backend in groups.values() for name in by_backend}) + [SCRIPT_BACKEND]
-    labels = [f"{label(name)} test acc" for name in names[:-1]] + ["the blog post's script test acc"]
+    names = backends.display_order({name for by_backend in groups.values() for name in by_backend} |
+                                   set(backends.scripts()))  # fmt: skip
+    labels = [f"{label(name)} test acc" for name in names]
     lines = [f"{'variant':<28}{'recipe':<18}{'dataset':<15}" + "".join(f"{label:>26}" for label in labels)]
     for (row_variant, dataset, recipe), by_backend in groups.items():
         cells = []
@@ -621,7 +621,7 @@ def runs_summary(records: list[dict[str, Any]]) -> str:
         by_mode.setdefault(record.get("mode", "shared"), Counter())[record["backend"]] += 1
     ended = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
     modes = "; ".join(f"{mode}: " + ", ".join(f"{label(name)} {counts[name]}"
-                                              for name in [*backend_order(counts), SCRIPT_BACKEND] if name in counts)
+                                              for name in backends.display_order(counts))
                       for mode, counts in by_mode.items())  # fmt: skip
     predicted = sum("predictions" in record for record in records)
     return (f"{len(records)} run records ({ended}; {hours:.1f} hours of epochs; {modes}); {predicted} of them record "

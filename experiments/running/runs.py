@@ -26,7 +26,7 @@ from common.contract import Backend
 from common.errors import UserError
 from common.init import SOURCES, initial_weights
 from common.preprocess import Images, resized
-from common.results import SCRIPT_BACKEND, DamagedFile, RunKey, RunStore, encode_predictions, set_aside, warn
+from common.results import DamagedFile, RunKey, RunStore, encode_predictions, set_aside, warn
 from common.train import EpochOutcome, evaluate, predict, train_epoch, training_order
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,20 +182,25 @@ class HarnessSession:
 
 
 def open_session(key: RunKey, recipe: spec.Recipe, device: str) -> Session:
-    """The harness for a registered backend; the blog post's own script for 'script'."""
-    if key.backend == SCRIPT_BACKEND:
-        from experiments.running.seed_scripts import open_reference_run
+    """The harness for a backend that implements the contract; for an entry that trains itself (the registry's
+    `session`: the blog post's scripts) the session it opens."""
+    import importlib
 
-        return open_reference_run(key, device)
+    import backends
+
+    entry = backends.info(key.backend)
+    backends.check_mode(key.backend, key.mode)
+    if entry.session:
+        module, _, function = entry.session.partition(":")
+        return getattr(importlib.import_module(module), function)(key, device)
     return HarnessSession(key, recipe, device)
 
 
 def framework_of(key: RunKey) -> str:
     """The registered backend whose framework trains the run (for the blog post's scripts: the one each script uses)."""
-    backend = key.spec().script_backend if key.backend == SCRIPT_BACKEND else key.backend
-    if backend is None:
-        raise UserError(f"{key.recipe} reproduces none of the blog post's scripts: run it with a registered backend")
-    return backend
+    import backends
+
+    return backends.trained_by(key.backend, key.spec())
 
 
 def python_for_run(key: RunKey) -> str:

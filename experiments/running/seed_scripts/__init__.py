@@ -20,6 +20,6 @@ SCRIPTS = {"seed-torch": f"{__name__}.seed_torch", "seed-mxnet": f"{__name__}.se
 def open_reference_run(key: RunKey, device: str):
     """The seed script for `key.recipe`, set up for `key.dataset` and `key.seed` (a runs.Session)."""
     if key.recipe not in SCRIPTS:
-        raise UserError(f"the seed has scripts for {' and '.join(SCRIPTS)} only, not {key.recipe!r}")
+        raise UserError(f"the blog post has scripts for {' and '.join(SCRIPTS)} only, not {key.recipe!r}")
     module = importlib.import_module(SCRIPTS[key.recipe])
     return module.ReferenceRun(key.dataset, key.seed, key.limit, device)
