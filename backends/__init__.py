@@ -13,10 +13,12 @@ that trains it, `spec.Recipe.script_backend`). Two kinds of entries:
       [project.entry-points."lenet_repro.backends"]
       mycopy = "my_package.my_lenet"
 
-  A plug-in module may set `LABEL` (display name), `PACKAGES` (the framework packages it imports), `ROLE` and
+  A plug-in module may set `LABEL` (display name), `PACKAGES` (the framework packages it imports), `ROLE`,
   `ENVIRONMENT` (the Python environment it runs in: a project environment's name, or any name whose interpreter
-  $LENET_REPRO_PYTHON_<NAME> gives); the registry reads them without importing the module, so the report stays
-  framework-free.
+  $LENET_REPRO_PYTHON_<NAME> gives), `STOCK_INIT` (its default initialisers, for stock mode: a scheme
+  common.init names, or a dict of `common.init.Scheme`'s fields), `GENERATOR`, `KERNEL_NOTE` and `SPEED_GOAL`
+  (BackendInfo's fields of those names); the registry reads them without importing the module, so the report
+  stays framework-free.
 
 Loading a backend imports only its own framework (PyTorch never loads MXNet, and vice versa). A backend whose
 environment is not this interpreter's (MXNet, from the main environment) is loaded as a `RemoteBackend`: the same
@@ -103,8 +105,13 @@ BUILTIN: tuple[BackendInfo, ...] = (
 REFERENCE = "numpy"  # the float64 reference every framework is measured against (the oracle)
 
 
+# What a plug-in module may declare (literals), read from its source
+PLUGIN_CONSTANTS = ("LABEL", "PACKAGES", "ROLE", "ENVIRONMENT", "STOCK_INIT", "GENERATOR", "KERNEL_NOTE", "SPEED_GOAL",
+                    "EXPECTED_FAILURES")  # fmt: skip
+
+
 def module_constants(module: str) -> dict[str, object]:
-    """LABEL, PACKAGES and ROLE as a plug-in module writes them, read from its source without importing it."""
+    """PLUGIN_CONSTANTS as a plug-in module writes them, read from its source without importing it."""
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
@@ -114,7 +121,7 @@ def module_constants(module: str) -> dict[str, object]:
     found: dict[str, object] = {}
     for node in ast.parse(open(spec.origin, encoding="utf-8").read()).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id in ("LABEL", "PACKAGES", "ROLE", "ENVIRONMENT", "EXPECTED_FAILURES"):
+            if node.targets[0].id in PLUGIN_CONSTANTS:
                 try:
                     found[node.targets[0].id] = ast.literal_eval(node.value)
                 except ValueError:
@@ -126,10 +133,35 @@ def _plugin(name: str, module: str, index: int) -> BackendInfo:
     constants = module_constants(module)
     style = {"color": PALETTE[index % len(PALETTE)], "linestyle": LINESTYLES[index % len(LINESTYLES)]}
     role = constants.get("ROLE", "framework")
+    goal = constants.get("SPEED_GOAL")
+    note = constants.get("KERNEL_NOTE")
     return BackendInfo(name, module, str(constants.get("LABEL", name)),
                        cast(Role, role if role in ("framework", "reference") else "framework"),
                        tuple(cast(tuple, constants.get("PACKAGES", ()))), style, plugin=True,
-                       environment=str(constants.get("ENVIRONMENT", MAIN)))  # fmt: skip
+                       environment=str(constants.get("ENVIRONMENT", MAIN)),
+                       generator=str(constants.get("GENERATOR", "")),
+                       stock_init=_stock_init(name, module, constants.get("STOCK_INIT")),
+                       kernel_note=str(note) if note else None,
+                       speed_goal=float(cast(float, goal)) if isinstance(goal, int | float) else None)  # fmt: skip
+
+
+def _stock_init(name: str, module: str, declared: object) -> str | None:
+    """A plug-in's default initialisers as a scheme name: one common.init knows, or its own, declared as a dict of
+    `common.init.Scheme`'s fields and added to common.init.SCHEMES as "<name>-default"."""
+    from common import init
+
+    if declared is None:
+        return None
+    if isinstance(declared, str) and declared in init.SCHEMES:
+        return declared
+    if isinstance(declared, dict):
+        try:
+            init.SCHEMES[f"{name}-default"] = init.Scheme(**declared)
+        except (TypeError, ValueError) as error:
+            raise UserError(f"{module}.STOCK_INIT: {error}") from None
+        return f"{name}-default"
+    raise UserError(f"{module}.STOCK_INIT = {declared!r}: give a scheme common.init names "
+                    f"({', '.join(init.SCHEMES)}) or a dict of common.init.Scheme's fields")  # fmt: skip
 
 
 @functools.cache

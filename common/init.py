@@ -43,31 +43,75 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-STOCK_SCHEMES = ("torch-default", "keras-default", "flax-default", "gluon-default")
 GLUON_UNIFORM_SCALE = 0.07  # mxnet.init.Uniform()'s default scale
 TRUNCATION = 2.0  # jax.nn.initializers.truncated_normal: at two standard deviations of the underlying normal
 
 
-def weight_bound(scheme: str, shape: tuple[int, ...]) -> float:
+@dataclass(frozen=True)
+class Scheme:
+    """An initialiser, as data: how the weights are drawn, their bound from a layer's fans, and the biases.
+
+    weights: "uniform" on ±bound, or "truncated-normal", a normal cut at ±bound (TRUNCATION of its standard
+    deviations). bound: a rule of BOUNDS by name, or a number (that bound whatever the layer's size). bias: "zero",
+    or "fan-in", U(±1/sqrt(fan_in)) (PyTorch's Conv2d/Linear).
+    """
+
+    weights: str = "uniform"
+    bound: str | float = "xavier"
+    bias: str = "zero"
+
+    def __post_init__(self) -> None:
+        if self.weights not in ("uniform", "truncated-normal"):
+            raise ValueError(f"weights {self.weights!r}: 'uniform' or 'truncated-normal'")
+        if not isinstance(self.bound, int | float) and self.bound not in BOUNDS:
+            raise ValueError(f"bound {self.bound!r}: a number or one of {', '.join(BOUNDS)}")
+        if self.bias not in ("zero", "fan-in"):
+            raise ValueError(f"bias {self.bias!r}: 'zero' or 'fan-in'")
+
+
+def _kaiming_a_sqrt5(fan_in: int, fan_out: int) -> float:
+    """kaiming_uniform_(a=sqrt(5)): gain^2 * 3 / fan_in = 1 / fan_in, computed in PyTorch's order of operations so
+    that the float32 bound, and with it every drawn number, is PyTorch's to the last bit."""
+    gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
+    return math.sqrt(3.0) * (gain / math.sqrt(fan_in))
+
+
+# A weight's bound from its layer's (fan_in, fan_out), by name
+BOUNDS = {
+    "xavier": lambda fan_in, fan_out: math.sqrt(6.0 / (fan_in + fan_out)),  # magnitude 3 over the average fan
+    "kaiming-a-sqrt5": _kaiming_a_sqrt5,
+    # lecun_normal: variance 1 / fan_in after the cut, so the underlying normal's std is sqrt(1/fan_in) / std(cut)
+    "lecun": lambda fan_in, fan_out: TRUNCATION * math.sqrt(1.0 / fan_in) / _truncated_std(TRUNCATION),
+}
+
+# Every scheme a recipe or a framework's defaults name (the registry's `stock_init`); a plug-in's stock initialisers
+# are added as "<name>-default" (backends.registry reads its STOCK_INIT).
+SCHEMES: dict[str, Scheme] = {
+    "torch-default": Scheme("uniform", "kaiming-a-sqrt5", "fan-in"),
+    "gluon-xavier": Scheme("uniform", "xavier", "zero"),  # Gluon's biases start at zero
+    "d2l-xavier": Scheme("uniform", "xavier", "fan-in"),  # PyTorch's default biases left in place
+    "keras-default": Scheme("uniform", "xavier", "zero"),
+    "flax-default": Scheme("truncated-normal", "lecun", "zero"),
+    "gluon-default": Scheme("uniform", GLUON_UNIFORM_SCALE, "zero"),
+}
+
+
+def scheme(name: str) -> Scheme:
+    """A scheme by name (a ValueError naming the known ones for another)."""
+    if name not in SCHEMES:
+        raise ValueError(f"unknown initialiser scheme {name!r}; known: {', '.join(SCHEMES)}")
+    return SCHEMES[name]
+
+
+def weight_bound(name: str, shape: tuple[int, ...]) -> float:
     """Half-width of the uniform distribution a weight is drawn from (a truncated normal's: where it is cut)."""
-    fan_in, fan_out = fans(shape)
-    if scheme == "gluon-default":
-        return GLUON_UNIFORM_SCALE
-    if scheme == "flax-default":
-        return TRUNCATION * math.sqrt(1.0 / fan_in) / _truncated_std(TRUNCATION)
-    if scheme == "torch-default":
-        # kaiming_uniform_(a=sqrt(5)): gain^2 * 3 / fan_in = 1 / fan_in, computed in PyTorch's order of
-        # operations so that the float32 bound, and with it every drawn number, is PyTorch's to the last bit.
-        gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
-        return math.sqrt(3.0) * (gain / math.sqrt(fan_in))
-    return math.sqrt(6.0 / (fan_in + fan_out))  # Xavier uniform: magnitude 3 over the average fan
+    bound = scheme(name).bound
+    return float(bound) if isinstance(bound, int | float) else BOUNDS[bound](*fans(shape))
 
 
-def bias_bound(scheme: str, weight_shape: tuple[int, ...]) -> float:
+def bias_bound(name: str, weight_shape: tuple[int, ...]) -> float:
     """Half-width of the bias distribution (0: biases start at zero)."""
-    if scheme in ("gluon-xavier", "keras-default", "flax-default", "gluon-default"):
-        return 0.0  # Gluon's, Keras's and Flax's default bias initialisers are zeros
-    return 1.0 / math.sqrt(fans(weight_shape)[0])
+    return 0.0 if scheme(name).bias == "zero" else 1.0 / math.sqrt(fans(weight_shape)[0])
 
 
 @dataclass(frozen=True)
@@ -79,15 +123,15 @@ class Law:
     fourth: float  # E[x^4] (the spread of a sample's mean square)
 
 
-def law(scheme: str, shapes: dict[str, tuple[int, ...]], parameter: str) -> Law:
-    """The law of one named parameter under a scheme: uniform on ±bound, or (flax-default weights) a normal
+def law(name: str, shapes: dict[str, tuple[int, ...]], parameter: str) -> Law:
+    """The law of one named parameter under a scheme: uniform on ±bound, or (truncated-normal weights) a normal
     truncated at ±bound; zeros where the bound is 0."""
     layer, kind = parameter.rsplit(".", 1)
     if kind == "bias":
-        b = bias_bound(scheme, shapes[f"{layer}.weight"])
+        b = bias_bound(name, shapes[f"{layer}.weight"])
         return Law(b, b * b / 3, b**4 / 5)
-    b = weight_bound(scheme, shapes[parameter])
-    if scheme != "flax-default":
+    b = weight_bound(name, shapes[parameter])
+    if scheme(name).weights == "uniform":
         return Law(b, b * b / 3, b**4 / 5)
     sigma = b / TRUNCATION  # of the underlying normal, before the cut
     z2, z4 = _truncated_moments(TRUNCATION)

@@ -1,0 +1,81 @@
+"""The registry's entries beyond the contract's implementations: the blog post's scripts as an entry of their own,
+and what a plug-in declares as data (its stock initialisers, generator, kernel note, speed goal)."""
+
+from __future__ import annotations
+
+import pytest
+
+import backends
+from common import init, spec
+from common.errors import UserError
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """Register a module written to tmp_path (its source given by the test) as the plug-in `mine`."""
+
+    def register(source: str) -> None:
+        (tmp_path / "mine_lenet.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.setenv(backends.CHECK_ENV, "mine=mine_lenet")
+        backends.registry.cache_clear()
+
+    yield register
+    monkeypatch.delenv(backends.CHECK_ENV, raising=False)
+    backends.registry.cache_clear()
+    init.SCHEMES.pop("mine-default", None)
+
+
+def test_a_plugin_declares_its_own_stock_initialisers_as_data_and_takes_part_in_stock_mode(plugin):
+    plugin('LABEL = "Mine"\nSTOCK_INIT = {"weights": "uniform", "bound": 0.05, "bias": "fan-in"}\n'
+           'GENERATOR = "mine-philox"\nSPEED_GOAL = 4\nKERNEL_NOTE = "backends.kernel_notes:onednn"\n')  # fmt: skip
+    entry = backends.info("mine")
+    assert (entry.stock_init, entry.generator, entry.speed_goal) == ("mine-default", "mine-philox", 4.0)
+    assert entry.kernel_note == "backends.kernel_notes:onednn"
+    assert "mine" in backends.with_defaults()
+    recipe = spec.get_recipe("d2l", {"init": "stock"})
+    assert backends.init_scheme("mine", recipe) == "mine-default"
+    shapes = spec.parameter_shapes(recipe)
+    assert init.law("mine-default", shapes, "conv1.weight").bound == 0.05
+    assert init.law("mine-default", shapes, "conv1.bias").bound == pytest.approx(1 / 5)  # fan_in 1 * 5 * 5
+
+
+def test_a_plugin_may_name_a_scheme_the_project_knows(plugin):
+    plugin('STOCK_INIT = "keras-default"\n')
+    assert backends.info("mine").stock_init == "keras-default"
+
+
+@pytest.mark.parametrize("declared", ['{"weights": "gaussian"}', '{"bound": "huge"}', '{"colour": "red"}', '"mine"'])
+def test_a_stock_init_the_project_cannot_read_is_one_line(plugin, declared):
+    plugin(f"STOCK_INIT = {declared}\n")
+    with pytest.raises(UserError, match=r"^mine_lenet\.STOCK_INIT") as error:
+        backends.registry()
+    assert "\n" not in str(error.value)
+
+
+def test_a_plugin_without_stock_initialisers_stays_out_of_stock_mode(plugin):
+    plugin('LABEL = "Mine"\n')
+    assert backends.info("mine").stock_init is None and "mine" not in backends.with_defaults()
+
+
+def test_the_blog_posts_scripts_are_an_entry_that_trains_itself_in_native_mode():
+    (script,) = backends.scripts()
+    assert script in backends.run_names() and script not in backends.names()
+    assert backends.default_mode(script) == "native"
+    with pytest.raises(UserError, match="native mode only"):
+        backends.check_mode(script, "shared")
+    written = backends.recipes_for(script, spec.RECIPES)
+    assert written and all(spec.get_recipe(r).script_backend for r in written)
+    assert {backends.trained_by(script, spec.get_recipe(r)) for r in written} <= set(backends.frameworks())
+    with pytest.raises(UserError, match="reproduces none of the blog post's scripts"):
+        backends.trained_by(script, spec.get_recipe(next(r for r in spec.RECIPES if r not in written)))
+    with pytest.raises(UserError, match="unknown backend"):
+        backends.load_backend(script)
+
+
+def test_tables_and_legends_list_frameworks_then_scripts_then_the_reference_then_strangers():
+    present = {*backends.names(), *backends.scripts(), "somebody-elses"}
+    ordered = backends.display_order(present)
+    roles = [backends.registry()[n].role if n in backends.registry() else "?" for n in ordered]
+    assert roles == sorted(roles, key=["framework", "script", "reference", "?"].index)
+    assert ordered[-1] == "somebody-elses"
