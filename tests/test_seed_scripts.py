@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import data
+from common import data, sources
 
 pytestmark = pytest.mark.integration  # its tests start processes or train to the end
 
@@ -30,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def require_real(dataset: str) -> None:
     """Skip, saying why, when the provisioned files of `dataset` are absent."""
-    missing = data.missing_files(dataset)
+    missing = sources.missing_files(dataset)
     if missing:
         pytest.skip(f"{dataset} files absent from {data.data_dir() / dataset} ({', '.join(missing)}); "
                     f"run `make data`")
