@@ -57,7 +57,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _ray_address(text: str) -> str:
-    from experiments.running.grid import host_port
+    from experiments.running.ray_executor import host_port
 
     host_port(text)  # a UserError (one line) for a malformed address
     return text

@@ -355,7 +355,8 @@ def one_bit_section() -> tuple[dict[str, Any], str, bytes] | None:
 
 
 def run(config: Config) -> int:
-    from experiments.running.grid import RunSettings, SubprocessExecutor, expected_seconds, run_keys
+    from experiments.running.grid import RunSettings, expected_seconds, run_keys
+    from experiments.running.local_executor import SubprocessExecutor
     from experiments.running.runs import format_seconds
 
     store = RunStore(config.results)

@@ -13,7 +13,7 @@ intervals, ratios, times, counts of runs) is a placeholder filled from the commi
     takes     how long a command's runs take, from the committed runs' epoch times (`takes("torch", "d2l", "mnist")`)
     studies   the committed studies' summaries (`studies.summary("order-d2l-mnist")`)
     spec      a recipe's parameters and FLOPs (`spec.parameters("seed-torch")`)
-    const     a constant of the code (`const("experiments.running.grid", "STOP_SECONDS")`)
+    const     a constant of the code (`const("experiments.running.local_executor", "STOP_SECONDS")`)
     measured  a committed output of a command, whole (`measured("docs/speed/bench.txt")`)
     upgrade   the upgrade's tables (experiments.analysis.upgrade)
     speed     the figures of the speed commands' outputs in docs/speed/ (experiments.analysis.speed_outputs)

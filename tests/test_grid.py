@@ -19,7 +19,7 @@ import pytest
 
 from common import seal
 from common.results import RunKey, RunStore, record_json, write_atomic
-from experiments.running import grid
+from experiments.running import ray_executor
 
 pytestmark = pytest.mark.integration  # its tests start processes or train to the end
 
@@ -51,7 +51,7 @@ def grid_args(results: Path, backend: str = "torch", recipes: str = "d2l", seeds
 def records(root: Path) -> dict[str, dict]:
     """Every run record under a results directory, by relative path."""
     return {str(p.relative_to(root)): json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))
-            if not {".checkpoints", grid.GRID} & set(p.relative_to(root).parts)}  # fmt: skip
+            if not {".checkpoints", ray_executor.GRID} & set(p.relative_to(root).parts)}  # fmt: skip
 
 
 def same_numbers(a: dict, b: dict) -> bool:
@@ -268,22 +268,23 @@ def test_a_worker_without_the_drivers_directory_checkpoints_on_its_own_disk(tmp_
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "node-tmp"))
     key = RunKey("torch", "mnist", "d2l", 0, "shared", 256, 3)
     driver = RunStore(tmp_path / "results")
-    write_atomic(driver.root / grid.GRID / "marker", b"driver")
-    store, shared, lock = grid.worker_store(key, str(driver.root), "marker", None)
+    write_atomic(driver.root / ray_executor.GRID / "marker", b"driver")
+    store, shared, lock = ray_executor.worker_store(key, str(driver.root), "marker", None)
     assert shared and store.root == driver.root and lock is not None
-    assert grid.worker_store(key, str(driver.root), "marker", None)[2] is None, "a second worker finds it locked"
+    again = ray_executor.worker_store(key, str(driver.root), "marker", None)
+    assert again[2] is None, "a second worker finds it locked"
     lock.release()
     # Another node: no marker there. It starts from the driver's checkpoint unless its own is further on.
     one_epoch = {"epochs": [{}], "step_losses": [1.0], "meta": {}}
     ahead = {"epochs": [{}, {}], "step_losses": [1.0, 0.5], "meta": {}}
     driver.save_checkpoint(key, {"w": np.ones(2)}, one_epoch)
     shipped = driver.checkpoint_path(key).read_bytes()
-    store, shared, lock = grid.worker_store(key, str(driver.root), "not-here", shipped)
+    store, shared, lock = ray_executor.worker_store(key, str(driver.root), "not-here", shipped)
     assert not shared and store.root != driver.root and str(store.root).startswith(str(tmp_path / "node-tmp"))
     assert store.load_checkpoint(key)[1] == one_epoch
     store.save_checkpoint(key, {"w": np.zeros(2)}, ahead)
     lock.release()
-    store, _, lock = grid.worker_store(key, str(driver.root), "not-here", shipped)
+    store, _, lock = ray_executor.worker_store(key, str(driver.root), "not-here", shipped)
     assert store.load_checkpoint(key)[1] == ahead
     lock.release()
     assert not list(store.root.rglob("*.driver"))

@@ -19,7 +19,7 @@ from common import data, environments, spec
 from common.errors import UserError
 from common.results import RunKey, RunStore, decode_predictions, write_atomic
 from experiments import cli
-from experiments.running import grid
+from experiments.running import local_executor
 from experiments.running.runs import train_run
 
 pytestmark = pytest.mark.integration  # its tests start processes or train to the end
@@ -114,7 +114,7 @@ def test_finished_runs_are_not_run_again(tmp_path, monkeypatch):
     def must_not_run(self, key):
         raise AssertionError(f"{key} was run again")
 
-    monkeypatch.setattr(grid.SubprocessExecutor, "submit", must_not_run)
+    monkeypatch.setattr(local_executor.SubprocessExecutor, "submit", must_not_run)
     assert cli.main(argv) == 0
     assert record_path.stat().st_mtime_ns == before
 
