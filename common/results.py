@@ -287,6 +287,18 @@ class RunLock:
             self._fd = None
 
 
+def existing_store(results: str) -> RunStore:
+    """The store of a results directory that exists and holds run records; else one line (nothing is created)."""
+    store = RunStore(results)
+    if not store.root.is_dir():
+        raise UserError(f"no results directory {results}: give the one your runs were written to (RESULTS=..., "
+                        "default: results)")  # fmt: skip
+    if not store.record_paths():
+        raise UserError(f"{results} holds no run records: train some first (make reproduce-<backend> "
+                        f"RESULTS={results}), or give another directory")  # fmt: skip
+    return store
+
+
 def lock_error(path: Path, error: OSError | None) -> UserError:
     """A lock file that cannot be opened, as one line with what to do."""
     if error is None or error.errno in (errno.EISDIR, errno.ELOOP, errno.ENXIO):

@@ -42,7 +42,8 @@ import backends
 from common import data, spec
 from common.arguments import choice, names, positive_int
 from common.errors import UserError, run_cli
-from common.results import MODES, RunKey, RunStore, variant_name
+from common.results import MODES, RunKey, RunStore, existing_store, variant_name
+from experiments.commands import job_modules
 
 DEVICES = ("auto", "cpu", "gpu")
 PROG = "lenet-repro"
@@ -143,15 +144,6 @@ def build_parser(jobs: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def command_names() -> tuple[list[str], list[str]]:
-    """(the commands, the studies) the command line has, in its order: what the README lists."""
-    from experiments.studies import modules
-
-    choices = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    studies = [module.NAME for module in modules()]
-    return [name for name in choices if name not in studies], studies
-
-
 def _mode(args: argparse.Namespace) -> str:
     """The run mode: as given (if the entry trains in it), else the entry's default (the registry's `modes`)."""
     mode = args.mode or backends.default_mode(args.backend)
@@ -162,7 +154,8 @@ def _mode(args: argparse.Namespace) -> str:
 def run_grid(args: argparse.Namespace) -> int:
     """Every unfinished run, sequentially or on Ray (experiments.running.grid), then the side-by-side table."""
     from experiments.analysis.report import summary_table
-    from experiments.running.grid import RunSettings, default_threads, make_executor, run_keys
+    from experiments.running.executors import default_threads, make_executor
+    from experiments.running.grid import RunSettings, run_keys
     store = RunStore(args.results)
     args.mode = _mode(args)
     recipes = backends.recipes_for(args.backend, spec.RECIPES)
@@ -293,15 +286,6 @@ def conformance(args: argparse.Namespace) -> int:
     return subprocess.run(command, env=env).returncode
 
 
-def job_modules() -> list:
-    """The commands declared as modules (NAME, HELP, Config, add_arguments, run): the data command, the notebook,
-    the handout, then every study of experiments/studies (found there, not listed here)."""
-    from experiments import datasets, demo, docs, explorer, handout, notebook, timings
-    from experiments.studies import modules
-
-    return [datasets, demo, docs, timings, notebook, handout, explorer, *modules()]
-
-
 def _job(module) -> Callable[[argparse.Namespace], int]:
     """A declared command's run: its Config from the parsed options, the framework threads set before the job
     imports a framework, then run(config)."""
@@ -317,22 +301,10 @@ def _job(module) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def existing_results(results: str) -> RunStore:
-    """The store of a results directory that exists and holds run records; else one line (nothing is created)."""
-    store = RunStore(results)
-    if not store.root.is_dir():
-        raise UserError(f"no results directory {results}: give the one your runs were written to (RESULTS=..., "
-                        "default: results)")  # fmt: skip
-    if not store.record_paths():
-        raise UserError(f"{results} holds no run records: train some first (make reproduce-<backend> "
-                        f"RESULTS={results}), or give another directory")  # fmt: skip
-    return store
-
-
 def _compare(args: argparse.Namespace) -> int:
     from experiments.analysis.report import write_report
 
-    store = existing_results(args.results)
+    store = existing_store(args.results)
     if args.accept_changed:
         store.accept_changed()
     print(write_report(store, args.mode))

@@ -71,7 +71,7 @@ def context() -> dict:
     from experiments.analysis import stats, upgrade
     from experiments.analysis.report import published_report
     from experiments.analysis.speed_outputs import SpeedOutputs
-    from experiments.cli import command_names
+    from experiments.commands import names as command_names
 
     return {"report": published_report(), "timings": Timings.load(), "stats": stats, "takes": takes,
             "studies": Studies(), "spec": SpecFigures(), "const": const, "measured": measured,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import UserError
-from common.results import RunStore, write_atomic
+from common.results import RunStore, existing_store, write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).with_name("explorer.html")
@@ -100,9 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(config: Config) -> int:
     from experiments.analysis.report import PUBLISHED
-    from experiments.cli import existing_results
-
-    store = existing_results(config.results) if config.results else RunStore(PUBLISHED)
+    store = existing_store(config.results) if config.results else RunStore(PUBLISHED)
     page = Path(config.out) if config.out else (store.root / "explorer.html" if config.results else DEFAULT_PAGE)
     write_page(store, page)
     size = page.stat().st_size / 2**20

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import backends
-from experiments import cli
+from experiments import cli, commands
 
 pytestmark = pytest.mark.integration  # its tests start processes or train to the end
 
@@ -226,15 +226,23 @@ def test_every_command_module_declares_the_protocol_and_an_option_per_config_fie
     import argparse
     import dataclasses
 
-    from experiments import cli
-
-    for module in cli.job_modules():
+    for module in commands.job_modules():
         parser = argparse.ArgumentParser()
         module.add_arguments(parser)
         options = {action.dest for action in parser._actions} - {"help"}
         assert dataclasses.is_dataclass(module.Config) and module.Config.__dataclass_params__.frozen, module.NAME
         assert options == {f.name for f in dataclasses.fields(module.Config)}, module.NAME
         assert list(inspect.signature(module.run).parameters) == ["config"], module.NAME
+
+
+def test_the_declared_commands_are_the_command_lines():
+    """experiments/commands.py lists what the README names; the parser is what runs: they agree."""
+    import argparse
+
+    parser = cli.build_parser()
+    choices = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    own, studies = commands.names()
+    assert list(choices) == [*own, *studies]
 
 
 NEW_STUDY = '''

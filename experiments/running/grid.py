@@ -1,7 +1,7 @@
 """The run grid: every unfinished run of a `run` command, trained one after another in child processes (the
 default), or as Ray tasks: `--workers N` on a local Ray instance started and stopped here, `--ray-address` on an
 existing Ray cluster. The runs, their records and the report are the same either way. This module is the scheduler;
-the executors are local_executor.py (child processes) and ray_executor.py (Ray tasks).
+the executors are local_executor.py (child processes) and ray_executor.py (Ray tasks), chosen by executors.py.
 
 One scheduler serves both: it takes each run's lock (common.results.RunLock) before handing the run to an
 executor and holds it until the record is back, so two drivers on one results directory never train the same
@@ -15,7 +15,6 @@ A driver sees a run whose trainer's lock is held as another driver's: it waits f
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -254,24 +253,3 @@ def run_keys(keys: list[RunKey], store: RunStore, make_executor: Callable[[], Ex
             stops.restore()
             for lock in held.values():
                 lock.release()
-
-
-def make_executor(store: RunStore, settings: RunSettings, workers: int | None, address: str | None) -> Executor:
-    """Sequential child processes unless --workers or a Ray address asks for Ray."""
-    if workers is None and not address:
-        from experiments.running.local_executor import SubprocessExecutor
-
-        return SubprocessExecutor(store, settings)
-    from experiments.running.ray_executor import RayExecutor
-
-    return RayExecutor(store, settings, address or None, workers)
-
-
-def default_threads(workers: int | None, address: str | None) -> int | None:
-    """Threads per run when THREADS is not given: every core sequentially, cores / WORKERS on a local Ray
-    instance, 1 on a cluster (each run asks for one CPU there)."""
-    if address:
-        return 1
-    if workers:
-        return max(1, len(os.sched_getaffinity(0)) // workers)
-    return None

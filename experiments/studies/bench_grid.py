@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def grid_setting(config: Config, workers: int, threads: int) -> dict:
     """Train the runs on a fresh local Ray instance with `workers` at once and `threads` each, in a scratch results
     directory; wall seconds and the runs' own epoch seconds."""
-    from experiments.running.grid import RunSettings, make_executor, run_keys
+    from experiments.running.executors import make_executor
+    from experiments.running.grid import RunSettings, run_keys
 
     with tempfile.TemporaryDirectory(prefix="bench-grid-") as scratch:
         store = RunStore(scratch)
