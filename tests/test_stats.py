@@ -106,3 +106,10 @@ def test_rank_test_and_rank_correlation_need_enough_values_and_read_ranks_only()
     assert stats.rank_test([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == stats.rank_test([1, 2, 3, 4, 5], [6, 7, 8, 9, 1000])
     rho, p = stats.rank_correlation([1, 2, 3, 4, 5], [1, 8, 27, 64, 1000])  # monotone, not linear
     assert rho == pytest.approx(1.0) and p < 0.05
+
+
+def test_the_pooled_std_is_the_spread_within_groups_not_between_them():
+    std, low, high = stats.pooled_std([[1.0, 3.0], [10.0, 12.0], [5.0]])
+    assert std == pytest.approx(math.sqrt(2.0))  # (2 + 2) / 2 degrees of freedom; the groups' means do not enter
+    assert low < std < high
+    assert math.isnan(stats.pooled_std([[1.0], [2.0]])[0])

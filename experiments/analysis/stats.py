@@ -90,6 +90,18 @@ def std_interval(values: list[float]) -> tuple[float, float]:
             math.sqrt((n - 1) * variance / chi2.ppf(ALPHA / 2, n - 1)))  # fmt: skip
 
 
+def pooled_std(groups: list[list[float]]) -> tuple[float, float, float]:
+    """The standard deviation within groups, pooled over them (N - G degrees of freedom), with its 95% interval
+    (chi-square, normal samples): (std, low, high); NaN where no group has two values."""
+    df = sum(len(g) - 1 for g in groups if g)
+    if df < 1:
+        return math.nan, math.nan, math.nan
+    squares = sum(float(((np.asarray(g) - np.mean(g)) ** 2).sum()) for g in groups if g)
+    chi2 = _scipy().chi2
+    return (math.sqrt(squares / df), math.sqrt(squares / chi2.ppf(1 - ALPHA / 2, df)),
+            math.sqrt(squares / chi2.ppf(ALPHA / 2, df)))  # fmt: skip
+
+
 def verdict(low: float, high: float) -> str:
     """The rule above, from the interval of the difference."""
     if math.isnan(low):

@@ -49,9 +49,11 @@ def per_class(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def arm_summary(runs: list[dict[str, Any]], labels: np.ndarray) -> dict[str, Any]:
-    """An arm's figures: n, the std of the final test accuracy with its 95% interval, the mean pairwise |difference|,
-    the churn, the largest per-class gap, whether every run predicted alike (bitwise equal predictions), and the
-    test set's floor at the arm's mean accuracy."""
+    """An arm's figures: n, the std of the final test accuracy with its 95% interval (where runs form groups, a
+    seed's frameworks, the std within a group pooled over the groups: what the framework changes, not the seed),
+    the mean pairwise |difference|, the churn, the largest per-class gap (both over the pairs `pairs` compares),
+    whether every run predicted alike (bitwise equal predictions), and the test set's floor at the arm's mean
+    accuracy."""
     accuracies = [r["test_accuracy"] for r in runs]
     predicted = [decode_predictions(r["predictions"]) for r in runs]
     compared = pairs(runs)
@@ -59,9 +61,16 @@ def arm_summary(runs: list[dict[str, Any]], labels: np.ndarray) -> dict[str, Any
     gaps = [float(np.abs(per_class(predicted[i], labels) - per_class(predicted[j], labels)).max())
             for i, j in compared]  # fmt: skip
     differences = [abs(accuracies[i] - accuracies[j]) for i, j in compared]
-    low, high = stats.std_interval(accuracies)
     mean = float(np.mean(accuracies))
-    return {"n": len(runs), "mean": mean, "std": float(np.std(accuracies, ddof=1)) if len(runs) > 1 else 0.0,
+    if any("group" in r for r in runs):  # a seed's frameworks: the spread within a seed, pooled over the seeds
+        groups: dict[int, list[float]] = {}
+        for r in runs:
+            groups.setdefault(r["group"], []).append(r["test_accuracy"])
+        std, low, high = stats.pooled_std(list(groups.values()))
+    else:
+        std = float(np.std(accuracies, ddof=1)) if len(runs) > 1 else 0.0
+        low, high = stats.std_interval(accuracies)
+    return {"n": len(runs), "mean": mean, "std": std, "groups": len({r.get("group") for r in runs}),
             "std_low": low, "std_high": high, "pairs": len(compared),
             "difference": float(np.mean(differences)) if differences else math.nan,
             "churn": float(np.mean(churn)) if churn else math.nan,
