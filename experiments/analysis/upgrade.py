@@ -71,6 +71,11 @@ def worst_rerun() -> str:
     return f"{100 * max(abs(o['acc_now'] - o['acc_then']) for o in _outcomes('full-*.json')):.2f}"
 
 
+def full_runs() -> int:
+    """How many committed runs were trained again to the end with the new releases."""
+    return len(_outcomes("full-*.json"))
+
+
 def quick_runs() -> int:
     """How many committed runs the quick replay against the records covered."""
     return len(_outcomes("quick.json"))
