@@ -130,8 +130,8 @@ def build_parser(jobs: bool = True) -> argparse.ArgumentParser:
                          help="only the names of the frameworks under test, comma-separated (for scripts)")
 
     conformance = commands.add_parser("conformance", help="run the backend conformance suite (pytest)")
-    conformance.add_argument("--backend", action="append", type=choice("backend", backends.names),
-                             help="a registered backend (repeatable; default: every registered backend)")
+    conformance.add_argument("--backend", action="append", type=choice("backend", backends.run_names),
+                             help="a registry entry (repeatable; default: every one, the blog post's scripts included)")
     conformance.add_argument("--fast", action="store_true",
                              help="leave out the slow items (the costly ones on every recipe but d2l, the 50 SGD "
                              "steps, fresh-interpreter imports, mypy)")  # fmt: skip
@@ -277,7 +277,7 @@ def conformance(args: argparse.Namespace) -> int:
         failed = [item for item, outcome in results.items() if outcome == "failed"]
         print(f"{len(results)} items, {len(failed)} failed", file=sys.stderr)
         return 1 if failed else 0
-    names = args.backend or backends.names()
+    names = args.backend or backends.run_names()
     extra = [arg for arg in args.pytest_args if arg != "--"]
     command = [sys.executable, "-m", "pytest", "--pyargs", "backends.conformance", "-p", "no:cacheprovider",
                *(["-m", "not slow"] if args.fast else []), *extra]  # fmt: skip

@@ -18,7 +18,9 @@ every failure message starts with `contract item '<item>'` and names the backend
 * `native init`   the framework's own initial weights follow the spec's distribution, seeded;
 * `native order`  the framework's own shuffle is a seeded permutation;
 * `imports`       importing (and using) the backend loads no other registered backend's framework;
-* `devices`       select_device refuses an unknown device in one line (UserError), and the CPU works.
+* `devices`       select_device refuses an unknown device in one line (UserError), and the CPU works;
+* `script imports` (the blog post's scripts, test_scripts.py) importing a recipe's script, in the environment of
+                  the framework it is written in, loads no other registered backend's framework.
 
 The oracle's tolerance for a quantity is max(floor, 10 x the error of the reference itself in float32), as
 tests/test_oracle.py explains; the reference's float64 and float32 runs are made once per recipe (cached here),
@@ -36,7 +38,7 @@ import os
 import numpy as np
 import pytest
 
-from backends import REFERENCE, info, load_backend, names, oracle
+from backends import REFERENCE, info, load_backend, names, oracle, scripts
 from common import spec
 from common.contract import Backend
 from common.errors import UserError
@@ -63,15 +65,29 @@ INIT_SEEDS = (0, 1, 2)
 STANDARD_ERRORS = 5
 
 
-def selected() -> list[str]:
-    """The backends to check: LENET_REPRO_BACKENDS (comma-separated) if set, else every registered backend."""
+def _chosen() -> list[str]:
+    """LENET_REPRO_BACKENDS (comma-separated registry names), each checked; empty when unset."""
     chosen = [name.strip() for name in os.environ.get(ENV, "").split(",") if name.strip()]
     for name in chosen:
         try:
             info(name)
         except UserError as error:
             raise UserError(f"{ENV}: {error}") from None
-    return chosen or names()
+    return chosen
+
+
+def selected() -> list[str]:
+    """The backends whose contract to check: those LENET_REPRO_BACKENDS names if set, else every registered
+    backend (the blog post's scripts implement no contract: `selected_scripts`)."""
+    chosen = _chosen()
+    return [name for name in chosen if name in names()] if chosen else names()
+
+
+def selected_scripts() -> list[str]:
+    """The entries that train themselves (the blog post's scripts) whose items to run: those LENET_REPRO_BACKENDS
+    names if set, else all."""
+    chosen = _chosen()
+    return [name for name in chosen if name in scripts()] if chosen else scripts()
 
 
 def module_of(name: str) -> str:
