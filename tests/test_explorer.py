@@ -133,3 +133,5 @@ def test_the_variance_study_is_tabled_for_its_recipe(tab):
     arms = tab.eval_on_selector_all("#variance-table tr[data-arm]", "rows => rows.map(r => r.dataset.arm)")
     study = json.loads((PUBLISHED / "variance" / "variance-seed-torch-fixed-fashion-mnist.json").read_text())
     assert set(arms) <= {run["arm"] for run in study["runs"]} and "one-bit" in arms and "seed" in arms
+    (href,) = tab.eval_on_selector_all("#variance a", "a => a.map(x => x.href)")
+    assert json.loads(Path(unquote(urlparse(href).path)).read_text())["runs"] == study["runs"]

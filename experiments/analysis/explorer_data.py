@@ -16,7 +16,7 @@ from experiments.analysis import stats as st
 from experiments.analysis.model import group_stats, plot_order_of
 from experiments.analysis.plots import DATASET_WORDS, MODE_WORDS, RECIPE_TITLES, style
 from experiments.analysis.report import Report, _difference
-from experiments.analysis.variance import ARMS, summary_rows
+from experiments.analysis.variance import ARMS, FOLDER, study_file, summary_rows
 
 # The per-step training loss of a run is drawn from at most this many points: each the mean of `window`
 # consecutive steps (window = ceil(steps / STEP_POINTS)). Every per-epoch figure and every table entry is exact.
@@ -118,13 +118,16 @@ def explorer_data(report: Report, root: Path, page_folder: Path) -> dict[str, An
         "variants": {v: MODE_WORDS.get(v.split("-")[0], v) for v in dict.fromkeys(g["variant"] for g in groups)},
         "step_points": STEP_POINTS, "margin": st.MARGIN, "first": FIRST_VIEW,
         "groups": groups,
-        "variance": [variance_entry(study) for study in report.variance],
+        "variance": [variance_entry(study, root, page_folder) for study in report.variance],
     }  # fmt: skip
 
 
-def variance_entry(study: dict[str, Any]) -> dict[str, Any]:
-    """The variance study's ranked table for one recipe and dataset (experiments/analysis/variance.py's figures)."""
+def variance_entry(study: dict[str, Any], root: Path, page_folder: Path) -> dict[str, Any]:
+    """The variance study's ranked table for one recipe and dataset (experiments/analysis/variance.py's figures),
+    and the link to the study's file, whose runs it is computed from."""
+    path = root / FOLDER / study_file(study["recipe"], study["dataset"], study.get("limit"))
     return {"recipe": study["recipe"], "dataset": study["dataset"],
+            "file": Path(os.path.relpath(path, page_folder)).as_posix(),
             "rows": [{"arm": arm, "what": ARMS[arm], **{k: _rounded(v) if isinstance(v, float) else v
                                                          for k, v in s.items()}}
                      for arm, s in summary_rows(study)]}  # fmt: skip

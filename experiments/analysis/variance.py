@@ -32,6 +32,11 @@ ARMS = {
 FOLDER = "variance"  # in a results directory: the study's files, one per recipe and dataset
 
 
+def study_file(recipe: str, dataset: str, limit: int | None = None) -> str:
+    """The name of a study's file: variance-<recipe>-<dataset>.json (-limitN before .json for a subset)."""
+    return f"variance-{recipe}-{dataset}{f'-limit{limit}' if limit else ''}.json"
+
+
 def pairs(runs: list[dict[str, Any]]) -> list[tuple[int, int]]:
     """The pairs (indices) an arm compares: every two of its runs, or, where runs form groups (a seed's
     frameworks), every two of a group."""

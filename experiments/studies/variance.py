@@ -43,7 +43,7 @@ from common import data, seal, spec
 from common.arguments import choice, name_list, positive_int
 from common.errors import UserError
 from experiments.analysis.variance import ARMS as SOURCES
-from experiments.analysis.variance import summary
+from experiments.analysis.variance import study_file, summary
 
 ARMS = tuple(SOURCES)  # rerun, threads, one-bit, order, weights, seed, framework, defaults
 IN_BASELINE = ARMS[:6]  # the arms the baseline framework trains alone
@@ -182,7 +182,6 @@ def child(payload: dict[str, Any]) -> int:
 def run(config: Config) -> int:
     if config.runs < 2:
         raise UserError("--runs must be at least 2: an arm's spread needs two runs")
-    suffix = f"-limit{config.limit}" if config.limit else ""
-    path = Path(config.out) / f"variance-{config.recipe}-{config.dataset}{suffix}.json"
+    path = Path(config.out) / study_file(config.recipe, config.dataset, config.limit)
     print(summary(run_study(path, config)))
     return 0
