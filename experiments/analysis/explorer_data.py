@@ -14,7 +14,7 @@ import numpy as np
 
 from experiments.analysis import stats as st
 from experiments.analysis.model import group_stats, plot_order_of
-from experiments.analysis.plots import DATASET_WORDS, MODE_WORDS, RECIPE_TITLES, style
+from experiments.analysis.plots import BAND_ALPHA, DATASET_WORDS, MODE_WORDS, RECIPE_TITLES, style
 from experiments.analysis.report import Report, _difference
 from experiments.analysis.variance import ARMS, FOLDER, study_file, summary_rows
 
@@ -116,7 +116,7 @@ def explorer_data(report: Report, root: Path, page_folder: Path) -> dict[str, An
         "recipes": {name: RECIPE_TITLES.get(name, name) for name in dict.fromkeys(g["recipe"] for g in groups)},
         "datasets": {name: DATASET_WORDS.get(name, name) for name in dict.fromkeys(g["dataset"] for g in groups)},
         "variants": {v: MODE_WORDS.get(v.split("-")[0], v) for v in dict.fromkeys(g["variant"] for g in groups)},
-        "step_points": STEP_POINTS, "margin": st.MARGIN, "first": FIRST_VIEW,
+        "step_points": STEP_POINTS, "margin": st.MARGIN, "first": FIRST_VIEW, "band_alpha": BAND_ALPHA,
         "groups": groups,
         "variance": [variance_entry(study, root, page_folder) for study in report.variance],
     }  # fmt: skip
