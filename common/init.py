@@ -173,14 +173,18 @@ class TorchStream:
         return (x * (high64 - low64) + low64).astype(np.float32).reshape(shape)
 
 
-def initial_weights(recipe: Recipe, seed: int, source: str | None = None) -> dict[str, np.ndarray]:
+def initial_weights(recipe: Recipe, seed: int, source: str | None = None,
+                    init: str | None = None) -> dict[str, np.ndarray]:
     """Named float32 weights for the recipe's init scheme, drawn in parameter order from one seeded RNG.
 
-    "torch-default" draws PyTorch's own numbers for `torch.manual_seed(seed)` (TorchStream); the Xavier schemes
-    draw from NumPy's default generator with the frameworks' distributions. `source` overrides SOURCES
-    ("numpy-pcg64" draws the same distribution from NumPy's generator: other numbers, same law).
+    "torch-default" draws PyTorch's own numbers for `torch.manual_seed(seed)` (TorchStream); the other schemes
+    draw from NumPy's default generator with the frameworks' distributions (a truncated normal's weights too).
+    `source` overrides SOURCES ("numpy-pcg64" draws the same distribution from NumPy's generator: other numbers,
+    same law); `init` draws another scheme of SCHEMES than the recipe's (a backend's stock initialisers, from
+    NumPy's generator unless `source` says otherwise).
     """
-    source = source or SOURCES[recipe.init]
+    init = init or recipe.init
+    source = source or SOURCES.get(init, "numpy-pcg64")
     if source not in set(SOURCES.values()):
         raise ValueError(f"unknown initial-weight source {source!r}")
     stream = TorchStream(seed) if source == "torch-cpu-mt19937" else None
@@ -190,11 +194,23 @@ def initial_weights(recipe: Recipe, seed: int, source: str | None = None) -> dic
     for name, shape in shapes.items():
         layer = name.rsplit(".", 1)[0]
         if name.endswith(".weight"):
-            bound = weight_bound(recipe.init, shape)
+            bound = weight_bound(init, shape)
         else:
-            bound = bias_bound(recipe.init, shapes[f"{layer}.weight"])
+            bound = bias_bound(init, shapes[f"{layer}.weight"])
         if stream is not None:
             weights[name] = stream.uniform(-bound, bound, shape)
+        elif name.endswith(".weight") and scheme(init).weights == "truncated-normal":
+            weights[name] = (bound / TRUNCATION * _truncated_normal(rng, shape)).astype(np.float32)
         else:
             weights[name] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
     return weights
+
+
+def _truncated_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal numbers cut to ±TRUNCATION: each drawn again until it lies within."""
+    values = rng.standard_normal(size=shape)
+    outside = np.abs(values) > TRUNCATION
+    while outside.any():
+        values[outside] = rng.standard_normal(size=int(outside.sum()))
+        outside = np.abs(values) > TRUNCATION
+    return values

@@ -3,6 +3,9 @@ and what a plug-in declares as data (its stock initialisers, generator, kernel n
 
 from __future__ import annotations
 
+import sys
+
+import numpy as np
 import pytest
 
 import backends
@@ -24,6 +27,7 @@ def plugin(tmp_path, monkeypatch):
     monkeypatch.delenv(backends.CHECK_ENV, raising=False)
     backends.registry.cache_clear()
     init.SCHEMES.pop("mine-default", None)
+    sys.modules.pop("mine_lenet", None)
 
 
 def test_a_plugin_declares_its_own_stock_initialisers_as_data_and_takes_part_in_stock_mode(plugin):
@@ -79,3 +83,29 @@ def test_tables_and_legends_list_frameworks_then_scripts_then_the_reference_then
     roles = [backends.registry()[n].role if n in backends.registry() else "?" for n in ordered]
     assert roles == sorted(roles, key=["framework", "script", "reference", "?"].index)
     assert ordered[-1] == "somebody-elses"
+
+
+@pytest.mark.integration  # trains a run to its end
+def test_a_plugin_with_stock_initialisers_trains_in_stock_mode(plugin, tmp_path):
+    """A copy of the NumPy reference made a framework with defaults of its own (a truncated normal, as Flax's),
+    drawn with them in stock mode, trained through the harness, its record a stock-mode run."""
+    import pathlib
+
+    from common.results import RunKey, RunStore
+    from experiments.running.runs import train_run
+
+    source = pathlib.Path(backends.__file__).with_name("numpy_lenet.py").read_text()
+    native = '''    init_scheme(NAME, model.recipe)
+    set_weights(model, initial_weights(model.recipe, seed))'''
+    assert native in source
+    own = '''    scheme = init_scheme(NAME, model.recipe)
+    set_weights(model, initial_weights(model.recipe, seed, init=scheme))'''
+    mine = source.replace('NAME = "numpy"', 'NAME = "mine"').replace(native, own)
+    defaults = '{"weights": "truncated-normal", "bound": "lecun", "bias": "zero"}'
+    plugin(f'{mine}\nROLE = "framework"\nSTOCK_INIT = {defaults}\n')
+    record = train_run(RunKey("mine", "mnist", "d2l", 0, "stock", 256, 1), RunStore(tmp_path / "R"), "cpu")
+    assert record["status"] == "complete" and record["mode"] == "stock" and record["backend"] == "mine"
+    recipe = spec.get_recipe("d2l", {"init": "stock"})
+    drawn = backends.load_backend("mine").build_model(recipe, "cpu", seed=0).params["conv1.weight"]
+    assert np.abs(drawn).max() <= init.weight_bound("mine-default", drawn.shape) and drawn.std() > 0
+    assert not (backends.load_backend("mine").build_model(recipe, "cpu", seed=0).params["conv1.bias"]).any()
