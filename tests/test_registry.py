@@ -89,12 +89,13 @@ def test_tables_and_legends_list_frameworks_then_scripts_then_the_reference_then
 def test_a_plugin_with_stock_initialisers_trains_in_stock_mode(plugin, tmp_path):
     """A copy of the NumPy reference made a framework with defaults of its own (a truncated normal, as Flax's),
     drawn with them in stock mode, trained through the harness, its record a stock-mode run."""
+    import importlib.util
     import pathlib
 
     from common.results import RunKey, RunStore
     from experiments.running.runs import train_run
 
-    source = pathlib.Path(backends.__file__).with_name("numpy_lenet.py").read_text()
+    source = pathlib.Path(importlib.util.find_spec(backends.info(backends.REFERENCE).module).origin).read_text()
     native = '''    init_scheme(NAME, model.recipe)
     set_weights(model, initial_weights(model.recipe, seed))'''
     assert native in source

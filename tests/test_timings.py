@@ -28,7 +28,8 @@ def test_reproduce_is_timed_by_what_it_trains_and_publish_by_every_committed_run
     assert len(keys) == len(backends.frameworks()) * len(spec.RECIPES) * len(data.DATASETS)
     assert {k.mode for k in keys} == {"shared"} and {k.seed for k in keys} == {0}
     estimates = timings.from_records()
-    assert estimates["reproduce"]["runs"] == len(keys)
+    built_in = [k for k in keys if not backends.info(k.backend).plugin]  # a plug-in has no committed runs
+    assert estimates["reproduce"]["runs"] == len(built_in)
     assert 0 < estimates["reproduce"]["seconds"] < estimates["publish"]["seconds"]
 
 
