@@ -29,6 +29,9 @@ ARMS = {
     "framework": "the framework's arithmetic (shared mode)",
     "defaults": "the framework's defaults (stock mode)",
 }
+# The variance plot's axis turns logarithmic (above LINEAR_BELOW points) where a source spreads WIDE times the floor
+WIDE = 20
+LINEAR_BELOW = 0.01
 FOLDER = "variance"  # in a results directory: the study's files, one per recipe and dataset
 
 
@@ -57,8 +60,8 @@ def arm_summary(runs: list[dict[str, Any]], labels: np.ndarray) -> dict[str, Any
     """An arm's figures: n, the std of the final test accuracy with its 95% interval (where runs form groups, a
     seed's frameworks, the std within a group pooled over the groups: what the framework changes, not the seed),
     the mean pairwise |difference|, the churn, the largest per-class gap (both over the pairs `pairs` compares),
-    whether every run predicted alike (bitwise equal predictions), and the test set's floor at the arm's mean
-    accuracy."""
+    whether the runs it compares predicted alike (bitwise equal predictions, every pair), and the test set's floor at
+    the arm's mean accuracy."""
     accuracies = [r["test_accuracy"] for r in runs]
     predicted = [decode_predictions(r["predictions"]) for r in runs]
     compared = pairs(runs)
@@ -81,7 +84,7 @@ def arm_summary(runs: list[dict[str, Any]], labels: np.ndarray) -> dict[str, Any
             "churn": float(np.mean(churn)) if churn else math.nan,
             "churn_max": float(np.max(churn)) if churn else math.nan,
             "class_gap": float(np.max(gaps)) if gaps else math.nan,
-            "identical": all(np.array_equal(predicted[0], p) for p in predicted[1:]),
+            "identical": all(np.array_equal(predicted[i], predicted[j]) for i, j in compared),
             "floor": math.sqrt(mean * (1 - mean) / len(labels))}  # fmt: skip
 
 
@@ -141,7 +144,9 @@ def markdown(results: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any]) -> bytes:
     """PNG bytes, for a projector: one bar per source of variance (the std of the final test accuracy, its 95%
-    interval as a whisker), the test set's floor as a line, and each arm's churn beside its bar."""
+    interval as a whisker), the test set's floor as a line, and each arm's churn beside its bar. Where one source
+    spreads far more than the floor (a framework's defaults that stay on the plateau), the axis is logarithmic above
+    LINEAR_BELOW points, so the small sources stay in sight beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,11 +164,23 @@ def plot(results: dict[str, Any]) -> bytes:
     ax.axvline(floor, color="#c44e52", linestyle="--", linewidth=2)
     ax.text(floor, -0.85, " the test set's floor", color="#c44e52", va="center")
     ax.set_ylim(-1.2, len(rows) - 0.5)
+    logarithmic = max(high.max(), stds.max()) > WIDE * floor
     for i, (_, s) in enumerate(rows):
-        ax.text(max(high[i], stds[i]) + 0.02, i, f"  churn {s['churn'] * 100:.1f}%", va="center", fontsize=12)
+        end = max(high[i], stds[i])
+        at = max(end, LINEAR_BELOW) * 1.1 if logarithmic else end + 0.02
+        ax.text(at, i, f"  churn {s['churn'] * 100:.1f}%", va="center", fontsize=12)
     ax.set_yticks(y, [f"{ARMS[arm]} (n={s['n']})" for arm, s in rows])
-    ax.set_xlabel("standard deviation of the final test accuracy (points), 95% interval")
-    ax.set_xlim(0, max(high.max(), floor) * 1.35 + 0.05)
+    label = "standard deviation of the final test accuracy (points), 95% interval"
+    if logarithmic:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_xscale("symlog", linthresh=LINEAR_BELOW)
+        ax.set_xlim(0, max(high.max(), floor) * 40)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        label += f"\n(logarithmic above {LINEAR_BELOW} points)"
+    else:
+        ax.set_xlim(0, max(high.max(), floor) * 1.35 + 0.05)
+    ax.set_xlabel(label)
     fig.suptitle(f"Where the difference comes from\n{RECIPE_TITLES.get(results['recipe'], results['recipe'])}, on "
                  f"{DATASET_WORDS.get(results['dataset'], results['dataset'])}", fontsize=15)
     ax.grid(True, axis="x", alpha=0.3)
