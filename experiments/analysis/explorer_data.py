@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from common.results import RunKey
 from experiments.analysis import stats as st
 from experiments.analysis.model import group_stats, plot_order_of
 from experiments.analysis.plots import BAND_ALPHA, DATASET_WORDS, MODE_WORDS, RECIPE_TITLES, style
-from experiments.analysis.report import Report, _difference
+from experiments.analysis.report import Report, difference_text
 from experiments.analysis.variance import ARMS, FOLDER, study_file, summary_rows
 
 # The per-step training loss of a run is drawn from at most this many points: each the mean of `window`
@@ -66,11 +67,17 @@ def run_entry(record: dict[str, Any], path: Path, page_folder: Path) -> dict[str
     }  # fmt: skip
 
 
+def record_key(record: dict[str, Any]) -> RunKey:
+    """The key a record was written under (its path in the results directory: RunKey.relative)."""
+    return RunKey(record["backend"], record["dataset"], record["recipe"], record["seed"], record["mode"],
+                  record["limit"], record["epochs_override"])  # fmt: skip
+
+
 def _comparison(comparison: st.Comparison | None) -> dict[str, Any] | None:
     """A difference from the baseline as the report writes it (the same function) and its parts."""
     if comparison is None:
         return None
-    return {"text": _difference(comparison), "difference": _rounded(comparison.difference),
+    return {"text": difference_text(comparison), "difference": _rounded(comparison.difference),
             "low": _rounded(comparison.low), "high": _rounded(comparison.high), "p": _rounded(comparison.p, 4),
             "test": comparison.test, "pairs": comparison.pairs, "verdict": comparison.verdict}  # fmt: skip
 
@@ -101,7 +108,7 @@ def explorer_data(report: Report, root: Path, page_folder: Path) -> dict[str, An
             stats = row["stats"][name] if row and name in row["stats"] else group_stats(group)
             comparison = row["comparisons"].get(name) if row else None
             entries[name] = {
-                "runs": [run_entry(r, root / variant / dataset / recipe / f"{name}-seed{r['seed']}.json", page_folder)
+                "runs": [run_entry(r, root / record_key(r).relative(".json"), page_folder)
                          for r in sorted(group.records, key=lambda r: r["seed"])],
                 "row": _row(stats), "comparison": _comparison(comparison),
             }  # fmt: skip

@@ -69,7 +69,7 @@ def _status_note(stats: dict[str, Any]) -> str:
     return f" [{', '.join(notes)}]" if notes else ""
 
 
-def _difference(comparison: st.Comparison | None) -> str:
+def difference_text(comparison: st.Comparison | None) -> str:
     """'+0.01 pp [-0.02, +0.04]': the difference of means and its 95% interval, in percentage points."""
     if comparison is None or math.isnan(comparison.difference):
         return "—"
@@ -149,7 +149,7 @@ def differences_table(rows: list[dict[str, Any]]) -> str:
             test = comparison.test + (f" ({comparison.pairs} seeds)" if comparison.test == "paired" else "")
             p_value = test + ("" if math.isnan(comparison.p) else f", {comparison.p:.2g}")
             body.append([f"`{row['recipe']}`", row["dataset"], f"{label(name)} − {label(row['baseline'])}",
-                         _difference(comparison), p_value, _verdict(comparison)])  # fmt: skip
+                         difference_text(comparison), p_value, _verdict(comparison)])  # fmt: skip
     return _markdown(["recipe", "dataset", "backends", "test acc difference [95% CI]", "test, p", "same result"],
                      body)
 
@@ -209,7 +209,7 @@ def fidelity_table(rows: list[dict[str, Any]]) -> str:
             else:
                 test = comparison.test + (f" ({comparison.pairs} seeds)" if comparison.test == "paired" else "")
                 p_value = test + ("" if math.isnan(comparison.p) else f", {comparison.p:.2g}")
-                cells += [_difference(comparison), p_value, _verdict(comparison)]
+                cells += [difference_text(comparison), p_value, _verdict(comparison)]
             body.append(cells)
     return _markdown(header, body)
 
@@ -485,7 +485,7 @@ class Report:
     def difference(self, variant: str, dataset: str, recipe: str, backend: str) -> str:
         """The backend − the baseline in final test accuracy with its 95% interval, as the report writes it."""
         row = next(r for r in self.rows if (r["variant"], r["dataset"], r["recipe"]) == (variant, dataset, recipe))
-        return _difference(row["comparisons"][backend])
+        return difference_text(row["comparisons"][backend])
 
     def seeds(self, variant: str, dataset: str, recipe: str, backend: str) -> int:
         return len(self.group(variant, dataset, recipe, backend).complete)
