@@ -19,7 +19,7 @@ PAGE = REPO / "build" / "handout.html"
 # Small type and tight tables so the handout prints on one sheet; the page loads nothing from a network.
 STYLE = """
 @page { size: A4; margin: 11mm 12mm; }
-body { font-family: "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; font-size: 8.6pt; line-height: 1.3;
+body { font-family: "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; font-size: 8.3pt; line-height: 1.3;
        color: #111; max-width: 190mm; margin: 0 auto; }
 h1 { font-size: 14pt; margin: 0 0 3pt; }
 h2 { font-size: 10.5pt; margin: 8pt 0 3pt; border-bottom: 1px solid #999; }

@@ -289,17 +289,39 @@ def test_findings_leave_out_what_the_runs_cannot_say_and_compute_the_rest():
     from experiments.analysis.findings import cost_table, findings_table, stock_table
     from experiments.analysis.model import group_records, side_by_side_rows
 
-    assert findings_table({}, []) is None and cost_table({}) is None and stock_table({}) is None
+    assert findings_table({}, [], []) is None and cost_table({}) is None and stock_table({}) is None
     shared = [_record(b, s, "complete", [0.5, a]) for s, a in enumerate((0.90, 0.92, 0.94)) for b in ("torch", "mxnet")]
-    table = findings_table(group_records(shared), side_by_side_rows(group_records(shared)))
+    table = findings_table(group_records(shared), side_by_side_rows(group_records(shared)), [])
     assert table.count("\n| ") == 1 and "every backend within" in table and "MXNet, `d2l` on MNIST, +0.00" in table
     finals = {"torch": (0.1135, 0.1135), "jax": (0.95, 0.97)}
     stock = [{**_record(b, s, "complete", [0.1, a]), "mode": "stock"} for b in finals for s, a in enumerate(finals[b])]
     groups = group_records(stock)
     assert "| `d2l` | MNIST | 11.35% ± 0.00 (n=2), 2 on the plateau | 96.00% ± 1.41 (n=2), 0 on the plateau |" in (
         stock_table(groups))
-    assert "PyTorch 11.35% ± 0.00 (n=2), JAX 96.00% ± 1.41 (n=2)" in findings_table(groups, side_by_side_rows(groups))
+    table = findings_table(groups, side_by_side_rows(groups), [])
+    assert "PyTorch 11.35% ± 0.00 (n=2), JAX 96.00% ± 1.41 (n=2)" in table
     assert "| `d2l` | 2 | PyTorch 0.0, JAX 0.0 |" in cost_table(groups)  # two epochs of 1 s: 2/60 minutes
+
+
+def test_the_one_bit_finding_comes_from_the_variance_study_where_it_has_both_arms():
+    from common.data import load_dataset
+    from common.results import encode_predictions
+    from experiments.analysis.findings import findings_table
+
+    labels = load_dataset("fashion-mnist").test_labels[:20]
+    other = labels.copy()
+    other[:2] = (other[:2] + 1) % 10  # two answers of twenty changed: churn 10%
+
+    def run(arm, predictions):
+        return {"arm": arm, "test_accuracy": float((predictions == labels).mean()),
+                "predictions": encode_predictions(predictions)}
+
+    study = {"recipe": "seed-torch-fixed", "dataset": "fashion-mnist", "limit": 20,
+             "runs": [run("one-bit", labels), run("one-bit", labels), run("seed", labels), run("seed", other)]}
+    assert findings_table({}, [], [{**study, "runs": study["runs"][:2]}]) is None  # no seed arm: nothing to set beside
+    table = findings_table({}, [], [study])
+    assert "one bit moves the accuracy 0.00 points and 0.00% of the answers; a new seed 10.00 points and 10.00%" in (
+        table)
 
 
 def test_a_paired_cell_says_over_which_seeds_when_the_columns_hold_different_ones():

@@ -18,6 +18,7 @@ from experiments.analysis import stats as st
 
 Groups = dict[tuple[str, str, str], dict[str, Any]]  # (variant, dataset, recipe) -> {backend: report.Group}
 Rows = list[dict[str, Any]]  # report.side_by_side_rows: each row's stats and comparisons with its baseline
+Studies = list[dict[str, Any]]  # the variance study's files (experiments.analysis.variance.read_studies)
 
 HEADER = "| what the runs show | measured |"
 
@@ -39,7 +40,7 @@ def _pm(values) -> str:
     return st.pm(s.mean, s.std, s.n, 2, True)
 
 
-def same_result(groups: Groups, rows: Rows) -> str | None:
+def same_result(groups: Groups, rows: Rows, studies: Studies) -> str | None:
     """Shared mode: the widest 95% interval of any backend's difference from the baseline, over every recipe (the
     report's own comparisons, paired by seed)."""
     base, widest = backends.baseline(), None
@@ -61,7 +62,7 @@ def same_result(groups: Groups, rows: Rows) -> str | None:
             f"{c.difference * 100:+.2f} [{c.low * 100:+.2f}, {c.high * 100:+.2f}])")
 
 
-def one_line(groups: Groups, rows: Rows) -> str | None:
+def one_line(groups: Groups, rows: Rows, studies: Studies) -> str | None:
     """The softmax inside the blog post's `forward`: seed-torch against seed-torch-fixed on MNIST, the baseline,
     shared."""
     base = backends.baseline()
@@ -71,7 +72,7 @@ def one_line(groups: Groups, rows: Rows) -> str | None:
     return f"MNIST {_pm(quirk.values())} with it, {_pm(fixed.values())} without ({backends.label(base)})"
 
 
-def seed_lottery(groups: Groups, rows: Rows) -> str | None:
+def seed_lottery(groups: Groups, rows: Rows, studies: Studies) -> str | None:
     """How far the seed alone moves the blog post's PyTorch script on MNIST: its lowest and highest seed."""
     script = {seed: accuracy for name in backends.scripts()
               for seed, accuracy in _accuracies(groups, "native", "mnist", "seed-torch", name).items()}  # fmt: skip
@@ -82,7 +83,7 @@ def seed_lottery(groups: Groups, rows: Rows) -> str | None:
             f"{len(values)} seeds")
 
 
-def resize(groups: Groups, rows: Rows) -> str | None:
+def resize(groups: Groups, rows: Rows, studies: Studies) -> str | None:
     """What `resize=96` buys on Fashion-MNIST and MNIST (seed-mxnet against seed-mxnet-28, the baseline, seeds
     both ran) and what it costs in FLOPs."""
     base, parts = backends.baseline(), []
@@ -98,7 +99,7 @@ def resize(groups: Groups, rows: Rows) -> str | None:
     return f"{', '.join(parts)}, for {flops:.1f}x the FLOPs ({backends.label(base)}, paired by seed)"
 
 
-def defaults(groups: Groups, rows: Rows) -> str | None:
+def defaults(groups: Groups, rows: Rows, studies: Studies) -> str | None:
     """Stock mode: `d2l` on MNIST with each framework's own default initialisers."""
     by_backend = groups.get(("stock", "mnist", "d2l"), {})
     finals = {name: _accuracies(groups, "stock", "mnist", "d2l", name) for name in backends.order(by_backend)}
@@ -106,8 +107,23 @@ def defaults(groups: Groups, rows: Rows) -> str | None:
     return f"`d2l` on MNIST: {', '.join(cells)}" if cells else None
 
 
+def one_bit(groups: Groups, rows: Rows, studies: Studies) -> str | None:
+    """The variance study of `seed-torch-fixed` on Fashion-MNIST: what one bit of one initial weight moves after
+    training, the accuracy against the answers, beside a new seed."""
+    from experiments.analysis.variance import summary_rows
+
+    study = next((s for s in studies if (s["recipe"], s["dataset"]) == ("seed-torch-fixed", "fashion-mnist")), None)
+    arms = dict(summary_rows(study)) if study else {}
+    if "one-bit" not in arms or "seed" not in arms:
+        return None
+    bit, seed = arms["one-bit"], arms["seed"]
+    return (f"`seed-torch-fixed`, Fashion-MNIST: one bit moves the accuracy {bit['difference'] * 100:.2f} points and "
+            f"{bit['churn'] * 100:.2f}% of the answers; a new seed {seed['difference'] * 100:.2f} points and "
+            f"{seed['churn'] * 100:.2f}% (means over the pairs of {bit['n']} runs)")
+
+
 # (what the runs show, in plain words; the figure behind it)
-FINDINGS: list[tuple[str, Callable[[Groups, Rows], str | None]]] = [
+FINDINGS: list[tuple[str, Callable[[Groups, Rows, Studies], str | None]]] = [
     ("From the same initial weights and the same batches, the frameworks give the same result: they differ only "
      "in float rounding", same_result),
     ("One line decides the blog post's PyTorch script: its `forward` ends in a softmax, and the loss applies another",
@@ -117,14 +133,21 @@ FINDINGS: list[tuple[str, Callable[[Groups, Rows], str | None]]] = [
      resize),
     ("Each framework's own default initialisers (stock mode) decide whether a sigmoid LeNet leaves its plateau",
      defaults),
+    ("Two runs one bit apart at the start end at nearly the same accuracy, yet answer many test images differently",
+     one_bit),
 ]  # fmt: skip
 
 
-def findings_table(groups: Groups, rows: Rows) -> str | None:
-    """The findings whose runs exist, as a Markdown table (None when none do), from the report's groups and its
-    side-by-side rows."""
-    found = [(text, figure(groups, rows)) for text, figure in FINDINGS]
-    found = [(text, measured) for text, measured in found if measured]
+def findings(groups: Groups, rows: Rows, studies: Studies) -> list[tuple[str, str]]:
+    """(what the runs show, the figure behind it) of every finding whose runs exist, in the findings' order, from
+    the report's groups, its side-by-side rows and the variance study's files."""
+    found = [(text, figure(groups, rows, studies)) for text, figure in FINDINGS]
+    return [(text, measured) for text, measured in found if measured]
+
+
+def findings_table(groups: Groups, rows: Rows, studies: Studies) -> str | None:
+    """The findings whose runs exist, as a Markdown table (None when none do)."""
+    found = findings(groups, rows, studies)
     if not found:
         return None
     return "\n".join([HEADER, "|---|---|"] + [f"| {text} | {measured} |" for text, measured in found])

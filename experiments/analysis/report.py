@@ -361,7 +361,7 @@ class Report:
         variance = read_studies(store.root)
         text = report_markdown(rows, {key: plot_path(key) for key in groups}, summary, fidelity,
                                read_oracle(store.root), machines_table(records), versions_table(records),
-                               findings_table(groups, rows), cost_table(groups),
+                               findings_table(groups, rows, variance), cost_table(groups),
                                stock_table(groups, PLATEAU_ACCURACY), variance)  # fmt: skip
         return cls(records, groups, rows, text, variance)
 
@@ -392,10 +392,9 @@ class Report:
     @property
     def findings_list(self) -> list[tuple[str, str]]:
         """(what the runs show, the figure behind it) of every finding whose runs exist, in the findings' order."""
-        from experiments.analysis.findings import FINDINGS
+        from experiments.analysis.findings import findings
 
-        found = [(text, figure(self.groups, self.rows)) for text, figure in FINDINGS]
-        return [(text, measured) for text, measured in found if measured]
+        return findings(self.groups, self.rows, self.variance)
 
     @property
     def resize_cost(self) -> str:
