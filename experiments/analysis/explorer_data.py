@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from backends import display_order
 from common.results import RunKey
 from experiments.analysis import stats as st
-from experiments.analysis.model import group_stats, plot_order_of
+from experiments.analysis.model import group_stats
 from experiments.analysis.plots import BAND_ALPHA, DATASET_WORDS, MODE_WORDS, RECIPE_TITLES, style
 from experiments.analysis.report import Report, difference_text
 from experiments.analysis.variance import ARMS, FOLDER, study_file, summary_rows
@@ -102,7 +103,7 @@ def explorer_data(report: Report, root: Path, page_folder: Path) -> dict[str, An
         variant, dataset, recipe = key
         row = rows.get(key)
         entries = {}
-        for name in plot_order_of(by_backend):
+        for name in display_order(by_backend):
             group = by_backend[name]
             names.add(name)
             stats = row["stats"][name] if row and name in row["stats"] else group_stats(group)
@@ -119,7 +120,7 @@ def explorer_data(report: Report, root: Path, page_folder: Path) -> dict[str, An
         "runs": len(report.records),
         "backends": {name: {"label": look["label"], "color": look["color"], "dash": dash(look["linestyle"])}
                      for name, look in looks.items()},
-        "order": plot_order_of(names),
+        "order": display_order(names),
         "recipes": {name: RECIPE_TITLES.get(name, name) for name in dict.fromkeys(g["recipe"] for g in groups)},
         "datasets": {name: DATASET_WORDS.get(name, name) for name in dict.fromkeys(g["dataset"] for g in groups)},
         "variants": {v: MODE_WORDS.get(v.split("-")[0], v) for v in dict.fromkeys(g["variant"] for g in groups)},

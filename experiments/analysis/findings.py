@@ -110,10 +110,9 @@ def defaults(groups: Groups, rows: Rows, studies: Studies) -> str | None:
 def one_bit(groups: Groups, rows: Rows, studies: Studies) -> str | None:
     """The variance study of `seed-torch-fixed` on Fashion-MNIST: what one bit of one initial weight moves after
     training, the accuracy against the answers, beside a new seed."""
-    from experiments.analysis.variance import summary_rows
+    from experiments.analysis.variance import arms_of
 
-    study = next((s for s in studies if (s["recipe"], s["dataset"]) == ("seed-torch-fixed", "fashion-mnist")), None)
-    arms = dict(summary_rows(study)) if study else {}
+    arms = arms_of(studies, "seed-torch-fixed", "fashion-mnist")
     if "one-bit" not in arms or "seed" not in arms:
         return None
     bit, seed = arms["one-bit"], arms["seed"]

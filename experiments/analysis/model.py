@@ -18,11 +18,6 @@ from common.results import variant_name
 from experiments.analysis import stats as st
 
 
-def label(name: str) -> str:
-    """A backend's display name, from the registry (the blog post's scripts' included)."""
-    return backends.label(name)
-
-
 def is_reference(name: str) -> bool:
     """Whether a backend is the float64 reference (an unregistered name counts as a framework)."""
     entry = backends.registry().get(name)
@@ -171,7 +166,7 @@ def present_backends(rows: list[dict[str, Any]]) -> list[str]:
 
 def backend_entries(rows: list[dict[str, Any]]) -> list[tuple[str, str, str, Group]]:
     """(recipe, dataset, label, group) for each backend of each row, in registry order."""
-    return [(row["recipe"], row["dataset"], label(name), row["groups"][name])
+    return [(row["recipe"], row["dataset"], backends.label(name), row["groups"][name])
             for row in rows for name in row["groups"]]  # fmt: skip
 
 
@@ -212,18 +207,13 @@ def fidelity_rows(groups) -> list[dict[str, Any]]:
         if name is None or script is None or not script.complete:
             continue
         overrides = variant.removeprefix("native")  # "", or "-epochs2-limit512": compare like with like
-        entries = [(label(name), script, None)]
+        entries = [(backends.label(name), script, None)]
         for mode in ("shared", "native"):
             others = groups.get((mode + overrides, dataset, recipe), {})
             for name in backend_order(others):
                 if others[name].complete:
                     group = others[name]
-                    entries.append((f"{label(name)}, {mode}", group,
+                    entries.append((f"{backends.label(name)}, {mode}", group,
                                     script_comparison(recipe, mode, name, script, group)))
         rows.append({"variant": variant, "dataset": dataset, "recipe": recipe, "entries": entries})
     return sorted(rows, key=lambda row: (row["variant"], recipe_rank.get(row["recipe"], 99), row["dataset"] != "mnist"))
-
-
-def plot_order_of(names) -> list[str]:
-    """The frameworks, the blog post's scripts, the reference (the registry's display order)."""
-    return backends.display_order(names)

@@ -25,11 +25,6 @@ def style(name: str) -> dict:
     return {**entry.style, "label": entry.label + (" (float64)" if entry.role == "reference" else "")}
 
 
-def plot_order(names) -> list[str]:
-    """The registered frameworks first, then the blog post's script, then the reference (as the legend reads)."""
-    return display_order(names)
-
-
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
     """Trailing running mean (window steps), so noisy per-step losses read as a curve."""
     if window <= 1 or len(values) < window:
@@ -137,7 +132,7 @@ def plot_group(key: tuple[str, str, str], by_backend: dict) -> bytes:
     shared = variant.startswith("shared")
     plt.rcParams.update({"font.size": 14, "axes.titlesize": 15, "axes.labelsize": 14, "legend.fontsize": 14})
     fig, axes = plt.subplots(1, 3, figsize=(17, 6.2), dpi=90)
-    names = plot_order(by_backend)
+    names = display_order(by_backend)  # the frameworks, the blog post's script, the reference: as the legend reads
     base = next((n for n in names if n in registry() and registry()[n].baseline), None)
     alpha = BAND_ALPHA / max(1, len(names))
     steps_of: dict[str, dict[int, np.ndarray]] = {}

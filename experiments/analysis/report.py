@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 import backends
+from backends import display_order, label
 from backends.oracle import OracleFigures
 from common import spec
 from common.results import RunStore, variant_name, write_atomic
@@ -35,9 +36,7 @@ from experiments.analysis.model import (
     group_records,
     group_stats,
     is_reference,
-    label,
     mean_std,
-    plot_order_of,
     present_backends,
     side_by_side_rows,
 )
@@ -405,7 +404,7 @@ class Report:
         """How many complete runs each group has: mode, recipe, dataset, then each backend's count."""
         body = []
         for (variant, dataset, recipe), by_backend in self.groups.items():
-            names = plot_order_of(by_backend)
+            names = display_order(by_backend)
             body.append([variant, f"`{recipe}`", dataset,
                          ", ".join(f"{label(n)} {len(by_backend[n].complete)}" for n in names)])  # fmt: skip
         return _markdown(["mode", "recipe", "dataset", "seeds (complete runs) per backend"], body)
@@ -421,10 +420,10 @@ class Report:
         """The variance study's arms of a recipe and dataset (those with two runs or more), by arm, ranked by the
         spread of the final test accuracy: each arm's figures (experiments.analysis.variance.arm_summary) and what it
         varies, in words; empty where the study has not run."""
-        from experiments.analysis.variance import ARMS, summary_rows
+        from experiments.analysis.variance import ARMS, arms_of
 
-        study = next((s for s in self.variance if (s["recipe"], s["dataset"]) == (recipe, dataset)), None)
-        return {arm: {**figures, "varies": ARMS[arm]} for arm, figures in summary_rows(study)} if study else {}
+        arms = arms_of(self.variance, recipe, dataset)
+        return {arm: {**figures, "varies": ARMS[arm]} for arm, figures in arms.items()}
 
     def made_by(self) -> str:
         """Which releases and processors made each mode's runs (a Markdown table): each framework's own package at
@@ -601,7 +600,7 @@ def made_by_table(records: list[dict[str, Any]]) -> str:
     body = []
     for mode, seen in modes.items():
         releases = "; ".join(f"{label(name)}: {', '.join(sorted(seen['releases'][name], key=_version_key))}"
-                             for name in plot_order_of(seen["releases"]))  # fmt: skip
+                             for name in display_order(seen["releases"]))  # fmt: skip
         body.append([mode, str(seen["runs"]), releases, "; ".join(sorted(seen["processors"]))])
     return _markdown(["mode", "runs", "releases (each framework's own package)", "processors"], body)
 

@@ -79,20 +79,10 @@ def summarize(values: list[float]) -> Summary:
     return Summary(mean, std, n, mean - half, mean + half)
 
 
-def std_interval(values: list[float]) -> tuple[float, float]:
-    """The 95% interval of a standard deviation (chi-square, normal samples): (low, high); (nan, nan) below two."""
-    n = len(values)
-    if n < 2:
-        return math.nan, math.nan
-    variance = float(np.var(values, ddof=1))
-    chi2 = _scipy().chi2
-    return (math.sqrt((n - 1) * variance / chi2.ppf(1 - ALPHA / 2, n - 1)),
-            math.sqrt((n - 1) * variance / chi2.ppf(ALPHA / 2, n - 1)))  # fmt: skip
-
-
 def pooled_std(groups: list[list[float]]) -> tuple[float, float, float]:
-    """The standard deviation within groups, pooled over them (N - G degrees of freedom), with its 95% interval
-    (chi-square, normal samples): (std, low, high); NaN where no group has two values."""
+    """The standard deviation within groups, pooled over them (N - G degrees of freedom; one group: the sample
+    standard deviation), with its 95% interval (chi-square, normal samples): (std, low, high); NaN where no group
+    has two values."""
     df = sum(len(g) - 1 for g in groups if g)
     if df < 1:
         return math.nan, math.nan, math.nan

@@ -40,15 +40,20 @@ def study_file(recipe: str, dataset: str, limit: int | None = None) -> str:
     return f"variance-{recipe}-{dataset}{f'-limit{limit}' if limit else ''}.json"
 
 
+def groups(runs: list[dict[str, Any]]) -> list[list[int]]:
+    """The runs (indices) an arm compares with one another: all of them, or, where runs form groups (a seed's
+    frameworks), each group."""
+    if not any("group" in r for r in runs):
+        return [list(range(len(runs)))]
+    members: dict[int, list[int]] = {}
+    for i, r in enumerate(runs):
+        members.setdefault(r["group"], []).append(i)
+    return list(members.values())
+
+
 def pairs(runs: list[dict[str, Any]]) -> list[tuple[int, int]]:
-    """The pairs (indices) an arm compares: every two of its runs, or, where runs form groups (a seed's
-    frameworks), every two of a group."""
-    if any("group" in r for r in runs):
-        groups: dict[int, list[int]] = {}
-        for i, r in enumerate(runs):
-            groups.setdefault(r["group"], []).append(i)
-        return [p for members in groups.values() for p in itertools.combinations(members, 2)]
-    return list(itertools.combinations(range(len(runs)), 2))
+    """The pairs (indices) an arm compares: every two runs of one of its groups."""
+    return [p for members in groups(runs) for p in itertools.combinations(members, 2)]
 
 
 def per_class(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -70,15 +75,9 @@ def arm_summary(runs: list[dict[str, Any]], labels: np.ndarray) -> dict[str, Any
             for i, j in compared]  # fmt: skip
     differences = [abs(accuracies[i] - accuracies[j]) for i, j in compared]
     mean = float(np.mean(accuracies))
-    if any("group" in r for r in runs):  # a seed's frameworks: the spread within a seed, pooled over the seeds
-        groups: dict[int, list[float]] = {}
-        for r in runs:
-            groups.setdefault(r["group"], []).append(r["test_accuracy"])
-        std, low, high = stats.pooled_std(list(groups.values()))
-    else:
-        std = float(np.std(accuracies, ddof=1)) if len(runs) > 1 else 0.0
-        low, high = stats.std_interval(accuracies)
-    return {"n": len(runs), "mean": mean, "std": std, "groups": len({r.get("group") for r in runs}),
+    members = groups(runs)  # a seed's frameworks: the spread within a seed, pooled over the seeds
+    std, low, high = stats.pooled_std([[accuracies[i] for i in group] for group in members])
+    return {"n": len(runs), "mean": mean, "std": 0.0 if len(runs) < 2 else std, "groups": len(members),
             "std_low": low, "std_high": high, "pairs": len(compared),
             "difference": float(np.mean(differences)) if differences else math.nan,
             "churn": float(np.mean(churn)) if churn else math.nan,
@@ -102,6 +101,13 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         by_arm.setdefault(run["arm"], []).append(run)
     rows = [(arm, arm_summary(by_arm[arm], labels)) for arm in ARMS if len(by_arm.get(arm, ())) >= 2]
     return sorted(rows, key=lambda row: -row[1]["std"])
+
+
+def arms_of(studies: list[dict[str, Any]], recipe: str, dataset: str) -> dict[str, dict[str, Any]]:
+    """{arm: its figures} of the study of a recipe and dataset among `studies`, ranked as summary_rows ranks them;
+    empty where there is none."""
+    study = next((s for s in studies if (s["recipe"], s["dataset"]) == (recipe, dataset)), None)
+    return dict(summary_rows(study)) if study else {}
 
 
 def summary(results: dict[str, Any]) -> str:
