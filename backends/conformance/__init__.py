@@ -33,12 +33,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from backends import REFERENCE, info, load_backend, names, oracle, scripts
+from backends import REFERENCE, info, load_backend, names, oracle, python_for, scripts
 from common import spec
 from common.contract import Backend
 from common.errors import UserError
@@ -88,6 +91,17 @@ def selected_scripts() -> list[str]:
     names if set, else all."""
     chosen = _chosen()
     return [name for name in chosen if name in scripts()] if chosen else scripts()
+
+
+def loaded_in_fresh_interpreter(backend: str, code: str, *args: str) -> dict:
+    """Run `code` (which prints JSON last) in a fresh interpreter of a backend's own environment, whose search path
+    is this one's where it is this interpreter; the JSON it printed. An interpreter that fails fails the item."""
+    python = python_for(backend)
+    env = {**os.environ, **({"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+                            if python == sys.executable else {})}  # fmt: skip
+    result = subprocess.run([python, "-c", code, *args], capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, f"importing it in a fresh interpreter failed:\n{result.stderr[-2000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def module_of(name: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends import REFERENCE, info, names, oracle, python_for
+from backends import REFERENCE, info, names, oracle
 from backends.conformance import (
     FAST_RECIPE,
     INIT_SEEDS,
@@ -27,6 +27,7 @@ from backends.conformance import (
     float32_batch_errors,
     float32_step_errors,
     limit,
+    loaded_in_fresh_interpreter,
     module_of,
     reference_batch,
     reference_steps,
@@ -417,13 +418,7 @@ def test_imports(name):
     if not forbidden:
         pytest.skip("no other registered backend declares framework packages")
     with contract_item("imports", name):
-        python = python_for(name)  # the backend's own environment's interpreter, which has its own search path
-        env = {**os.environ, **({"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-                                if python == sys.executable else {})}  # fmt: skip
-        result = subprocess.run([python, "-c", _IMPORTS, json.dumps(forbidden), module_of(name)],
-                                capture_output=True, text=True, timeout=180, env=env)  # fmt: skip
-        assert result.returncode == 0, f"importing it in a fresh interpreter failed:\n{result.stderr[-2000:]}"
-        found = json.loads(result.stdout.strip().splitlines()[-1])
+        found = loaded_in_fresh_interpreter(name, _IMPORTS, json.dumps(forbidden), module_of(name))
         owners = {p: other for other in names() if other != name for p in info(other).packages}
         for phase, what in (("import", "importing it"), ("use", "building a model and training a step")):
             if found[phase]:

@@ -7,14 +7,11 @@ tests/test_reference_runs.py, which trains the scripts.)"""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from backends import info, names, python_for, recipes_for, trained_by
-from backends.conformance import contract_item, selected_scripts
+from backends import info, names, recipes_for, trained_by
+from backends.conformance import contract_item, loaded_in_fresh_interpreter, selected_scripts
 from common import spec
 
 CASES = [(name, recipe) for name in selected_scripts() for recipe in recipes_for(name, spec.RECIPES)]
@@ -36,11 +33,5 @@ def test_script_imports(name, recipe):
     own = set(info(framework).packages)
     forbidden = sorted({p for other in names() for p in info(other).packages} - own)
     with contract_item("script imports", name, recipe):
-        python = python_for(framework)
-        env = {**os.environ, **({"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-                                if python == sys.executable else {})}  # fmt: skip
-        result = subprocess.run([python, "-c", _IMPORTS, json.dumps(forbidden), info(name).module, recipe],
-                                capture_output=True, text=True, timeout=180, env=env)  # fmt: skip
-        assert result.returncode == 0, f"importing it in a fresh interpreter failed:\n{result.stderr[-2000:]}"
-        loaded = json.loads(result.stdout.strip().splitlines()[-1])
+        loaded = loaded_in_fresh_interpreter(framework, _IMPORTS, json.dumps(forbidden), info(name).module, recipe)
         assert not loaded, f"importing the {recipe} script loaded {', '.join(loaded)}: it imports only its framework"
