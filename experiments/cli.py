@@ -302,16 +302,17 @@ def _job(module) -> Callable[[argparse.Namespace], int]:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from experiments.analysis.report import write_report
+    from experiments.analysis.report import Report, write_report
 
     store = existing_store(args.results)
     if args.accept_changed:
         store.accept_changed()
-    print(write_report(store, args.mode))
+    report = Report.build(store, args.mode)  # one model of the records for the report and the explorer
+    print(write_report(store, args.mode, report))
     if args.explorer:
         from experiments.explorer import write_page
 
-        print(f"wrote {write_page(store, store.root / 'explorer.html')}")
+        print(f"wrote {write_page(store, store.root / 'explorer.html', report)}")
     return 0
 
 

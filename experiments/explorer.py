@@ -18,8 +18,12 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import UserError
+
+if TYPE_CHECKING:
+    from experiments.analysis.report import Report
 from common.results import RunStore, existing_store, write_atomic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,21 +38,22 @@ def _script_safe(text: str) -> str:
     return text.replace("</", "<\\/")
 
 
-def render(store: RunStore, page: Path) -> str:
-    """The page for the runs of `store`, its links to records relative to where `page` is written."""
+def render(store: RunStore, page: Path, report: Report | None = None) -> str:
+    """The page for the runs of `store` (their model `report` where the caller has built it already), its links to
+    records relative to where `page` is written."""
     from plotly.offline import get_plotlyjs
 
     from experiments.analysis.explorer_data import explorer_data
     from experiments.analysis.report import Report
 
-    data = explorer_data(Report.build(store), store.root.resolve(), page.parent.resolve())
+    data = explorer_data(report or Report.build(store), store.root.resolve(), page.parent.resolve())
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
     template = TEMPLATE.read_text()
     return template.replace("/*PLOTLY*/", _script_safe(get_plotlyjs()), 1).replace("/*DATA*/", _script_safe(payload), 1)
 
 
-def write_page(store: RunStore, page: Path) -> Path:
-    write_atomic(page, render(store, page).encode())
+def write_page(store: RunStore, page: Path, report: Report | None = None) -> Path:
+    write_atomic(page, render(store, page, report).encode())
     return page
 
 

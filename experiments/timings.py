@@ -63,8 +63,9 @@ def from_records() -> dict[str, dict]:
     from experiments.running.grid import expected_seconds
 
     store = RunStore(PUBLISHED)
+    records = store.records()
     # a backend with no committed run (a plug-in) has no times to estimate its runs by: left out, and said
-    committed = {record["backend"] for record in store.records()}
+    committed = {record["backend"] for record in records}
     keys = [key for key in reproduce_keys() if key.backend in committed]
     expected = expected_seconds(keys, store)
     missing = [key.label() for key in keys if key not in expected]
@@ -74,7 +75,7 @@ def from_records() -> dict[str, dict]:
     if left_out:
         print(f"[timings] make reproduce's estimate leaves out {', '.join(left_out)}: no committed runs to time "
               "them by", file=sys.stderr)
-    published = sum(row["seconds"] for record in store.records() for row in record["epochs"])
+    published = sum(row["seconds"] for record in records for row in record["epochs"])
     how = "from the committed runs' epoch times, one run after another"
     return {"reproduce": {"seconds": round(sum(expected.values())), "how": how, "runs": len(keys)},
             "publish": {"seconds": round(published), "how": how, "runs": len(store.record_paths())}}

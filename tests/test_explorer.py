@@ -135,3 +135,18 @@ def test_the_variance_study_is_tabled_for_its_recipe(tab):
     assert set(arms) <= {run["arm"] for run in study["runs"]} and "one-bit" in arms and "seed" in arms
     (href,) = tab.eval_on_selector_all("#variance a", "a => a.map(x => x.href)")
     assert json.loads(Path(unquote(urlparse(href).path)).read_text())["runs"] == study["runs"]
+
+
+def test_compare_writes_the_explorer_beside_the_report(tmp_path):
+    """`compare --explorer`: the report and the page from one model of the records, side by side."""
+    import shutil
+
+    from experiments import cli
+
+    shutil.copytree(PUBLISHED / "stock" / "mnist" / "d2l", tmp_path / "stock" / "mnist" / "d2l")
+    assert cli.main(["compare", "--results", str(tmp_path), "--explorer"]) == 0
+    page = (tmp_path / "explorer.html").read_text()
+    data = json.loads(page.split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    assert (tmp_path / "report.md").exists() and data["runs"] == len(list(tmp_path.glob("stock/mnist/d2l/*.json")))
+    assert {r["file"] for g in data["groups"] for b in g["backends"].values() for r in b["runs"]} == {
+        p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("stock/mnist/d2l/*.json")}

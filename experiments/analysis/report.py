@@ -527,12 +527,13 @@ def published_report() -> Report:
     return Report.build(RunStore(PUBLISHED))
 
 
-def write_report(store: RunStore, mode: str | None = None) -> str:
-    """Write report.md, report.csv and one PNG per (variant, dataset, recipe) into the results directory."""
+def write_report(store: RunStore, mode: str | None = None, report: Report | None = None) -> str:
+    """Write report.md, report.csv and one PNG per (variant, dataset, recipe) into the results directory (from
+    `report` where the caller has built it already)."""
     from experiments.analysis.plots import plot_group
     from experiments.analysis.variance import plot as variance_plot
 
-    report = Report.build(store, mode)
+    report = report or Report.build(store, mode)
     for key, by_backend in report.groups.items():
         write_atomic(store.root / plot_path(key), plot_group(key, by_backend))
     for study in report.variance:
