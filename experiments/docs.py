@@ -79,7 +79,7 @@ def context() -> dict:
 
 
 def measured(path: str) -> str:
-    """A committed output of a command (docs/speed/*.txt, docs/verify/*.txt), as the command wrote it."""
+    """A committed output of a command (docs/speed/*.txt), as the command wrote it."""
     return (REPO / path).read_text().rstrip("\n")
 
 

@@ -1,10 +1,12 @@
-"""What the upgrade to today's releases changed: the tables of docs/environments.md, from the JSON files that
-`lenet-repro verify --json` wrote into docs/upgrade/ (the same runs replayed with the old and the new releases,
-and against the committed records)."""
+"""What replaying the committed runs shows, as tables: what the upgrade to today's releases changed
+(docs/environments.md, from the JSON files `lenet-repro verify --json` wrote into docs/upgrade/: the same runs
+replayed with the old and the new releases, and against the committed records), and a real `make verify`
+(docs/verify.md, from docs/verify/quick.json)."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import backends
 from common import spec
 
 UPGRADE = Path(__file__).resolve().parents[2] / "docs" / "upgrade"
+VERIFY = UPGRADE.parent / "verify" / "quick.json"  # `lenet-repro verify --json docs/verify/quick.json`
 
 
 def _label(backend: str) -> str:
@@ -87,3 +90,47 @@ def quick_verdicts() -> set[str]:
 
 def worst_step(name: str = "side-by-side.json") -> str:
     return f"{max(o['max_rel'] for o in _outcomes(name)):.1e}"
+
+
+def _verified(path: Path = VERIFY) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def verify_machines(path: Path = VERIFY) -> str:
+    """The machine a `make verify` replayed the runs on, and those their records name, with how many runs each."""
+    document = _verified(path)
+    lines = ["| | machine | runs |", "|---|---|---|",
+             f"| replayed on | {document['this_machine']} | {len(document['outcomes'])} |"]
+    made = Counter(o["made_on"] for o in document["outcomes"])
+    return "\n".join(lines + [f"| made on | {machine} | {n} |" for machine, n in made.items()])
+
+
+def verify_outcomes(path: Path = VERIFY) -> str:
+    """Each replayed run: threads, steps compared, the first step that differs, the largest relative difference of
+    a step loss, the verdict."""
+    lines = ["| run | threads | steps | first differing step | largest relative difference | verdict |",
+             "|---|---|---|---|---|---|"]
+    for o in _verified(path)["outcomes"]:
+        first = o["first_diff"] or "—"
+        lines.append(f"| `{o['run']}` | {o['threads']} | {o['steps']} | {first} | {o['max_rel']:.1e} | "
+                     f"{o['verdict']} |")
+    return "\n".join(lines)
+
+
+def verify_releases(path: Path = VERIFY) -> str:
+    """What the replay ran with that the records were not made with (packages and kernel settings), with how many
+    runs each difference concerns; the outcomes name them as "name then -> now", joined by ", "."""
+    changes: Counter[tuple[str, str, str]] = Counter()
+    for o in _verified(path)["outcomes"]:
+        for change in filter(None, o["versions"].split(", ")):
+            name, _, moved = change.partition(" ")
+            then, _, now = moved.partition(" -> ")
+            changes[name, then, now] += 1
+    lines = ["| package or kernel setting | the committed runs | the replay | runs |", "|---|---|---|---|"]
+    return "\n".join(lines + [f"| {name} | {then} | {now} | {n} |" for (name, then, now), n in changes.items()])
+
+
+def verify_verdicts(path: Path = VERIFY) -> str:
+    """How many runs got each verdict: '22 identical, 22 float drift'."""
+    counts = Counter(o["verdict"] for o in _verified(path)["outcomes"])
+    return ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
