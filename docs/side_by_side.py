@@ -228,7 +228,7 @@ groups = model.group_records(store.records("shared"))
 rows = model.side_by_side_rows(groups)
 display(Markdown(f"**{len(store.records())} committed runs.** Shared mode, mean ± std over seeds (n), final "
                  "test accuracy after 10 epochs of each backend that ran "
-                 f"({', '.join(map(model.label, model.present_backends(rows)))}), and whether each reaches the "
+                 f"({', '.join(map(backends.label, model.present_backends(rows)))}), and whether each reaches the "
                  "same result as the baseline:"))
 display(Markdown(report.markdown_table(rows)))
 display(Markdown("The paired difference from the baseline, with its 95% interval:"))
